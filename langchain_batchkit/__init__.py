@@ -1,0 +1,45 @@
+"""langchain-batchkit: run any LangChain Runnable safely and fast over many inputs.
+
+Example:
+    >>> from langchain_batchkit import batchkit        # doctest: +SKIP
+    >>> results = batchkit(chain).batch(inputs)        # doctest: +SKIP
+    >>> results.failed, results.summary()              # doctest: +SKIP
+"""
+
+from langchain_batchkit._concurrency import (
+    PRESETS,
+    ConcurrencyPlan,
+    ConcurrencyPreset,
+    concurrency_for_rate_limit,
+    concurrency_for_size,
+)
+from langchain_batchkit._engine import InputSourceError
+from langchain_batchkit._errors import BatchFailedError, BatchkitError, ConfigurationError
+from langchain_batchkit._progress import ProgressEvent, RootRunCounter
+from langchain_batchkit._results import BatchResult, BatchSummary, ItemError, ItemResult, TokenUsage
+from langchain_batchkit._runner import INDEX_METADATA_KEY, BatchKit, batchkit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "INDEX_METADATA_KEY",
+    "PRESETS",
+    "BatchFailedError",
+    "BatchKit",
+    "BatchResult",
+    "BatchSummary",
+    "BatchkitError",
+    "ConcurrencyPlan",
+    "ConcurrencyPreset",
+    "ConfigurationError",
+    "InputSourceError",
+    "ItemError",
+    "ItemResult",
+    "ProgressEvent",
+    "RootRunCounter",
+    "TokenUsage",
+    "__version__",
+    "batchkit",
+    "concurrency_for_rate_limit",
+    "concurrency_for_size",
+]

@@ -1,0 +1,214 @@
+"""The one per-item engine behind every entry point, sync and async.
+
+An item's path (call the chain, capture the error, time it, read token usage)
+is written once, in :meth:`Engine.run_item`. :meth:`Engine.stream` drives items
+through a sliding window: it reads the next input only when a slot is free, so
+it never materialises the input or creates a coroutine per input up front, and a
+slow item never holds back the start of the next one. New items start only
+while the consumer is pulling results; when the consumer leaves (``break``, an
+exception, cancellation) every pending item is cancelled and no further call is
+made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from typing import Any, Generic, TypeVar
+
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from langchain_batchkit._errors import BatchkitError
+from langchain_batchkit._progress import ProgressReporter
+from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
+
+__all__ = ["Engine", "IndexedSource", "InputSourceError"]
+
+logger = logging.getLogger(__name__)
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+IndexedSource = Iterable[tuple[int, InputT]] | AsyncIterable[tuple[int, InputT]]
+"""Inputs paired with their index, read lazily."""
+
+
+class InputSourceError(BatchkitError):
+    """Reading the next input from the user's iterable raised.
+
+    Items that finished before it are kept (``kit.last_run``); the cause is chained.
+    """
+
+
+class _Exhausted:
+    __slots__ = ()
+
+
+_EXHAUSTED = _Exhausted()
+
+
+class _Source(Generic[InputT]):
+    """One reader over a sync or async iterable of ``(index, input)`` pairs."""
+
+    __slots__ = ("_aiter", "_iter", "_last_index")
+
+    def __init__(self, source: IndexedSource[InputT]) -> None:
+        self._iter: Iterator[tuple[int, InputT]] | None = None
+        self._aiter: AsyncIterator[tuple[int, InputT]] | None = None
+        if isinstance(source, AsyncIterable):
+            self._aiter = aiter(source)
+        else:
+            self._iter = iter(source)
+        self._last_index = -1
+
+    async def next(self) -> tuple[int, InputT] | _Exhausted:
+        try:
+            if self._iter is not None:
+                pair = next(self._iter)
+            else:
+                assert self._aiter is not None
+                pair = await anext(self._aiter)
+        except (StopIteration, StopAsyncIteration):
+            return _EXHAUSTED
+        except Exception as exc:
+            raise InputSourceError(
+                f"reading input #{self._last_index + 1} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._last_index = pair[0]
+        return pair
+
+
+class Engine(Generic[InputT, OutputT]):
+    """Runs a Runnable over items, one result per item, never raising for an item.
+
+    Args:
+        runnable: the chain to call once per item.
+        clock: a monotonic clock in seconds, injectable for tests.
+    """
+
+    __slots__ = ("_clock", "runnable")
+
+    def __init__(
+        self,
+        runnable: Runnable[InputT, OutputT],
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.runnable = runnable
+        self._clock = clock
+
+    async def run_item(
+        self, index: int, value: InputT, config: RunnableConfig, kwargs: dict[str, Any]
+    ) -> ItemResult[InputT, OutputT]:
+        """Call the chain for one item and capture its output or its error.
+
+        ``Exception`` is captured as the item's error; ``BaseException`` (cancellation,
+        KeyboardInterrupt) passes through and is never recorded as an output.
+        """
+        start = self._clock()
+        try:
+            output = await self.runnable.ainvoke(value, config, **kwargs)
+        except Exception as exc:
+            return ItemResult(
+                index, value, None, ItemError.from_exception(exc), 1, self._clock() - start
+            )
+        return ItemResult(
+            index, value, output, None, 1, self._clock() - start, TokenUsage.from_output(output)
+        )
+
+    async def stream(
+        self,
+        source: IndexedSource[InputT],
+        *,
+        concurrency: int,
+        config_for: Callable[[int], RunnableConfig],
+        reporter: ProgressReporter | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
+        """Yield one :class:`ItemResult` per input, in completion order.
+
+        At most ``concurrency`` items are in flight. Leaving the iteration early
+        (or cancelling the task iterating it) cancels the items in flight.
+
+        Args:
+            source: ``(index, input)`` pairs, sync or async, read one at a time.
+            concurrency: the most items in flight at once.
+            config_for: the RunnableConfig for the item with a given index.
+            reporter: counts each finished item (the progress bar and hook).
+            kwargs: extra keyword arguments for the chain's ``ainvoke``.
+        """
+        call_kwargs = kwargs or {}
+        reader: _Source[InputT] = _Source(source)
+        loop = asyncio.get_running_loop()
+        pending: dict[asyncio.Task[ItemResult[InputT, OutputT]], tuple[int, InputT]] = {}
+        finished: deque[ItemResult[InputT, OutputT]] = deque()
+        crashed: list[BaseException] = []
+        wake = asyncio.Event()
+        closing = False
+
+        def on_done(task: asyncio.Task[ItemResult[InputT, OutputT]]) -> None:
+            index, value = pending.pop(task)
+            if task.cancelled():
+                if not closing:
+                    # The item cancelled itself (we did not): an error for that item,
+                    # never an output, and never a silent loss.
+                    err = ItemError("CancelledError", "the item's task was cancelled")
+                    finished.append(ItemResult(index, value, None, err, 1, 0.0))
+            elif (exc := task.exception()) is not None:
+                crashed.append(exc)
+            else:
+                finished.append(task.result())
+            wake.set()
+
+        exhausted = False
+        source_error: InputSourceError | None = None
+        try:
+            while True:
+                while not exhausted and len(pending) < concurrency:
+                    try:
+                        pair = await reader.next()
+                    except InputSourceError as exc:
+                        # Finish what is in flight first: those items are not lost.
+                        source_error, exhausted = exc, True
+                        break
+                    if isinstance(pair, _Exhausted):
+                        exhausted = True
+                        break
+                    index, value = pair
+                    task = loop.create_task(
+                        self.run_item(index, value, config_for(index), call_kwargs)
+                    )
+                    pending[task] = pair
+                    task.add_done_callback(on_done)
+                if crashed:
+                    raise crashed[0]
+                if finished:
+                    result = finished.popleft()
+                    if reporter is not None:
+                        reporter.item_done(result)
+                    yield result
+                    continue
+                if not pending:
+                    if source_error is not None:
+                        raise source_error
+                    return
+                wake.clear()
+                await wake.wait()
+        finally:
+            closing = True
+            if pending:
+                tasks = list(pending)
+                for task in tasks:
+                    task.cancel()
+                logger.debug("cancelling %d items in flight", len(tasks))
+                await asyncio.wait(tasks)

@@ -1,0 +1,72 @@
+"""The exception tree of langchain-batchkit.
+
+Every exception the library raises on purpose derives from :class:`BatchkitError`,
+so ``except BatchkitError`` catches all of them and nothing else::
+
+    BatchkitError
+    ├── ConfigurationError        (also a ValueError): a bad option, named
+    └── BatchFailedError          raised by ``BatchResult.raise_for_errors()``
+
+Item failures are never raised by a batch run: they are recorded as
+:class:`~langchain_batchkit.ItemError` values on each result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_batchkit._results import ItemResult
+
+__all__ = ["BatchFailedError", "BatchkitError", "ConfigurationError", "redact_secrets"]
+
+# OpenAI-style keys (sk-..., sk-proj-...), bearer tokens, and `api_key=...` pairs.
+_SECRET_PATTERNS = (
+    re.compile(r"sk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]{8,}"),
+    re.compile(r"(?i)(api[_-]?key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]{6,}"),
+)
+
+
+def redact_secrets(text: str) -> str:
+    """Replace anything that looks like an API key or bearer token with ``***``.
+
+    Errors, logs, reprs and checkpoints pass through this, so a key that a
+    provider echoes back in an error message never reaches the user's files.
+
+    Example:
+        >>> redact_secrets("Incorrect API key provided: sk-abcdef123456")
+        'Incorrect API key provided: ***'
+    """
+    text = _SECRET_PATTERNS[0].sub("***", text)
+    text = _SECRET_PATTERNS[1].sub(r"\1***", text)
+    return _SECRET_PATTERNS[2].sub(r"\1***", text)
+
+
+class BatchkitError(Exception):
+    """Base class of every exception langchain-batchkit raises on purpose."""
+
+
+class ConfigurationError(BatchkitError, ValueError):
+    """An option was invalid; the message names the option and the accepted values."""
+
+
+class BatchFailedError(BatchkitError):
+    """Some items of a batch failed; raised only by ``BatchResult.raise_for_errors()``.
+
+    Attributes:
+        failed: the failed item results, in input order.
+        total: how many items the batch had.
+    """
+
+    def __init__(self, failed: Sequence[ItemResult[Any, Any]], total: int) -> None:
+        self.failed = list(failed)
+        self.total = total
+        shown = self.failed[:20]
+        lines = [f"{len(self.failed)} of {total} items failed:"]
+        lines += [f"  [{r.index}] {r.error}" for r in shown]
+        if len(self.failed) > len(shown):
+            lines.append(f"  ... and {len(self.failed) - len(shown)} more")
+        super().__init__("\n".join(lines))

@@ -1,0 +1,363 @@
+"""Result values: one :class:`ItemResult` per input, gathered in a :class:`BatchResult`.
+
+Every result is keyed by its input index from the moment the engine creates it;
+nothing here rebuilds a result list by position.
+"""
+
+from __future__ import annotations
+
+import html
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+
+from langchain_batchkit._errors import BatchFailedError, redact_secrets
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["BatchResult", "BatchSummary", "ItemError", "ItemResult", "TokenUsage"]
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """What went wrong for one item, as text that survives pickling and export.
+
+    Attributes:
+        type: the exception's class name, e.g. ``"RateLimitError"``.
+        message: ``str(exception)``, with anything resembling an API key redacted.
+        traceback: the formatted traceback, redacted likewise.
+        module: the module that defines the exception class.
+        exception: the live exception when this process captured it (``None`` after a
+            round trip through a checkpoint); not part of equality or the repr.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    module: str = ""
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ItemError:
+        """Capture ``exc`` as text, redacting secrets.
+
+        The live exception is kept, but its traceback frames are released once
+        formatted, so a million failed items do not pin a million stacks in memory.
+        """
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        exc.__traceback__ = None
+        return cls(
+            type=type(exc).__name__,
+            message=redact_secrets(str(exc)),
+            traceback=redact_secrets(tb),
+            module=type(exc).__module__,
+            exception=exc,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts reported by the model for one item (or summed over many)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_output(cls, output: object) -> TokenUsage | None:
+        """Read ``usage_metadata`` from an ``AIMessage``-like output, if it has one."""
+        meta = getattr(output, "usage_metadata", None)
+        if not isinstance(meta, Mapping):
+            return None
+        inp = int(meta.get("input_tokens", 0) or 0)
+        out = int(meta.get("output_tokens", 0) or 0)
+        return cls(inp, out, int(meta.get("total_tokens", inp + out) or 0))
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.total_tokens + other.total_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult(Generic[InputT, OutputT]):
+    """The outcome of one input: its output or its error, never both.
+
+    Attributes:
+        index: the input's position in the batch (stable across retries and resumes).
+        input: the input as given.
+        output: the chain's output, or ``None`` when the item failed.
+        error: what went wrong, or ``None`` when the item succeeded.
+        attempts: how many times the chain was called for this item.
+        latency: seconds from the item's first start to its end.
+        usage: token counts when the output carries ``usage_metadata``.
+        history: errors of earlier attempts that were retried, oldest first.
+    """
+
+    index: int
+    input: InputT
+    output: OutputT | None = None
+    error: ItemError | None = None
+    attempts: int = 1
+    latency: float = 0.0
+    usage: TokenUsage | None = None
+    history: tuple[ItemError, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the item produced an output."""
+        return self.error is None
+
+    def to_record(self) -> dict[str, Any]:
+        """A flat dict for tables and JSON export."""
+        usage = self.usage
+        return {
+            "index": self.index,
+            "ok": self.ok,
+            "input": self.input,
+            "output": self.output,
+            "error_type": self.error.type if self.error else None,
+            "error_message": self.error.message if self.error else None,
+            "attempts": self.attempts,
+            "latency_s": self.latency,
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "total_tokens": usage.total_tokens if usage else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    """Counts, timing and token totals of a batch; ``str()`` gives one readable line."""
+
+    total: int
+    succeeded: int
+    failed: int
+    wall_time: float
+    items_per_second: float
+    attempts: int
+    usage: TokenUsage
+
+    def __str__(self) -> str:
+        return (
+            f"{self.total} items: {self.succeeded} ok, {self.failed} failed "
+            f"in {self.wall_time:.2f} s ({self.items_per_second:.1f} items/s, "
+            f"{self.attempts} calls, {self.usage.total_tokens} tokens)"
+        )
+
+
+class Rerunner(Protocol[InputT, OutputT]):
+    """What a BatchResult needs to re-run some of its items (the kit that made it)."""
+
+    def _rerun(
+        self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
+    ) -> BatchResult[InputT, OutputT]: ...
+
+    async def _arerun(
+        self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
+    ) -> BatchResult[InputT, OutputT]: ...
+
+
+class BatchResult(list[ItemResult[InputT, OutputT]]):
+    """The results of a batch: a list of :class:`ItemResult`, one per input, in input order.
+
+    It is a ``list`` so it flows through LCEL like any ``.batch`` output, and adds
+    the views a batch user needs. For a complete run, ``results[i].index == i``;
+    after an interrupt it holds only the items that finished (``complete`` is
+    False), still sorted by index: use :meth:`by_index` there.
+
+    Example:
+        >>> results = kit.batch(inputs)               # doctest: +SKIP
+        >>> results.failed[0].error                   # doctest: +SKIP
+        >>> results = results.retry_failed()          # doctest: +SKIP
+    """
+
+    wall_time: float
+    complete: bool
+    _rerunner: Rerunner[InputT, OutputT] | None
+    _config: RunnableConfig | None
+
+    def __init__(
+        self,
+        items: Iterable[ItemResult[InputT, OutputT]] = (),
+        *,
+        wall_time: float = 0.0,
+        complete: bool = True,
+        rerunner: Rerunner[InputT, OutputT] | None = None,
+        config: RunnableConfig | None = None,
+    ) -> None:
+        super().__init__(sorted(items, key=_by_index))
+        self.wall_time = wall_time
+        self.complete = complete
+        self._rerunner = rerunner
+        self._config = config
+
+    @property
+    def outputs(self) -> list[OutputT | None]:
+        """Outputs in input order, ``None`` where the item failed."""
+        return [r.output for r in self]
+
+    @property
+    def succeeded(self) -> list[ItemResult[InputT, OutputT]]:
+        """The items that produced an output."""
+        return [r for r in self if r.error is None]
+
+    @property
+    def failed(self) -> list[ItemResult[InputT, OutputT]]:
+        """The items that ended with an error."""
+        return [r for r in self if r.error is not None]
+
+    def by_index(self, index: int) -> ItemResult[InputT, OutputT]:
+        """The result for input ``index`` (works on partial results too)."""
+        if 0 <= index < len(self) and self[index].index == index:
+            return self[index]
+        for r in self:
+            if r.index == index:
+                return r
+        raise KeyError(f"no result for input index {index}")
+
+    def raise_for_errors(self) -> BatchResult[InputT, OutputT]:
+        """Raise one :class:`BatchFailedError` naming every failed index, or return self."""
+        failed = self.failed
+        if failed:
+            first = failed[0].error
+            cause = first.exception if first else None
+            raise BatchFailedError(failed, len(self)) from cause
+        return self
+
+    def retry_failed(self, config: RunnableConfig | None = None) -> BatchResult[InputT, OutputT]:
+        """Re-run only the failed items and return the merged result.
+
+        Each re-run item keeps its original index; its ``attempts`` add up across
+        runs and ``history`` keeps the earlier errors. Items that succeeded are
+        not called again.
+        """
+        rerunner, pairs = self._retry_plan()
+        if not pairs:
+            return self
+        return self._merge(rerunner._rerun(pairs, config or self._config))
+
+    async def aretry_failed(
+        self, config: RunnableConfig | None = None
+    ) -> BatchResult[InputT, OutputT]:
+        """Async twin of :meth:`retry_failed`."""
+        rerunner, pairs = self._retry_plan()
+        if not pairs:
+            return self
+        return self._merge(await rerunner._arerun(pairs, config or self._config))
+
+    def _retry_plan(self) -> tuple[Rerunner[InputT, OutputT], list[tuple[int, InputT]]]:
+        if self._rerunner is None:
+            raise RuntimeError("this BatchResult was not made by a batchkit runner")
+        return self._rerunner, [(r.index, r.input) for r in self.failed]
+
+    def _merge(self, again: BatchResult[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
+        merged = {r.index: r for r in self}
+        for new in again:
+            old = merged[new.index]
+            earlier = (*old.history, old.error) if old.error else old.history
+            merged[new.index] = replace(
+                new, attempts=old.attempts + new.attempts, history=earlier + new.history
+            )
+        return BatchResult(
+            merged.values(),
+            wall_time=self.wall_time + again.wall_time,
+            complete=self.complete and again.complete,
+            rerunner=self._rerunner,
+            config=self._config,
+        )
+
+    def summary(self) -> BatchSummary:
+        """Counts, wall time, items per second and token totals."""
+        usage = TokenUsage()
+        ok = attempts = 0
+        for r in self:
+            ok += r.error is None
+            attempts += r.attempts
+            if r.usage is not None:
+                usage = usage + r.usage
+        wall = self.wall_time
+        return BatchSummary(
+            total=len(self),
+            succeeded=ok,
+            failed=len(self) - ok,
+            wall_time=wall,
+            items_per_second=len(self) / wall if wall > 0 else 0.0,
+            attempts=attempts,
+            usage=usage,
+        )
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat dict per item (see :meth:`ItemResult.to_record`)."""
+        return [r.to_record() for r in self]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """A DataFrame with one row per item; needs ``pip install langchain-batchkit[pandas]``."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "to_pandas() needs pandas: pip install 'langchain-batchkit[pandas]'"
+            ) from exc
+        frame: pandas.DataFrame = pd.DataFrame.from_records(self.to_records())
+        return frame
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        partial = "" if self.complete else ", partial"
+        return (
+            f"BatchResult({s.total} items, {s.succeeded} ok, {s.failed} failed, "
+            f"{s.wall_time:.2f} s{partial})"
+        )
+
+    def _repr_html_(self, max_rows: int = 10) -> str:
+        s = self.summary()
+        esc = html.escape
+        head = (
+            f"<b>BatchResult</b>: {s.total} items · "
+            f"<span style='color:green'>{s.succeeded} ok</span> · "
+            f"<span style='color:{'red' if s.failed else 'inherit'}'>{s.failed} failed</span>"
+            f" · {s.wall_time:.2f} s · {s.items_per_second:.1f} items/s"
+            f" · {s.usage.total_tokens} tokens{'' if self.complete else ' · partial'}"
+        )
+        failed = self.failed
+        if not failed:
+            return f"<div>{head}</div>"
+        rows = "".join(
+            f"<tr><td>{r.index}</td><td>{esc(_short(r.input))}</td>"
+            f"<td>{esc(r.error.type if r.error else '')}</td>"
+            f"<td>{esc(_short(r.error.message if r.error else ''))}</td>"
+            f"<td>{r.attempts}</td></tr>"
+            for r in failed[:max_rows]
+        )
+        more = (
+            f"<tr><td colspan=5>… {len(failed) - max_rows} more failed</td></tr>"
+            if len(failed) > max_rows
+            else ""
+        )
+        return (
+            f"<div>{head}<table><thead><tr><th>index</th><th>input</th><th>error</th>"
+            f"<th>message</th><th>attempts</th></tr></thead><tbody>{rows}{more}</tbody>"
+            "</table></div>"
+        )
+
+
+def _by_index(r: ItemResult[Any, Any]) -> int:
+    return r.index
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = redact_secrets(value if isinstance(value, str) else repr(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,391 @@
+"""The wrapper Runnable users hold: :class:`BatchKit`, made by :func:`batchkit`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Sequence,
+    Sized,
+)
+from contextlib import aclosing
+from typing import Any, Generic, TypeVar, cast
+
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from pydantic import BaseModel
+
+from langchain_batchkit._concurrency import (
+    MaxConcurrency,
+    resolve_max_concurrency,
+    validate_max_concurrency,
+)
+from langchain_batchkit._engine import Engine, IndexedSource
+from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._progress import ProgressCallback, ProgressReporter
+from langchain_batchkit._results import BatchResult, ItemResult
+from langchain_batchkit._sync import iterate_sync, run_sync
+
+__all__ = ["BatchKit", "batchkit"]
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+#: The metadata key that carries an item's input index into its run's trace.
+INDEX_METADATA_KEY = "batchkit_index"
+
+Inputs = Iterable[InputT] | AsyncIterable[InputT]
+CallConfig = RunnableConfig | Sequence[RunnableConfig] | None
+
+
+class _Configs:
+    """The RunnableConfig of each item: the caller's, plus the item's index in metadata."""
+
+    __slots__ = ("_base", "_per_item")
+
+    def __init__(self, config: CallConfig) -> None:
+        self._base: RunnableConfig | None = None
+        self._per_item: list[RunnableConfig] | None = None
+        if config is None or isinstance(config, dict):
+            self._base = _strip_run_id(ensure_config(config))
+        else:
+            self._per_item = [_strip_run_id(ensure_config(c)) for c in config]
+
+    @property
+    def max_concurrency(self) -> int | None:
+        if self._base is not None:
+            return self._base.get("max_concurrency")
+        return self._per_item[0].get("max_concurrency") if self._per_item else None
+
+    def check_length(self, n_items: int | None) -> None:
+        if self._per_item is not None and n_items != len(self._per_item):
+            raise ConfigurationError(
+                f"got {len(self._per_item)} configs for "
+                f"{'an unsized input' if n_items is None else f'{n_items} inputs'}; "
+                "pass one config, or one per input"
+            )
+
+    def __call__(self, index: int) -> RunnableConfig:
+        base = (
+            self._base
+            if self._base is not None
+            else cast(list[RunnableConfig], self._per_item)[index]
+        )
+        config = base.copy()
+        metadata = base.get("metadata")
+        config["metadata"] = (
+            {**metadata, INDEX_METADATA_KEY: index} if metadata else {INDEX_METADATA_KEY: index}
+        )
+        return config
+
+
+def _strip_run_id(config: RunnableConfig) -> RunnableConfig:
+    # A run id names one run; several items cannot share it.
+    if "run_id" in config:
+        config = config.copy()
+        config.pop("run_id")
+    return config
+
+
+def _size_of(inputs: object) -> int | None:
+    return len(inputs) if isinstance(inputs, Sized) else None
+
+
+async def _aenumerate(inputs: AsyncIterable[InputT]) -> AsyncIterator[tuple[int, InputT]]:
+    i = 0
+    async for value in inputs:
+        yield i, value
+        i += 1
+
+
+def _indexed(inputs: Inputs[InputT]) -> IndexedSource[InputT]:
+    if isinstance(inputs, AsyncIterable):
+        return _aenumerate(inputs)
+    return enumerate(inputs)
+
+
+class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, OutputT]):
+    """A Runnable that runs another Runnable safely over many inputs.
+
+    Every input yields an :class:`ItemResult`: one failure never fails the batch.
+    ``invoke``/``ainvoke`` return one ItemResult, ``batch``/``abatch`` a
+    :class:`BatchResult` (a list), ``batch_as_completed``/``abatch_as_completed``
+    ``(index, ItemResult)`` pairs as items finish. It can stand inside a larger
+    LCEL chain, where failures flow on as values.
+
+    Create it with :func:`batchkit`.
+
+    Attributes:
+        bound: the wrapped Runnable.
+        last_run: the results of the most recent batch run on this kit, set when
+            the run ends, also when it ends by KeyboardInterrupt or cancellation
+            (then ``last_run.complete`` is False and it holds the finished items).
+    """
+
+    bound: Runnable[InputT, OutputT]
+    last_run: BatchResult[InputT, OutputT] | None
+
+    def __init__(
+        self,
+        bound: Runnable[InputT, OutputT],
+        *,
+        max_concurrency: MaxConcurrency = "auto",
+        progress: bool | None = None,
+        on_progress: ProgressCallback | None = None,
+        desc: str | None = None,
+    ) -> None:
+        if not isinstance(bound, Runnable):
+            raise ConfigurationError(
+                f"batchkit() wraps a Runnable (an LCEL chain, a model, a RunnableLambda); "
+                f"got {type(bound).__name__}"
+            )
+        if progress is not None and not isinstance(progress, bool):
+            raise ConfigurationError(f"progress must be True, False or None, got {progress!r}")
+        if on_progress is not None and not callable(on_progress):
+            raise ConfigurationError("on_progress must be a callable taking a ProgressEvent")
+        self.bound = bound
+        self.max_concurrency = validate_max_concurrency(max_concurrency)
+        self.progress = progress
+        self.on_progress = on_progress
+        self.desc = desc or bound.get_name()
+        self.name = f"batchkit({bound.get_name()})"
+        self.last_run = None
+        self._engine: Engine[InputT, OutputT] = Engine(bound)
+
+    # -- Runnable plumbing -------------------------------------------------------------
+
+    @property
+    def InputType(self) -> Any:
+        return self.bound.InputType
+
+    @property
+    def OutputType(self) -> Any:
+        return ItemResult
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return cast(type[BaseModel], self.bound.get_input_schema(config))
+
+    def __repr__(self) -> str:
+        return f"BatchKit(bound={self.bound.get_name()}, max_concurrency={self.max_concurrency!r})"
+
+    # -- single items --------------------------------------------------------------------
+
+    def invoke(
+        self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> ItemResult[InputT, OutputT]:
+        """Run one input; return its ItemResult (never raises for the item's error)."""
+        return run_sync(self.ainvoke(input, config, **kwargs), workers=1)
+
+    async def ainvoke(
+        self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> ItemResult[InputT, OutputT]:
+        """Async twin of :meth:`invoke`."""
+        return await self._engine.run_item(0, input, ensure_config(config), kwargs)
+
+    # -- batches -------------------------------------------------------------------------
+
+    def batch(
+        self,
+        inputs: list[InputT],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> BatchResult[InputT, OutputT]:
+        """Run every input; return a BatchResult in input order. Never raises for an item.
+
+        Works inside a running event loop (a Jupyter cell). ``return_exceptions`` is
+        accepted for LCEL compatibility and has no effect: errors are always values.
+        """
+        run = self._plan(inputs, config, kwargs)
+        return run_sync(self._collect(run), workers=run.concurrency)
+
+    async def abatch(
+        self,
+        inputs: list[InputT],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> BatchResult[InputT, OutputT]:
+        """Async twin of :meth:`batch`; also accepts iterables and async iterables."""
+        return await self._collect(self._plan(inputs, config, kwargs))
+
+    def batch_as_completed(  # type: ignore[override]
+        self,
+        inputs: Sequence[InputT],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> Iterator[tuple[int, ItemResult[InputT, OutputT]]]:
+        """Yield ``(index, ItemResult)`` as items finish; leaving early cancels the rest."""
+        run = self._plan(inputs, config, kwargs)
+        for result in iterate_sync(self._stream(run), workers=run.concurrency):
+            yield result.index, result
+
+    async def abatch_as_completed(  # type: ignore[override]
+        self,
+        inputs: Sequence[InputT],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> AsyncIterator[tuple[int, ItemResult[InputT, OutputT]]]:
+        """Async twin of :meth:`batch_as_completed`."""
+        async with aclosing(self._stream(self._plan(inputs, config, kwargs))) as stream:
+            async for result in stream:
+                yield result.index, result
+
+    def stream_results(
+        self, inputs: Iterable[InputT], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[ItemResult[InputT, OutputT]]:
+        """Yield ItemResults as they complete, reading ``inputs`` lazily."""
+        run = self._plan(inputs, config, kwargs)
+        yield from iterate_sync(self._stream(run), workers=run.concurrency)
+
+    async def astream_results(
+        self, inputs: Inputs[InputT], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[ItemResult[InputT, OutputT]]:
+        """Async twin of :meth:`stream_results`; also accepts async iterables."""
+        async with aclosing(self._stream(self._plan(inputs, config, kwargs))) as stream:
+            async for result in stream:
+                yield result
+
+    # -- the shared path -------------------------------------------------------------------
+
+    def _plan(
+        self,
+        inputs: Inputs[InputT] | Sequence[tuple[int, InputT]],
+        config: CallConfig,
+        kwargs: dict[str, Any],
+        *,
+        indexed: bool = False,
+    ) -> _Run[InputT]:
+        n_items = _size_of(inputs)
+        configs = _Configs(config)
+        if not indexed:
+            configs.check_length(n_items)
+        if isinstance(self.max_concurrency, int):
+            concurrency = self.max_concurrency
+        elif configs.max_concurrency:
+            concurrency = int(configs.max_concurrency)
+        else:
+            concurrency = resolve_max_concurrency(self.max_concurrency, n_items)
+        source = (
+            iter(cast(Sequence[tuple[int, InputT]], inputs))
+            if indexed
+            else _indexed(cast(Inputs[InputT], inputs))
+        )
+        return _Run(source, configs, config, n_items, concurrency, kwargs)
+
+    async def _stream(self, run: _Run[InputT]) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
+        reporter = ProgressReporter(
+            run.n_items, show_bar=self.progress, callback=self.on_progress, desc=self.desc
+        )
+        stream = self._engine.stream(
+            run.source,
+            concurrency=run.concurrency,
+            config_for=run.configs,
+            reporter=reporter,
+            kwargs=run.kwargs,
+        )
+        try:
+            async with aclosing(stream):
+                async for result in stream:
+                    yield result
+        finally:
+            reporter.close()
+
+    async def _collect(self, run: _Run[InputT]) -> BatchResult[InputT, OutputT]:
+        started = time.perf_counter()
+        collected: list[ItemResult[InputT, OutputT]] = []
+        complete = False
+        try:
+            async with aclosing(self._stream(run)) as stream:
+                async for result in stream:
+                    collected.append(result)
+            complete = True
+        finally:
+            self.last_run = BatchResult(
+                collected,
+                wall_time=time.perf_counter() - started,
+                complete=complete,
+                rerunner=self,
+                config=run.config if isinstance(run.config, dict) else None,
+            )
+        return self.last_run
+
+    def _rerun(
+        self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
+    ) -> BatchResult[InputT, OutputT]:
+        run = self._plan(pairs, config, {}, indexed=True)
+        return run_sync(self._collect(run), workers=run.concurrency)
+
+    async def _arerun(
+        self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
+    ) -> BatchResult[InputT, OutputT]:
+        return await self._collect(self._plan(pairs, config, {}, indexed=True))
+
+
+class _Run(Generic[InputT]):
+    """Everything one batch run needs, decided before it starts."""
+
+    __slots__ = ("concurrency", "config", "configs", "kwargs", "n_items", "source")
+
+    def __init__(
+        self,
+        source: IndexedSource[InputT],
+        configs: _Configs,
+        config: CallConfig,
+        n_items: int | None,
+        concurrency: int,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.source = source
+        self.configs = configs
+        self.config = config
+        self.n_items = n_items
+        self.concurrency = concurrency
+        self.kwargs = kwargs
+
+
+def batchkit(
+    runnable: Runnable[InputT, OutputT],
+    *,
+    max_concurrency: MaxConcurrency = "auto",
+    progress: bool | None = None,
+    on_progress: ProgressCallback | None = None,
+    desc: str | None = None,
+) -> BatchKit[InputT, OutputT]:
+    """Wrap ``runnable`` so it runs safely over many inputs.
+
+    Args:
+        runnable: any Runnable: ``prompt | llm | parser``, a model, a RunnableLambda.
+        max_concurrency: items in flight at once: an int (always wins), ``"auto"``
+            (size-based, see :func:`concurrency_for_size`), or a preset name from
+            :data:`PRESETS`. A ``max_concurrency`` in the call's config is used when
+            this is not an int.
+        progress: ``None`` shows a ``tqdm.auto`` bar for 10+ items (or unknown
+            length), ``True`` always, ``False`` never.
+        on_progress: called with a :class:`ProgressEvent` per finished item.
+        desc: the bar's label (default: the runnable's name).
+
+    Returns:
+        A :class:`BatchKit`.
+
+    Example:
+        >>> kit = batchkit(prompt | llm | StrOutputParser())   # doctest: +SKIP
+        >>> results = kit.batch(topics)                         # doctest: +SKIP
+        >>> print(results.summary()); results.failed            # doctest: +SKIP
+    """
+    return BatchKit(
+        runnable,
+        max_concurrency=max_concurrency,
+        progress=progress,
+        on_progress=on_progress,
+        desc=desc,
+    )

@@ -1,0 +1,184 @@
+"""ItemResult / BatchResult: views, errors, summaries, exports and reprs."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+from typing import Any
+
+import pytest
+
+from langchain_batchkit import (
+    BatchFailedError,
+    BatchResult,
+    ItemError,
+    ItemResult,
+    TokenUsage,
+)
+from langchain_batchkit._errors import redact_secrets
+
+
+def _error(msg: str = "boom") -> ItemError:
+    try:
+        raise ValueError(msg)
+    except ValueError as exc:
+        return ItemError.from_exception(exc)
+
+
+def _results() -> BatchResult[str, str]:
+    return BatchResult(
+        [
+            ItemResult(2, "c", None, _error("bad c"), 2, 0.2),
+            ItemResult(0, "a", "A", None, 1, 0.1, TokenUsage(3, 4, 7)),
+            ItemResult(1, "b", "B", None, 1, 0.1, TokenUsage(1, 1, 2)),
+        ],
+        wall_time=2.0,
+    )
+
+
+def test_batch_result_is_a_list_sorted_by_index() -> None:
+    results = _results()
+    assert isinstance(results, list)
+    assert [r.index for r in results] == [0, 1, 2]
+    assert results.outputs == ["A", "B", None]
+
+
+def test_succeeded_and_failed_views() -> None:
+    results = _results()
+    assert [r.index for r in results.succeeded] == [0, 1]
+    assert [r.index for r in results.failed] == [2]
+    assert results[2].ok is False and results[0].ok is True
+
+
+def test_item_error_keeps_type_message_traceback_and_live_exception() -> None:
+    err = _error("bad thing")
+    assert (err.type, err.message, err.module) == ("ValueError", "bad thing", "builtins")
+    assert "raise ValueError(msg)" in err.traceback
+    assert isinstance(err.exception, ValueError)
+    assert str(err) == "ValueError: bad thing"
+
+
+def test_item_error_pickles_as_text() -> None:
+    err = _error()
+    again = pickle.loads(pickle.dumps(err))
+    assert again == err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Incorrect API key provided: sk-proj-abcdefghijklmnop1234",
+        "headers: Authorization: Bearer abcdefghijklmnop",
+        "config api_key='secret-value-123456'",
+    ],
+)
+def test_api_keys_never_reach_error_text(text: str) -> None:
+    try:
+        raise PermissionError(text)
+    except PermissionError as exc:
+        err = ItemError.from_exception(exc)
+    for secret in ("sk-proj-abcdefghijklmnop1234", "abcdefghijklmnop", "secret-value-123456"):
+        assert secret not in err.message
+        assert secret not in err.traceback
+        assert secret not in repr(err)
+    assert "***" in err.message
+
+
+def test_redact_leaves_ordinary_text_alone() -> None:
+    assert redact_secrets("a task-like word and sk-8 stay") == "a task-like word and sk-8 stay"
+
+
+def test_raise_for_errors_lists_every_failed_index_and_cause() -> None:
+    results = _results()
+    with pytest.raises(BatchFailedError) as info:
+        results.raise_for_errors()
+    assert "1 of 3 items failed" in str(info.value)
+    assert "[2] ValueError: bad c" in str(info.value)
+    assert info.value.failed[0].index == 2
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_raise_for_errors_returns_self_when_all_ok() -> None:
+    ok = BatchResult([ItemResult(0, "a", "A")])
+    assert ok.raise_for_errors() is ok
+
+
+def test_raise_for_errors_truncates_long_lists() -> None:
+    many: BatchResult[int, int] = BatchResult(
+        [ItemResult(i, i, None, _error(f"e{i}")) for i in range(30)]
+    )
+    with pytest.raises(BatchFailedError, match="and 10 more"):
+        many.raise_for_errors()
+
+
+def test_summary_counts_time_throughput_and_tokens() -> None:
+    s = _results().summary()
+    assert (s.total, s.succeeded, s.failed) == (3, 2, 1)
+    assert s.wall_time == 2.0 and s.items_per_second == 1.5
+    assert s.attempts == 4
+    assert s.usage == TokenUsage(4, 5, 9)
+    assert "3 items: 2 ok, 1 failed" in str(s)
+
+
+def test_to_records_is_flat() -> None:
+    records = _results().to_records()
+    assert records[0] == {
+        "index": 0,
+        "ok": True,
+        "input": "a",
+        "output": "A",
+        "error_type": None,
+        "error_message": None,
+        "attempts": 1,
+        "latency_s": 0.1,
+        "input_tokens": 3,
+        "output_tokens": 4,
+        "total_tokens": 7,
+    }
+    assert records[2]["error_type"] == "ValueError"
+
+
+def test_to_pandas_has_one_row_per_item() -> None:
+    frame = _results().to_pandas()
+    assert list(frame["index"]) == [0, 1, 2]
+    assert list(frame["ok"]) == [True, True, False]
+
+
+def test_to_pandas_without_pandas_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_pandas(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "pandas":
+            raise ImportError("No module named 'pandas'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pandas)
+    with pytest.raises(ImportError, match=r"langchain-batchkit\[pandas\]"):
+        _results().to_pandas()
+
+
+def test_repr_is_compact() -> None:
+    assert repr(_results()) == "BatchResult(3 items, 2 ok, 1 failed, 2.00 s)"
+
+
+def test_repr_html_shows_counts_and_escaped_failed_rows() -> None:
+    results: BatchResult[str, str] = BatchResult(
+        [ItemResult(0, "<img>", None, _error("<script>x</script>"))]
+    )
+    page = results._repr_html_()
+    assert "1 failed" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "&lt;img&gt;" in page
+
+
+def test_by_index_finds_items_in_partial_results() -> None:
+    partial = BatchResult([ItemResult(5, "f", "F"), ItemResult(9, "j", "J")], complete=False)
+    assert partial.by_index(9).output == "J"
+    with pytest.raises(KeyError, match="index 3"):
+        partial.by_index(3)
+    assert "partial" in repr(partial)
+
+
+def test_retry_failed_needs_a_runner() -> None:
+    with pytest.raises(RuntimeError, match="not made by a batchkit runner"):
+        _results().retry_failed()
