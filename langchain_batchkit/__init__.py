@@ -17,6 +17,7 @@ from langchain_batchkit._engine import InputSourceError
 from langchain_batchkit._errors import BatchFailedError, BatchkitError, ConfigurationError
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
 from langchain_batchkit._results import BatchResult, BatchSummary, ItemError, ItemResult, TokenUsage
+from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._runner import INDEX_METADATA_KEY, BatchKit, batchkit
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __all__ = [
     "ItemError",
     "ItemResult",
     "ProgressEvent",
+    "RetryPolicy",
     "RootRunCounter",
     "TokenUsage",
     "__version__",

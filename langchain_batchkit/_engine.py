@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -26,11 +27,18 @@ from collections.abc import (
 )
 from typing import Any, Generic, TypeVar
 
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.callbacks.manager import ahandle_event
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tracers import BaseTracer
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 from langchain_batchkit._errors import BatchkitError
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
+from langchain_batchkit._retry import RetryPolicy
 
 __all__ = ["Engine", "IndexedSource", "InputSourceError"]
 
@@ -93,38 +101,109 @@ class Engine(Generic[InputT, OutputT]):
 
     Args:
         runnable: the chain to call once per item.
-        clock: a monotonic clock in seconds, injectable for tests.
+        retry: how to retry transient failures (``None``: never).
+        clock: a monotonic clock in seconds (latencies), injectable for tests.
     """
 
-    __slots__ = ("_clock", "runnable")
+    __slots__ = ("_clock", "_retry", "runnable")
 
     def __init__(
         self,
         runnable: Runnable[InputT, OutputT],
         *,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.runnable = runnable
+        self._retry = retry
         self._clock = clock
 
     async def run_item(
-        self, index: int, value: InputT, config: RunnableConfig, kwargs: dict[str, Any]
+        self,
+        index: int,
+        value: InputT,
+        config: RunnableConfig,
+        kwargs: dict[str, Any],
+        reporter: ProgressReporter | None = None,
     ) -> ItemResult[InputT, OutputT]:
         """Call the chain for one item and capture its output or its error.
 
-        ``Exception`` is captured as the item's error; ``BaseException`` (cancellation,
-        KeyboardInterrupt) passes through and is never recorded as an output.
+        The first attempt is a plain call (no retry machinery on the hot path);
+        only a transient failure hands the item to :meth:`_retry_item`.
+        ``Exception`` is captured as the item's error; ``BaseException``
+        (cancellation, KeyboardInterrupt) passes through and is never an output.
         """
         start = self._clock()
         try:
             output = await self.runnable.ainvoke(value, config, **kwargs)
         except Exception as exc:
-            return ItemResult(
-                index, value, None, ItemError.from_exception(exc), 1, self._clock() - start
-            )
+            policy = self._retry
+            if policy is None or policy.max_attempts == 1 or not policy.should_retry(exc):
+                error = ItemError.from_exception(exc)
+                return ItemResult(index, value, None, error, 1, self._clock() - start)
+            return await self._retry_item(index, value, config, kwargs, reporter, start, exc)
         return ItemResult(
             index, value, output, None, 1, self._clock() - start, TokenUsage.from_output(output)
         )
+
+    async def _retry_item(
+        self,
+        index: int,
+        value: InputT,
+        config: RunnableConfig,
+        kwargs: dict[str, Any],
+        reporter: ProgressReporter | None,
+        start: float,
+        first_error: Exception,
+    ) -> ItemResult[InputT, OutputT]:
+        """Attempts 2..n of one item, driven by tenacity.
+
+        Tenacity's first attempt replays the failure already seen, so its attempt
+        numbers are the item's and its wait/stop decisions cover every retry.
+        """
+        policy = self._retry
+        assert policy is not None
+        history: list[ItemError] = []
+        replay: list[Exception] = [first_error]
+        origin = policy.clock() - (self._clock() - start)  # the item's start, on the policy's clock
+
+        async def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            error = ItemError.from_exception(exc) if exc else ItemError("Unknown", "")
+            history.append(error)
+            if reporter is not None:
+                reporter.retry_scheduled(index, error)
+            await _fire_on_retry(config, state)
+
+        def before(state: RetryCallState) -> None:
+            if state.attempt_number > 1 and reporter is not None:
+                reporter.retry_started()
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts) | _StopOnBudget(policy, origin),
+            wait=_wait_for(policy),
+            retry=retry_if_exception(policy.should_retry),
+            sleep=policy.sleep,
+            before=before,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    if replay:
+                        raise replay.pop()
+                    output = await self.runnable.ainvoke(value, config, **kwargs)
+        except Exception as exc:
+            error = ItemError.from_exception(exc)
+            return ItemResult(
+                index, value, None, error, attempts, self._clock() - start, None, tuple(history)
+            )
+        usage = TokenUsage.from_output(output)
+        latency = self._clock() - start
+        return ItemResult(index, value, output, None, attempts, latency, usage, tuple(history))
 
     async def stream(
         self,
@@ -186,7 +265,7 @@ class Engine(Generic[InputT, OutputT]):
                         break
                     index, value = pair
                     task = loop.create_task(
-                        self.run_item(index, value, config_for(index), call_kwargs)
+                        self.run_item(index, value, config_for(index), call_kwargs, reporter)
                     )
                     pending[task] = pair
                     task.add_done_callback(on_done)
@@ -212,3 +291,52 @@ class Engine(Generic[InputT, OutputT]):
                     task.cancel()
                 logger.debug("cancelling %d items in flight", len(tasks))
                 await asyncio.wait(tasks)
+
+
+class _StopOnBudget(stop_base):
+    """Stop when the next wait would end past the item's ``max_total_time``."""
+
+    def __init__(self, policy: RetryPolicy, start: float) -> None:
+        self._policy = policy
+        self._start = start
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        budget = self._policy.max_total_time
+        if budget is None:
+            return False
+        elapsed = self._policy.clock() - self._start
+        return elapsed + retry_state.upcoming_sleep > budget
+
+
+class _wait_for(wait_base):
+    """The policy's delay for the attempt that just failed (Retry-After aware)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return self._policy.delay(retry_state.attempt_number, exc)
+
+
+async def _fire_on_retry(config: RunnableConfig, state: RetryCallState) -> None:
+    """Fire LangChain's ``on_retry`` for the item's callback handlers.
+
+    Plain ``with_retry`` never does (langchain-ai/langchain #36382). Inside a parent
+    chain the event is reported on the parent's run (the run the retry happens
+    in); at the root it gets a fresh run id, and tracers, which can only attach it
+    to a live run, are skipped.
+    """
+    callbacks = config.get("callbacks")
+    if not callbacks:
+        return
+    if isinstance(callbacks, BaseCallbackManager):
+        handlers, parent = callbacks.handlers, callbacks.parent_run_id
+    else:
+        handlers, parent = list(callbacks), None
+    if parent is None:
+        handlers = [h for h in handlers if not isinstance(h, BaseTracer)]
+    if handlers:
+        await ahandle_event(
+            handlers, "on_retry", "ignore_retry", state, run_id=parent or uuid.uuid4()
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -25,11 +26,18 @@ from langchain_batchkit._concurrency import (
 )
 from langchain_batchkit._engine import Engine, IndexedSource
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._introspect import sdk_retrying_models
 from langchain_batchkit._progress import ProgressCallback, ProgressReporter
 from langchain_batchkit._results import BatchResult, ItemResult
+from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._sync import iterate_sync, run_sync
 
 __all__ = ["BatchKit", "batchkit"]
+
+logger = logging.getLogger(__name__)
+
+#: The default retry policy: 3 attempts, exponential backoff with jitter, Retry-After.
+DEFAULT_RETRY = RetryPolicy()
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
@@ -133,6 +141,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         bound: Runnable[InputT, OutputT],
         *,
         max_concurrency: MaxConcurrency = "auto",
+        retry: RetryPolicy | None = DEFAULT_RETRY,
         progress: bool | None = None,
         on_progress: ProgressCallback | None = None,
         desc: str | None = None,
@@ -146,6 +155,10 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             raise ConfigurationError(f"progress must be True, False or None, got {progress!r}")
         if on_progress is not None and not callable(on_progress):
             raise ConfigurationError("on_progress must be a callable taking a ProgressEvent")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        if retry is not None and retry.max_attempts > 1:
+            _warn_about_sdk_retries(bound, retry)
         self.bound = bound
         self.max_concurrency = validate_max_concurrency(max_concurrency)
         self.progress = progress
@@ -153,7 +166,8 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         self.desc = desc or bound.get_name()
         self.name = f"batchkit({bound.get_name()})"
         self.last_run = None
-        self._engine: Engine[InputT, OutputT] = Engine(bound)
+        self.retry = retry
+        self._engine: Engine[InputT, OutputT] = Engine(bound, retry=retry)
 
     # -- Runnable plumbing -------------------------------------------------------------
 
@@ -353,10 +367,26 @@ class _Run(Generic[InputT]):
         self.kwargs = kwargs
 
 
+def _warn_about_sdk_retries(bound: Runnable[Any, Any], retry: RetryPolicy) -> None:
+    for name, sdk in sdk_retrying_models(bound):
+        logger.warning(
+            "%s retries inside the openai SDK (max_retries=%d) and batchkit retries each item "
+            "(max_attempts=%d): one item may be sent up to %d times. Use "
+            "%s(max_retries=0) to let batchkit alone decide (it honours Retry-After too and "
+            "keeps each attempt's error), or batchkit(..., retry=None) to leave it to the SDK.",
+            name,
+            sdk,
+            retry.max_attempts,
+            (sdk + 1) * retry.max_attempts,
+            name,
+        )
+
+
 def batchkit(
     runnable: Runnable[InputT, OutputT],
     *,
     max_concurrency: MaxConcurrency = "auto",
+    retry: RetryPolicy | None = DEFAULT_RETRY,
     progress: bool | None = None,
     on_progress: ProgressCallback | None = None,
     desc: str | None = None,
@@ -369,6 +399,11 @@ def batchkit(
             (size-based, see :func:`concurrency_for_size`), or a preset name from
             :data:`PRESETS`. A ``max_concurrency`` in the call's config is used when
             this is not an int.
+        retry: how to retry transient failures (429, timeouts, dropped connections,
+            5xx) per item; ``None`` never retries. The default makes 3 attempts with
+            exponential backoff and jitter, honouring ``Retry-After``. If the chain's
+            ``ChatOpenAI`` keeps the SDK's own retries on (its default), a warning
+            explains how the two multiply; ``ChatOpenAI(max_retries=0)`` avoids it.
         progress: ``None`` shows a ``tqdm.auto`` bar for 10+ items (or unknown
             length), ``True`` always, ``False`` never.
         on_progress: called with a :class:`ProgressEvent` per finished item.
@@ -385,6 +420,7 @@ def batchkit(
     return BatchKit(
         runnable,
         max_concurrency=max_concurrency,
+        retry=retry,
         progress=progress,
         on_progress=on_progress,
         desc=desc,

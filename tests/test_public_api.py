@@ -37,6 +37,7 @@ def test_public_surface_is_exactly_this() -> None:
         "ItemError",
         "ItemResult",
         "ProgressEvent",
+        "RetryPolicy",
         "RootRunCounter",
         "TokenUsage",
         "__version__",

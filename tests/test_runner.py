@@ -138,7 +138,8 @@ def test_retry_failed_reruns_only_failed_rows_and_merges_by_index() -> None:
             raise TimeoutError(f"transient {x}")
         return f"out-{x}"
 
-    first = batchkit(RunnableLambda(flaky), progress=False).batch([0, 1, 2, 3, 4, 5])
+    kit = batchkit(RunnableLambda(flaky), retry=None, progress=False)
+    first = kit.batch([0, 1, 2, 3, 4, 5])
     assert [r.index for r in first.failed] == [1, 4]
 
     again = first.retry_failed()
@@ -160,7 +161,7 @@ async def test_aretry_failed_reruns_only_failed_rows() -> None:
             raise ConnectionError("reset")
         return x
 
-    first = await batchkit(RunnableLambda(flaky), progress=False).abatch([0, 1, 2])
+    first = await batchkit(RunnableLambda(flaky), retry=None, progress=False).abatch([0, 1, 2])
     again = await first.aretry_failed()
 
     assert again.outputs == [0, 1, 2]

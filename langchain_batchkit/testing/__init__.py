@@ -3,6 +3,7 @@
 Nothing here needs an API key or the network.
 """
 
+from langchain_batchkit.testing._clock import FakeClock
 from langchain_batchkit.testing._models import FakeChatModel, FakeModelError
 
-__all__ = ["FakeChatModel", "FakeModelError"]
+__all__ = ["FakeChatModel", "FakeClock", "FakeModelError"]

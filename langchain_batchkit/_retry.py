@@ -1,0 +1,207 @@
+"""Per-item retries on tenacity: what is transient, how long to wait, when to stop.
+
+The decision ("retry this error? wait how long? stop?") is pure: it reads the
+exception and the attempt number and does no I/O, so it is tested without
+waiting. Each item has its own attempt budget and is retried as soon as it
+fails (no rounds, no shared counter), and an error that is not transient ends
+that item at once without touching any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import importlib
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_batchkit._errors import ConfigurationError
+
+__all__ = ["RetryPolicy", "is_transient", "retry_after_seconds", "status_code_of"]
+
+#: HTTP statuses worth retrying: timeout, conflict, rate limit, and any 5xx.
+TRANSIENT_STATUS = frozenset({408, 409, 429})
+
+
+def status_code_of(exc: BaseException) -> int | None:
+    """The HTTP status an SDK exception carries (openai, anthropic, httpx), if any."""
+    code = getattr(exc, "status_code", None)
+    if isinstance(code, int):
+        return code
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [TimeoutError, ConnectionError]
+    for name in ("httpx", "httpx2"):  # openai 3.x moved to httpx2; other SDKs use httpx
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - depends on the installed SDKs
+            continue
+        types += [mod.TimeoutException, mod.NetworkError, mod.RemoteProtocolError]
+    try:
+        import openai
+
+        types += [openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError]
+    except ImportError:  # pragma: no cover - openai comes with langchain-openai
+        pass
+    return tuple(types)
+
+
+_TRANSIENT_TYPES = _transient_types()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that may pass on a later attempt.
+
+    Rate limits (429), timeouts, dropped or refused connections, 408/409 and any
+    5xx, from the openai and httpx exception types, Python's ``TimeoutError`` and
+    ``ConnectionError``, or any exception carrying such a ``status_code``.
+    Everything else (400, 401, 403, 404, 422, validation errors, a bug in a
+    lambda) is permanent.
+    """
+    if isinstance(exc, _TRANSIENT_TYPES):
+        return True
+    code = status_code_of(exc)
+    return code is not None and (code in TRANSIENT_STATUS or code >= 500)
+
+
+def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    return headers if isinstance(headers, Mapping) else None
+
+
+def retry_after_seconds(exc: BaseException, *, now: float | None = None) -> float | None:
+    """The wait the server asked for, from ``retry-after-ms`` or ``Retry-After``.
+
+    ``Retry-After`` may be seconds (``"2"``, ``"0.25"``) or an HTTP date. Returns
+    ``None`` when the error carries no such header.
+    """
+    headers = _headers_of(exc)
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How batchkit retries an item; an immutable value, validated on construction.
+
+    Args:
+        max_attempts: calls per item at most, the first included (1 = no retry).
+        initial_backoff: seconds before the first retry, without a ``Retry-After``.
+        max_backoff: the longest single wait.
+        multiplier: growth of the wait per attempt (exponential backoff).
+        jitter: fraction of each wait drawn at random (0 = none, 1 = "full jitter"),
+            so items that failed together do not retry together.
+        max_total_time: seconds from an item's first call after which no retry starts
+            (a retry whose wait would end past it is not made); ``None`` = no limit.
+        honor_retry_after: wait what the server's ``Retry-After`` says when present.
+        max_retry_after: the longest server-requested wait to accept (capped there).
+        retry_on: an extra predicate: errors it returns True for are retried too.
+        sleep: the async sleep to wait with (inject a fake one in tests).
+        clock: the monotonic clock ``max_total_time`` is measured on.
+        seed: seed for the jitter draws (``None``: random).
+
+    Example:
+        >>> kit = batchkit(chain, retry=RetryPolicy(max_attempts=5))   # doctest: +SKIP
+    """
+
+    max_attempts: int = 3
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+    max_total_time: float | None = 300.0
+    honor_retry_after: bool = True
+    max_retry_after: float = 120.0
+    retry_on: Callable[[BaseException], bool] | None = None
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+    seed: int | None = None
+    _rng: random.Random = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if type(self.max_attempts) is not int or self.max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
+        for name in ("initial_backoff", "max_backoff", "max_retry_after"):
+            _check_number(name, getattr(self, name), minimum=0.0)
+        _check_number("multiplier", self.multiplier, minimum=1.0)
+        _check_number("jitter", self.jitter, minimum=0.0, maximum=1.0)
+        if self.max_backoff < self.initial_backoff:
+            raise ConfigurationError(
+                f"max_backoff ({self.max_backoff}) must be >= initial_backoff "
+                f"({self.initial_backoff})"
+            )
+        if self.max_total_time is not None:
+            _check_number("max_total_time", self.max_total_time, minimum=0.0, strict=True)
+        if self.retry_on is not None and not callable(self.retry_on):
+            raise ConfigurationError("retry_on must be a callable taking an exception")
+        object.__setattr__(self, "_rng", random.Random(self.seed))
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """Is this error worth another attempt?"""
+        if is_transient(exc):
+            return True
+        return self.retry_on is not None and bool(self.retry_on(exc))
+
+    def delay(self, attempt: int, exc: BaseException | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        A server's ``Retry-After`` wins (capped at ``max_retry_after``, plus up to
+        10% jitter so items told the same time do not return at the same instant);
+        otherwise ``initial_backoff * multiplier**(attempt-1)``, capped at
+        ``max_backoff``, minus up to ``jitter`` of it.
+        """
+        if exc is not None and self.honor_retry_after:
+            server = retry_after_seconds(exc)
+            if server is not None:
+                wait = min(server, self.max_retry_after)
+                return wait * (1 + 0.1 * self._rng.random())
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        return base * (1 - self.jitter * self._rng.random())
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(max_attempts=1)
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    *,
+    minimum: float,
+    maximum: float = math.inf,
+    strict: bool = False,
+) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum) and value <= maximum
+    if not ok:
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        upper = f" and <= {maximum}" if maximum != math.inf else ""
+        raise ConfigurationError(f"{name} must be a number {bound}{upper}, got {value!r}")
