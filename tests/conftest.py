@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-# pytest_plugins: added when the fake server lands
+pytest_plugins = ["pytester", "langchain_batchkit.testing.pytest_plugin"]
 
 
 @dataclass

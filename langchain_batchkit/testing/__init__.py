@@ -1,9 +1,25 @@
-"""Test helpers users can use too: fake chat models (and, soon, a fake OpenAI server).
+"""Test helpers users can use too: fake chat models, a fake clock, a fake OpenAI server.
 
 Nothing here needs an API key or the network.
 """
 
 from langchain_batchkit.testing._clock import FakeClock
 from langchain_batchkit.testing._models import FakeChatModel, FakeModelError
+from langchain_batchkit.testing._server import (
+    FakeOpenAIServer,
+    FakeServerConfig,
+    LatencyDistribution,
+    ScriptedFault,
+    ServerStats,
+)
 
-__all__ = ["FakeChatModel", "FakeClock", "FakeModelError"]
+__all__ = [
+    "FakeChatModel",
+    "FakeClock",
+    "FakeModelError",
+    "FakeOpenAIServer",
+    "FakeServerConfig",
+    "LatencyDistribution",
+    "ScriptedFault",
+    "ServerStats",
+]
