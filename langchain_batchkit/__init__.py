@@ -15,6 +15,7 @@ from langchain_batchkit._concurrency import (
 )
 from langchain_batchkit._engine import InputSourceError
 from langchain_batchkit._errors import BatchFailedError, BatchkitError, ConfigurationError
+from langchain_batchkit._limits import LimiterStats, RateLimit, estimate_tokens
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
 from langchain_batchkit._results import BatchResult, BatchSummary, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._retry import RetryPolicy
@@ -36,7 +37,9 @@ __all__ = [
     "InputSourceError",
     "ItemError",
     "ItemResult",
+    "LimiterStats",
     "ProgressEvent",
+    "RateLimit",
     "RetryPolicy",
     "RootRunCounter",
     "TokenUsage",
@@ -44,4 +47,5 @@ __all__ = [
     "batchkit",
     "concurrency_for_rate_limit",
     "concurrency_for_size",
+    "estimate_tokens",
 ]

@@ -16,6 +16,7 @@ from collections.abc import (
 from contextlib import aclosing
 from typing import Any, Generic, TypeVar, cast
 
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import BaseModel
 
@@ -27,6 +28,7 @@ from langchain_batchkit._concurrency import (
 from langchain_batchkit._engine import Engine, IndexedSource
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._introspect import sdk_retrying_models
+from langchain_batchkit._limits import RateLimit
 from langchain_batchkit._progress import ProgressCallback, ProgressReporter
 from langchain_batchkit._results import BatchResult, ItemResult
 from langchain_batchkit._retry import RetryPolicy
@@ -54,13 +56,13 @@ class _Configs:
 
     __slots__ = ("_base", "_per_item")
 
-    def __init__(self, config: CallConfig) -> None:
+    def __init__(self, config: CallConfig, handler: BaseCallbackHandler | None = None) -> None:
         self._base: RunnableConfig | None = None
         self._per_item: list[RunnableConfig] | None = None
         if config is None or isinstance(config, dict):
-            self._base = _strip_run_id(ensure_config(config))
+            self._base = _prepare(config, handler)
         else:
-            self._per_item = [_strip_run_id(ensure_config(c)) for c in config]
+            self._per_item = [_prepare(c, handler) for c in config]
 
     @property
     def max_concurrency(self) -> int | None:
@@ -90,12 +92,22 @@ class _Configs:
         return config
 
 
-def _strip_run_id(config: RunnableConfig) -> RunnableConfig:
-    # A run id names one run; several items cannot share it.
-    if "run_id" in config:
-        config = config.copy()
-        config.pop("run_id")
-    return config
+def _prepare(config: RunnableConfig | None, handler: BaseCallbackHandler | None) -> RunnableConfig:
+    """The caller's config without its run id (several items cannot share one), and
+    with our handler added to its callbacks, so nested runs inherit it."""
+    prepared = ensure_config(config).copy()
+    prepared.pop("run_id", None)
+    if handler is not None:
+        callbacks = prepared.get("callbacks")
+        if callbacks is None:
+            prepared["callbacks"] = [handler]
+        elif isinstance(callbacks, BaseCallbackManager):
+            manager = callbacks.copy()
+            manager.add_handler(handler, inherit=True)
+            prepared["callbacks"] = manager
+        else:
+            prepared["callbacks"] = [*callbacks, handler]
+    return prepared
 
 
 def _size_of(inputs: object) -> int | None:
@@ -142,6 +154,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         *,
         max_concurrency: MaxConcurrency = "auto",
         retry: RetryPolicy | None = DEFAULT_RETRY,
+        rate_limit: RateLimit | None = None,
         progress: bool | None = None,
         on_progress: ProgressCallback | None = None,
         desc: str | None = None,
@@ -166,7 +179,11 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         self.desc = desc or bound.get_name()
         self.name = f"batchkit({bound.get_name()})"
         self.last_run = None
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigurationError(f"rate_limit must be a RateLimit or None, got {rate_limit!r}")
         self.retry = retry
+        self.rate_limit = rate_limit
+        self._handler = rate_limit.callback if rate_limit is not None else None
         self._engine: Engine[InputT, OutputT] = Engine(bound, retry=retry)
 
     # -- Runnable plumbing -------------------------------------------------------------
@@ -197,7 +214,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
     ) -> ItemResult[InputT, OutputT]:
         """Async twin of :meth:`invoke`."""
-        return await self._engine.run_item(0, input, ensure_config(config), kwargs)
+        return await self._engine.run_item(0, input, _prepare(config, self._handler), kwargs)
 
     # -- batches -------------------------------------------------------------------------
 
@@ -280,7 +297,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         indexed: bool = False,
     ) -> _Run[InputT]:
         n_items = _size_of(inputs)
-        configs = _Configs(config)
+        configs = _Configs(config, self._handler)
         if not indexed:
             configs.check_length(n_items)
         if isinstance(self.max_concurrency, int):
@@ -387,6 +404,7 @@ def batchkit(
     *,
     max_concurrency: MaxConcurrency = "auto",
     retry: RetryPolicy | None = DEFAULT_RETRY,
+    rate_limit: RateLimit | None = None,
     progress: bool | None = None,
     on_progress: ProgressCallback | None = None,
     desc: str | None = None,
@@ -404,6 +422,9 @@ def batchkit(
             exponential backoff and jitter, honouring ``Retry-After``. If the chain's
             ``ChatOpenAI`` keeps the SDK's own retries on (its default), a warning
             explains how the two multiply; ``ChatOpenAI(max_retries=0)`` avoids it.
+        rate_limit: a :class:`RateLimit` pacing every model request the chain makes
+            (requests and tokens per minute, requests in flight), shared with every
+            kit it is given to.
         progress: ``None`` shows a ``tqdm.auto`` bar for 10+ items (or unknown
             length), ``True`` always, ``False`` never.
         on_progress: called with a :class:`ProgressEvent` per finished item.
@@ -421,6 +442,7 @@ def batchkit(
         runnable,
         max_concurrency=max_concurrency,
         retry=retry,
+        rate_limit=rate_limit,
         progress=progress,
         on_progress=on_progress,
         desc=desc,

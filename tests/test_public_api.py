@@ -36,7 +36,9 @@ def test_public_surface_is_exactly_this() -> None:
         "InputSourceError",
         "ItemError",
         "ItemResult",
+        "LimiterStats",
         "ProgressEvent",
+        "RateLimit",
         "RetryPolicy",
         "RootRunCounter",
         "TokenUsage",
@@ -44,6 +46,7 @@ def test_public_surface_is_exactly_this() -> None:
         "batchkit",
         "concurrency_for_rate_limit",
         "concurrency_for_size",
+        "estimate_tokens",
     }
 
 

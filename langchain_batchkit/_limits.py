@@ -1,0 +1,535 @@
+"""Rate limits and a cap on requests in flight, shared by everything they are given to.
+
+:class:`RateLimit` paces *model requests*, not items: batchkit hands it to every
+item's callbacks, and LangChain awaits ``on_chat_model_start`` before each
+request, so every model call anywhere in the chain (after a prompt, inside a
+``RunnableParallel``, three calls per item) waits for its turn. That is the cap
+plain ``max_concurrency`` lacks: it counts items per nesting level, so a chain
+that fans out sends more requests than asked for (langchain-ai/langchain #15767).
+
+Waiting is by reservation, never by polling: each request reserves the next free
+slot of the request and token buckets under a lock, then sleeps exactly until
+then. The lock is a thread lock and sleeps happen on the caller's own loop, so
+one limiter can be shared by several batches, chains, threads and event loops.
+
+Adaptive: a 429 pauses every new request until its ``Retry-After`` and halves
+the in-flight cap (at most once per cooldown); ``x-ratelimit-remaining-*``
+running out pauses until the window resets; successes raise the cap again by
+``1/cap`` each (additive increase, multiplicative decrease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import LLMResult
+from langchain_core.rate_limiters import BaseRateLimiter
+
+from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._retry import retry_after_seconds, status_code_of
+
+__all__ = ["LimiterStats", "RateLimit", "estimate_tokens", "parse_reset"]
+
+TokenEstimator = Callable[[Sequence[BaseMessage], Mapping[str, Any]], int]
+
+#: Completion tokens assumed for a request that sets no ``max_tokens``.
+DEFAULT_COMPLETION_TOKENS = 256
+#: Seconds of token budget that may be spent at once (requests are evenly spaced instead).
+TOKEN_BURST_SECONDS = 10.0
+#: Tokens assumed for an image part (OpenAI's high-detail tile cost is 85 + 170 per tile).
+IMAGE_TOKENS = 765
+
+
+def estimate_tokens(messages: Sequence[BaseMessage], invocation_params: Mapping[str, Any]) -> int:
+    """A cheap upper-leaning estimate of a request's tokens, as providers count them.
+
+    About four characters a token for text, a few tokens per message, a fixed
+    cost per image, plus ``max_tokens`` (or :data:`DEFAULT_COMPLETION_TOKENS`)
+    for the answer: providers count the requested completion against the
+    per-minute token limit when the request arrives. It is corrected from the
+    response's usage afterwards.
+    """
+    total = 3
+    for message in messages:
+        total += 4
+        content = message.content
+        if isinstance(content, str):
+            total += len(content) // 4 + 1
+            continue
+        for part in content:
+            if isinstance(part, str):
+                total += len(part) // 4 + 1
+            elif isinstance(part, dict) and part.get("type") in ("image_url", "image"):
+                total += IMAGE_TOKENS
+            elif isinstance(part, dict):
+                total += len(str(part.get("text", ""))) // 4 + 1
+    completion = (
+        invocation_params.get("max_completion_tokens")
+        or invocation_params.get("max_tokens")
+        or DEFAULT_COMPLETION_TOKENS
+    )
+    return total + int(completion)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_reset(value: str | None) -> float | None:
+    """Seconds in an ``x-ratelimit-reset-*`` value such as ``"1s"``, ``"6m0s"``, ``"250ms"``."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[unit] for n, unit in parts)
+
+
+class _Bucket:
+    """A token bucket that hands out reservations: it may go into debt, and the
+    debt is the wait of whoever reserves next."""
+
+    __slots__ = ("capacity", "last", "level", "rate")
+
+    def __init__(self, per_minute: float, capacity: float, now: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = capacity
+        self.level = capacity
+        self.last = now
+
+    def reserve(self, amount: float, now: float, factor: float) -> float:
+        rate = self.rate * factor
+        self.level = min(self.capacity, self.level + (now - self.last) * rate)
+        self.last = now
+        self.level -= amount
+        return 0.0 if self.level >= 0 else -self.level / rate
+
+    def can_take(self, amount: float, now: float, factor: float) -> bool:
+        level = min(self.capacity, self.level + (now - self.last) * self.rate * factor)
+        return level >= amount
+
+    def give_back(self, amount: float) -> None:
+        self.level = min(self.capacity, self.level + amount)
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterStats:
+    """What a :class:`RateLimit` has done so far.
+
+    Attributes:
+        requests: requests let through.
+        waited: requests that had to wait.
+        wait_seconds: total seconds requests waited.
+        rate_limited: 429 answers seen.
+        pauses: pauses started (Retry-After, or remaining budget used up).
+        in_flight: requests currently in flight.
+        max_in_flight: the most requests ever in flight at once.
+        in_flight_cap: the current cap (``inf`` when none applies).
+    """
+
+    requests: int
+    waited: int
+    wait_seconds: float
+    rate_limited: int
+    pauses: int
+    in_flight: int
+    max_in_flight: int
+    in_flight_cap: float
+
+
+class RateLimit(BaseRateLimiter):
+    """Requests and tokens per minute, and requests in flight, shared by reference.
+
+    Pass it to ``batchkit(chain, rate_limit=...)`` to pace every model request the
+    chain makes; pass the same object to several kits to share one budget. It is
+    also a LangChain ``BaseRateLimiter``, so ``ChatOpenAI(rate_limiter=limit)``
+    works (that path counts requests only: LangChain's hook sees no tokens and
+    cannot cap requests in flight). Do not do both for the same model: each
+    request would be counted twice.
+
+    Args:
+        requests_per_minute: request budget; ``None`` for no request pacing.
+        tokens_per_minute: token budget (estimated before, corrected after each call).
+        max_in_flight: the most requests in flight at once, across every chain and
+            batch using this limiter (``None``: no cap until the provider pushes back).
+        burst: requests that may start back to back before pacing applies (1 = evenly
+            spaced, which keeps a window-based provider limit from ever being hit).
+        adaptive: react to 429s and ``x-ratelimit-*`` headers (see module docs).
+        cooldown: seconds between two multiplicative decreases.
+        token_estimator: ``(messages, invocation_params) -> tokens``; default
+            :func:`estimate_tokens`.
+        clock: monotonic seconds (inject a fake clock in tests).
+        sleep: async sleep used for waits (inject a fake one in tests).
+        sync_sleep: blocking sleep for :meth:`acquire`.
+
+    Example:
+        >>> limit = RateLimit(requests_per_minute=500, tokens_per_minute=200_000)
+        >>> kit = batchkit(chain, rate_limit=limit)   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_in_flight: int | None = None,
+        burst: float = 1.0,
+        adaptive: bool = True,
+        cooldown: float = 1.0,
+        token_estimator: TokenEstimator | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sync_sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        for name, value in (
+            ("requests_per_minute", requests_per_minute),
+            ("tokens_per_minute", tokens_per_minute),
+        ):
+            if value is not None and not _positive(value):
+                raise ConfigurationError(f"{name} must be a positive number or None, got {value!r}")
+        if max_in_flight is not None and (type(max_in_flight) is not int or max_in_flight < 1):
+            raise ConfigurationError(
+                f"max_in_flight must be an int >= 1 or None, got {max_in_flight!r}"
+            )
+        if not _positive(burst) or burst < 1:
+            raise ConfigurationError(f"burst must be a number >= 1, got {burst!r}")
+        if not (_positive(cooldown) or cooldown == 0):
+            raise ConfigurationError(f"cooldown must be a number >= 0, got {cooldown!r}")
+        if token_estimator is not None and not callable(token_estimator):
+            raise ConfigurationError("token_estimator must be a callable (messages, params) -> int")
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.max_in_flight = max_in_flight
+        self.adaptive = adaptive
+        self.cooldown = cooldown
+        self._estimate = token_estimator or estimate_tokens
+        self._clock = clock
+        self._sleep = sleep
+        self._sync_sleep = sync_sleep
+        self._lock = threading.Lock()
+        now = clock()
+        self._requests = (
+            _Bucket(requests_per_minute, burst, now) if requests_per_minute is not None else None
+        )
+        self._tokens = (
+            _Bucket(tokens_per_minute, tokens_per_minute * TOKEN_BURST_SECONDS / 60.0, now)
+            if tokens_per_minute is not None
+            else None
+        )
+        self._pace = 1.0  # multiplies both rates; lowered by 429s, recovers on successes
+        self._pause_until = -math.inf
+        self._cap = float(max_in_flight) if max_in_flight is not None else math.inf
+        self._last_decrease = -math.inf
+        self._in_flight = 0
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self._calls: dict[UUID, int] = {}
+        self._n_requests = self._n_waited = self._n_429 = self._n_pauses = self._max_seen = 0
+        self._wait_seconds = 0.0
+        self.callback = _LimiterCallback(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimit(requests_per_minute={self.requests_per_minute}, "
+            f"tokens_per_minute={self.tokens_per_minute}, max_in_flight={self.max_in_flight})"
+        )
+
+    # -- LangChain's BaseRateLimiter ----------------------------------------------------------
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        """Reserve one request, blocking the thread until it may start."""
+        delay = self._reserve(0, blocking=blocking)
+        if delay is None:
+            return False
+        if delay > 0:
+            self._sync_sleep(delay)
+        return True
+
+    async def aacquire(self, *, blocking: bool = True) -> bool:
+        """Reserve one request, sleeping on this loop until it may start."""
+        delay = self._reserve(0, blocking=blocking)
+        if delay is None:
+            return False
+        if delay > 0:
+            await self._sleep(delay)
+        return True
+
+    # -- the request gate used through callbacks --------------------------------------------
+
+    async def enter(self, run_id: UUID, tokens: int) -> None:
+        """Wait for a slot in flight and for the rate, then count the request as started."""
+        await self._take_slot()
+        try:
+            while True:
+                delay = self._reserve(tokens, blocking=True)
+                assert delay is not None
+                if delay <= 0:
+                    break
+                await self._sleep(delay)
+                if self._clock() >= self._pause_until:
+                    break
+                # A pause began while we slept (a 429 elsewhere): the reservation stands,
+                # wait out the pause too.
+                tokens = 0
+        except BaseException:
+            self._give_slot()
+            raise
+        with self._lock:
+            self._calls[run_id] = tokens
+
+    def exit(
+        self,
+        run_id: UUID,
+        *,
+        used_tokens: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Count a request as finished and learn from how it ended."""
+        with self._lock:
+            if run_id not in self._calls:
+                return
+            estimated = self._calls.pop(run_id)
+            now = self._clock()
+            if self._tokens is not None and used_tokens is not None:
+                self._tokens.give_back(estimated - used_tokens)
+            if error is not None and status_code_of(error) == 429:
+                self._n_429 += 1
+                self._on_pushback(now, retry_after_seconds(error))
+            elif error is None and self.adaptive:
+                self._pace = min(1.0, self._pace + 0.02)
+                if self._cap != math.inf:
+                    ceiling = float(self.max_in_flight) if self.max_in_flight else math.inf
+                    self._cap = min(ceiling, self._cap + 1.0 / self._cap)
+                if headers:
+                    self._read_headers(now, headers)
+        self._give_slot()
+
+    def stats(self) -> LimiterStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return LimiterStats(
+                requests=self._n_requests,
+                waited=self._n_waited,
+                wait_seconds=self._wait_seconds,
+                rate_limited=self._n_429,
+                pauses=self._n_pauses,
+                in_flight=self._in_flight,
+                max_in_flight=self._max_seen,
+                in_flight_cap=self._cap,
+            )
+
+    def estimate(self, messages: Sequence[BaseMessage], params: Mapping[str, Any]) -> int:
+        """Tokens a request is expected to cost (the pluggable estimator)."""
+        return int(self._estimate(messages, params)) if self._tokens is not None else 0
+
+    # -- internals (state changes happen under the lock) ------------------------------------------
+
+    def _reserve(self, tokens: int, *, blocking: bool) -> float | None:
+        with self._lock:
+            now = self._clock()
+            delay = max(0.0, self._pause_until - now)
+            if not blocking and delay > 0:
+                return None
+            if self._requests is not None:
+                if not blocking and not self._requests.can_take(1, now, self._pace):
+                    return None
+                delay = max(delay, self._requests.reserve(1, now, self._pace))
+            if self._tokens is not None and tokens:
+                delay = max(delay, self._tokens.reserve(tokens, now, self._pace))
+            self._n_requests += 1
+            if delay > 0:
+                self._n_waited += 1
+                self._wait_seconds += delay
+            return delay
+
+    def _on_pushback(self, now: float, retry_after: float | None) -> None:
+        if retry_after is not None:
+            self._pause(now + retry_after)
+        if not self.adaptive or now - self._last_decrease < self.cooldown:
+            return
+        self._last_decrease = now
+        self._pace = max(0.1, self._pace * 0.8)
+        self._cap = max(1.0, math.floor(min(self._cap, self._in_flight) * 0.5))
+
+    def _pause(self, until: float) -> None:
+        if until > self._pause_until:
+            self._pause_until = until
+            self._n_pauses += 1
+
+    def _read_headers(self, now: float, headers: Mapping[str, str]) -> None:
+        for kind, in_flight_need in (("requests", self._in_flight - 1), ("tokens", None)):
+            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+            reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+            if remaining is None or reset is None:
+                continue
+            try:
+                left = float(remaining)
+            except ValueError:
+                continue
+            need = in_flight_need if in_flight_need is not None else sum(self._calls.values())
+            if left <= max(0, need):
+                self._pause(now + reset)
+
+    async def _take_slot(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._in_flight < self._cap and not self._waiters:
+                self._count_in()
+                return
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, future))
+        try:
+            await future
+        except BaseException:
+            with self._lock:
+                granted = future.done() and not future.cancelled()
+                if not granted and (loop, future) in self._waiters:
+                    self._waiters.remove((loop, future))
+            if granted:
+                self._give_slot()
+            raise
+
+    def _count_in(self) -> None:
+        self._in_flight += 1
+        self._max_seen = max(self._max_seen, self._in_flight)
+
+    def _give_slot(self) -> None:
+        wake: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        with self._lock:
+            self._in_flight -= 1
+            while self._waiters and self._in_flight < self._cap:
+                self._count_in()
+                wake.append(self._waiters.popleft())
+        for loop, future in wake:
+            if loop.is_closed():
+                continue
+            loop.call_soon_threadsafe(_grant, future)
+
+
+def _grant(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _positive(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+class _LimiterCallback(AsyncCallbackHandler):
+    """Routes model-call callbacks of every nested run to one :class:`RateLimit`."""
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(self, limit: RateLimit) -> None:
+        self._limit = limit
+
+    @property
+    def ignore_chain(self) -> bool:
+        return True
+
+    @property
+    def ignore_retriever(self) -> bool:
+        return True
+
+    @property
+    def ignore_agent(self) -> bool:
+        return True
+
+    @property
+    def ignore_retry(self) -> bool:
+        return True
+
+    @property
+    def ignore_custom_event(self) -> bool:
+        return True
+
+    async def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        params = kwargs.get("invocation_params") or {}
+        flat = [m for group in messages for m in group]
+        await self._limit.enter(run_id, self._limit.estimate(flat, params))
+
+    async def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        params = kwargs.get("invocation_params") or {}
+        from langchain_core.messages import HumanMessage
+
+        await self._limit.enter(
+            run_id, self._limit.estimate([HumanMessage(p) for p in prompts], params)
+        )
+
+    async def on_llm_end(
+        self,
+        response: LLMResult,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        used, headers = _usage_and_headers(response)
+        self._limit.exit(run_id, used_tokens=used, headers=headers)
+
+    async def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._limit.exit(run_id, error=error)
+
+
+def _usage_and_headers(response: LLMResult) -> tuple[int | None, Mapping[str, str] | None]:
+    used: int | None = None
+    headers: Mapping[str, str] | None = None
+    token_usage = (response.llm_output or {}).get("token_usage")
+    if isinstance(token_usage, Mapping) and token_usage.get("total_tokens") is not None:
+        used = int(token_usage["total_tokens"])
+    for generations in response.generations:
+        for generation in generations:
+            message = getattr(generation, "message", None)
+            if message is None:
+                continue
+            meta = getattr(message, "usage_metadata", None)
+            if used is None and isinstance(meta, Mapping) and "total_tokens" in meta:
+                used = int(meta["total_tokens"])
+            found = message.response_metadata.get("headers")
+            if isinstance(found, Mapping):
+                headers = {str(k).lower(): str(v) for k, v in found.items()}
+    return used, headers

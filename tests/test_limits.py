@@ -1,0 +1,325 @@
+"""RateLimit: request/token pacing, the in-flight cap, adaptation, sharing; on fake time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+from uuid import uuid4
+
+import httpx2
+import openai
+import pytest
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
+from langchain_core.runnables import RunnableLambda, RunnableParallel
+from langchain_openai import ChatOpenAI
+from pydantic import Field
+
+from langchain_batchkit import ConfigurationError, RateLimit, batchkit, estimate_tokens
+from langchain_batchkit._limits import parse_reset
+from langchain_batchkit.testing import FakeChatModel, FakeClock
+
+
+class ClockedModel(FakeChatModel):
+    """Records the (fake) time at which each request reaches the 'provider'."""
+
+    clock: Any = None
+    seen: list[float] = Field(default_factory=list)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.seen.append(self.clock())
+        return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
+
+def clocked(clock: FakeClock) -> ClockedModel:
+    return ClockedModel(clock=clock)
+
+
+def limiter(clock: FakeClock, **kw: Any) -> RateLimit:
+    return RateLimit(clock=clock, sleep=clock.sleep, sync_sleep=clock.sleep_sync, **kw)
+
+
+def max_in_any_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def rate_limited(retry_after: str | None = None) -> openai.RateLimitError:
+    headers = {"retry-after": retry_after} if retry_after else {}
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    return openai.RateLimitError(
+        "rate limited", response=httpx2.Response(429, headers=headers, request=request), body=None
+    )
+
+
+# -- pacing ---------------------------------------------------------------------------
+
+
+async def test_requests_never_exceed_the_rate_over_any_window() -> None:
+    clock = FakeClock()
+    model = clocked(clock)
+    limit = limiter(clock, requests_per_minute=60)
+    kit = batchkit(model, rate_limit=limit, max_concurrency=20, progress=False)
+
+    results = await kit.abatch([f"q{i}" for i in range(150)])
+
+    assert all(r.ok for r in results)
+    assert len(model.seen) == 150
+    assert max_in_any_window(model.seen, 60.0) <= 60
+    assert model.seen[-1] - model.seen[0] == pytest.approx(149.0)  # evenly paced, no slack
+
+
+async def test_tokens_are_paced_by_the_estimate() -> None:
+    clock = FakeClock()
+    model = clocked(clock)
+    est = lambda messages, params: 100  # noqa: E731
+    limit = limiter(clock, tokens_per_minute=600, token_estimator=est)
+    kit = batchkit(model, rate_limit=limit, max_concurrency=5, progress=False)
+
+    await kit.abatch(["a", "b", "c", "d"])
+
+    gaps = [b - a for a, b in zip(model.seen, model.seen[1:], strict=False)]
+    # 10 tokens/s with 10 s of burst capacity: one request now, then one per 10 s
+    assert gaps == pytest.approx([10.0, 10.0, 10.0])
+
+
+async def test_token_estimate_is_corrected_from_usage() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, tokens_per_minute=600, token_estimator=lambda m, p: 100)
+    first, second = uuid4(), uuid4()
+    await limit.enter(first, 100)  # uses the 10 s burst
+    limit.exit(first, used_tokens=20)  # 80 tokens come back
+    start = clock()
+    await limit.enter(second, 100)
+    assert clock() - start == pytest.approx(2.0)  # owes 20 tokens = 2 s at 10 tokens/s
+
+
+def test_estimate_counts_text_images_and_the_completion() -> None:
+    text_only = estimate_tokens([HumanMessage("x" * 400)], {"max_tokens": 50})
+    assert 150 <= text_only <= 170
+    image = HumanMessage(
+        content=[
+            {"type": "text", "text": "caption"},
+            {"type": "image_url", "image_url": {"url": "http://x/a.png"}},
+        ]
+    )
+    assert estimate_tokens([image], {}) > 765 + 256
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("250ms", 0.25), ("6m0s", 360.0), ("1.5s", 1.5), ("2", 2.0), ("", None)],
+)
+def test_reset_durations_parse(text: str, seconds: float | None) -> None:
+    assert parse_reset(text) == seconds
+
+
+# -- the in-flight cap --------------------------------------------------------------------
+
+
+async def test_requests_in_flight_are_capped_across_a_fanning_out_chain() -> None:
+    # max_concurrency caps items per nesting level (langchain-ai/langchain #15767): four
+    # items x three parallel model calls would put 12 requests in flight.
+    model = FakeChatModel(latency=0.01)
+    fan_out = RunnableParallel(a=model, b=model, c=model)
+    limit = RateLimit(max_in_flight=5)
+    kit = batchkit(fan_out, rate_limit=limit, max_concurrency=4, progress=False)
+
+    results = await kit.abatch([f"q{i}" for i in range(16)])
+
+    assert all(r.ok for r in results)
+    assert model.calls == 48
+    assert model.max_in_flight == 5
+    assert limit.stats().max_in_flight == 5
+    assert limit.stats().in_flight == 0
+
+
+async def test_without_a_cap_the_same_chain_sends_more_requests_than_items() -> None:
+    model = FakeChatModel(latency=0.01)
+    kit = batchkit(RunnableParallel(a=model, b=model, c=model), max_concurrency=4, progress=False)
+    await kit.abatch([f"q{i}" for i in range(16)])
+    assert model.max_in_flight == 12
+
+
+def test_one_limiter_caps_requests_across_threads_and_loops() -> None:
+    model = FakeChatModel(latency=0.005)
+    limit = RateLimit(max_in_flight=3)
+    kits = [batchkit(model, rate_limit=limit, max_concurrency=6, progress=False) for _ in range(2)]
+    outcomes: list[bool] = []
+
+    def run(kit: Any) -> None:
+        outcomes.append(all(r.ok for r in kit.batch([f"q{i}" for i in range(30)])))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in kits]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == [True, True]
+    assert model.max_in_flight == 3
+    assert limit.stats().in_flight == 0
+
+
+async def test_two_concurrent_batches_share_one_budget() -> None:
+    clock = FakeClock()
+    model = clocked(clock)
+    limit = limiter(clock, requests_per_minute=120)
+    kit_a = batchkit(model, rate_limit=limit, max_concurrency=8, progress=False)
+    kit_b = batchkit(RunnableLambda(lambda x: x) | model, rate_limit=limit, progress=False)
+
+    a, b = await asyncio.gather(
+        kit_a.abatch([f"a{i}" for i in range(60)]), kit_b.abatch([f"b{i}" for i in range(60)])
+    )
+
+    assert all(r.ok for r in [*a, *b])
+    assert max_in_any_window(model.seen, 60.0) <= 120
+    assert model.seen[-1] - model.seen[0] == pytest.approx(119 * 0.5)
+
+
+async def test_cancelled_waiters_give_their_slots_back() -> None:
+    model = FakeChatModel()
+    limit = RateLimit(max_in_flight=1)
+    kit = batchkit(model, rate_limit=limit, max_concurrency=4, progress=False)
+    first = uuid4()
+    await limit.enter(first, 0)  # hold the only slot
+    task = asyncio.create_task(kit.abatch(["a", "b", "c"]))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert model.calls == 0  # all three were waiting for the slot
+    limit.exit(first)
+    assert limit.stats().in_flight == 0
+    assert (await kit.ainvoke("d")).ok
+
+
+# -- adaptation ---------------------------------------------------------------------------
+
+
+async def test_a_429_pauses_everyone_until_retry_after_and_halves_the_cap() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, max_in_flight=8)
+    ids = [uuid4() for _ in range(4)]
+    for run_id in ids:
+        await limit.enter(run_id, 0)
+    limit.exit(ids[0], error=rate_limited("5"))
+
+    assert limit.stats().in_flight_cap == 2  # half of the 4 that were in flight
+    assert limit.stats().rate_limited == 1
+    start = clock()
+    for run_id in ids[1:]:
+        limit.exit(run_id)
+    await limit.enter(uuid4(), 0)
+    assert clock() - start >= 5.0
+
+
+async def test_the_cap_recovers_additively_after_successes() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, max_in_flight=4)
+    ids = [uuid4() for _ in range(4)]
+    for run_id in ids:
+        await limit.enter(run_id, 0)
+    limit.exit(ids[0], error=rate_limited())
+    low = limit.stats().in_flight_cap
+    for run_id in ids[1:]:
+        limit.exit(run_id)
+    for _ in range(40):
+        run_id = uuid4()
+        await limit.enter(run_id, 0)
+        limit.exit(run_id)
+    assert low < 4
+    assert limit.stats().in_flight_cap == 4.0
+
+
+async def test_running_out_of_remaining_requests_pauses_until_reset() -> None:
+    clock = FakeClock()
+    limit = limiter(clock)
+    first = uuid4()
+    await limit.enter(first, 0)
+    limit.exit(
+        first,
+        headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"},
+    )
+    start = clock()
+    await limit.enter(uuid4(), 0)
+    assert clock() - start == pytest.approx(2.0)
+    assert limit.stats().pauses == 1
+
+
+async def test_headers_are_read_from_the_model_response() -> None:
+    clock = FakeClock()
+    limit = limiter(clock)
+    run_id = uuid4()
+    await limit.callback.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=run_id)
+    message = AIMessage(
+        "ok",
+        response_metadata={
+            "headers": {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "3s"}
+        },
+    )
+    await limit.callback.on_llm_end(
+        LLMResult(generations=[[ChatGeneration(message=message)]]), run_id=run_id
+    )
+    start = clock()
+    await limit.aacquire()
+    assert clock() - start == pytest.approx(3.0)
+
+
+# -- LangChain's BaseRateLimiter ----------------------------------------------------------------
+
+
+def test_it_is_a_langchain_rate_limiter() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60)
+    assert limit.acquire()
+    assert not limit.acquire(blocking=False)
+    assert limit.acquire()  # blocks (on the fake clock) for a second
+    assert clock.sleeps == [pytest.approx(1.0)]
+    llm = ChatOpenAI(api_key="sk-test", model="m", rate_limiter=limit)  # type: ignore[arg-type]
+    assert llm.rate_limiter is limit
+
+
+async def test_async_acquire_waits_its_turn() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=30)
+    assert await limit.aacquire()
+    assert not await limit.aacquire(blocking=False)
+    start = clock()
+    assert await limit.aacquire()
+    assert clock() - start == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"requests_per_minute": 0}, "requests_per_minute"),
+        ({"requests_per_minute": -5}, "requests_per_minute"),
+        ({"tokens_per_minute": float("nan")}, "tokens_per_minute"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_in_flight": 2.5}, "max_in_flight"),
+        ({"burst": 0.5}, "burst"),
+        ({"token_estimator": 3}, "token_estimator"),
+    ],
+)
+def test_invalid_limits_fail_at_construction(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigurationError, match=field):
+        RateLimit(**kwargs)
+
+
+def test_batchkit_refuses_a_rate_limit_that_is_not_one() -> None:
+    with pytest.raises(ConfigurationError, match="rate_limit must be a RateLimit"):
+        batchkit(FakeChatModel(), rate_limit=60)  # type: ignore[arg-type]
