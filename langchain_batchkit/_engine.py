@@ -35,10 +35,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._errors import BatchkitError
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
-from langchain_batchkit._retry import RetryPolicy
+from langchain_batchkit._retry import RetryPolicy, status_code_of
 
 __all__ = ["Engine", "IndexedSource", "InputSourceError"]
 
@@ -213,6 +214,7 @@ class Engine(Generic[InputT, OutputT]):
         config_for: Callable[[int], RunnableConfig],
         reporter: ProgressReporter | None = None,
         kwargs: dict[str, Any] | None = None,
+        adaptive: AdaptiveConcurrency | None = None,
     ) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
         """Yield one :class:`ItemResult` per input, in completion order.
 
@@ -225,6 +227,8 @@ class Engine(Generic[InputT, OutputT]):
             config_for: the RunnableConfig for the item with a given index.
             reporter: counts each finished item (the progress bar and hook).
             kwargs: extra keyword arguments for the chain's ``ainvoke``.
+            adaptive: when given, decides the window size instead of ``concurrency``
+                and learns from each finished item.
         """
         call_kwargs = kwargs or {}
         reader: _Source[InputT] = _Source(source)
@@ -253,7 +257,8 @@ class Engine(Generic[InputT, OutputT]):
         source_error: InputSourceError | None = None
         try:
             while True:
-                while not exhausted and len(pending) < concurrency:
+                limit = adaptive.current() if adaptive is not None else concurrency
+                while not exhausted and len(pending) < limit:
                     try:
                         pair = await reader.next()
                     except InputSourceError as exc:
@@ -273,6 +278,8 @@ class Engine(Generic[InputT, OutputT]):
                     raise crashed[0]
                 if finished:
                     result = finished.popleft()
+                    if adaptive is not None:
+                        adaptive.observe(_pushed_back(result))
                     if reporter is not None:
                         reporter.item_done(result)
                     yield result
@@ -291,6 +298,15 @@ class Engine(Generic[InputT, OutputT]):
                     task.cancel()
                 logger.debug("cancelling %d items in flight", len(tasks))
                 await asyncio.wait(tasks)
+
+
+def _pushed_back(result: ItemResult[Any, Any]) -> bool:
+    errors = (*result.history, result.error) if result.error else result.history
+    return any(
+        e.type == "RateLimitError"
+        or (e.exception is not None and status_code_of(e.exception) == 429)
+        for e in errors
+    )
 
 
 class _StopOnBudget(stop_base):

@@ -21,6 +21,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import BaseModel
 
 from langchain_batchkit._concurrency import (
+    AdaptiveConcurrency,
     MaxConcurrency,
     resolve_max_concurrency,
     validate_max_concurrency,
@@ -37,6 +38,11 @@ from langchain_batchkit._sync import iterate_sync, run_sync
 __all__ = ["BatchKit", "batchkit"]
 
 logger = logging.getLogger(__name__)
+
+#: How far ``"auto"`` may grow items in flight when a RateLimit paces the requests.
+AUTO_CEILING_WITH_RATE_LIMIT = 128
+#: The most threads a sync call gives sync-only steps.
+MAX_THREADS = 64
 
 #: The default retry policy: 3 attempts, exponential backoff with jitter, Retry-After.
 DEFAULT_RETRY = RetryPolicy()
@@ -232,7 +238,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         accepted for LCEL compatibility and has no effect: errors are always values.
         """
         run = self._plan(inputs, config, kwargs)
-        return run_sync(self._collect(run), workers=run.concurrency)
+        return run_sync(self._collect(run), workers=run.workers)
 
     async def abatch(
         self,
@@ -255,7 +261,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
     ) -> Iterator[tuple[int, ItemResult[InputT, OutputT]]]:
         """Yield ``(index, ItemResult)`` as items finish; leaving early cancels the rest."""
         run = self._plan(inputs, config, kwargs)
-        for result in iterate_sync(self._stream(run), workers=run.concurrency):
+        for result in iterate_sync(self._stream(run), workers=run.workers):
             yield result.index, result
 
     async def abatch_as_completed(  # type: ignore[override]
@@ -276,7 +282,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
     ) -> Iterator[ItemResult[InputT, OutputT]]:
         """Yield ItemResults as they complete, reading ``inputs`` lazily."""
         run = self._plan(inputs, config, kwargs)
-        yield from iterate_sync(self._stream(run), workers=run.concurrency)
+        yield from iterate_sync(self._stream(run), workers=run.workers)
 
     async def astream_results(
         self, inputs: Inputs[InputT], config: RunnableConfig | None = None, **kwargs: Any
@@ -300,18 +306,24 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         configs = _Configs(config, self._handler)
         if not indexed:
             configs.check_length(n_items)
+        adaptive = None
         if isinstance(self.max_concurrency, int):
             concurrency = self.max_concurrency
         elif configs.max_concurrency:
             concurrency = int(configs.max_concurrency)
         else:
             concurrency = resolve_max_concurrency(self.max_concurrency, n_items)
+            if self.max_concurrency == "auto":
+                # Behind a RateLimit the limiter paces requests, so items may grow past
+                # the table value; without one, pushback lowers it and successes restore it.
+                ceiling = AUTO_CEILING_WITH_RATE_LIMIT if self.rate_limit else concurrency
+                adaptive = AdaptiveConcurrency(concurrency, ceiling)
         source = (
             iter(cast(Sequence[tuple[int, InputT]], inputs))
             if indexed
             else _indexed(cast(Inputs[InputT], inputs))
         )
-        return _Run(source, configs, config, n_items, concurrency, kwargs)
+        return _Run(source, configs, config, n_items, concurrency, kwargs, adaptive)
 
     async def _stream(self, run: _Run[InputT]) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
         reporter = ProgressReporter(
@@ -323,6 +335,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             config_for=run.configs,
             reporter=reporter,
             kwargs=run.kwargs,
+            adaptive=run.adaptive,
         )
         try:
             async with aclosing(stream):
@@ -354,7 +367,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
         run = self._plan(pairs, config, {}, indexed=True)
-        return run_sync(self._collect(run), workers=run.concurrency)
+        return run_sync(self._collect(run), workers=run.workers)
 
     async def _arerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
@@ -365,7 +378,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
 class _Run(Generic[InputT]):
     """Everything one batch run needs, decided before it starts."""
 
-    __slots__ = ("concurrency", "config", "configs", "kwargs", "n_items", "source")
+    __slots__ = ("adaptive", "concurrency", "config", "configs", "kwargs", "n_items", "source")
 
     def __init__(
         self,
@@ -375,6 +388,7 @@ class _Run(Generic[InputT]):
         n_items: int | None,
         concurrency: int,
         kwargs: dict[str, Any],
+        adaptive: AdaptiveConcurrency | None = None,
     ) -> None:
         self.source = source
         self.configs = configs
@@ -382,6 +396,13 @@ class _Run(Generic[InputT]):
         self.n_items = n_items
         self.concurrency = concurrency
         self.kwargs = kwargs
+        self.adaptive = adaptive
+
+    @property
+    def workers(self) -> int:
+        """Threads for sync-only steps: one per item that may be in flight."""
+        ceiling = int(self.adaptive.ceiling) if self.adaptive else self.concurrency
+        return min(max(self.concurrency, ceiling), MAX_THREADS)
 
 
 def _warn_about_sdk_retries(bound: Runnable[Any, Any], retry: RetryPolicy) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from langchain_batchkit import (
@@ -10,7 +12,11 @@ from langchain_batchkit import (
     concurrency_for_rate_limit,
     concurrency_for_size,
 )
-from langchain_batchkit._concurrency import resolve_max_concurrency, validate_max_concurrency
+from langchain_batchkit._concurrency import (
+    AdaptiveConcurrency,
+    resolve_max_concurrency,
+    validate_max_concurrency,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +103,71 @@ def test_concurrency_is_at_least_one_even_for_tiny_limits() -> None:
 def test_calculator_rejects_bad_values(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ConfigurationError, match=field):
         concurrency_for_rate_limit(**kwargs)  # type: ignore[arg-type]
+
+
+# -- adaptive concurrency ("auto") -------------------------------------------------------------
+
+
+def test_adaptive_halves_on_pushback_once_per_round() -> None:
+    a = AdaptiveConcurrency(8, 8)
+    a.observe(pushed_back=True)
+    assert a.current() == 4
+    a.observe(pushed_back=True)  # the same burst: not again until a round has passed
+    assert a.current() == 4
+    for _ in range(3):
+        a.observe(pushed_back=True)
+    assert a.current() == 2
+
+
+def test_adaptive_recovers_additively_up_to_the_ceiling() -> None:
+    a = AdaptiveConcurrency(8, 8)
+    a.observe(pushed_back=True)
+    steps = 0
+    while a.current() < 8:
+        a.observe(pushed_back=False)
+        steps += 1
+    assert 12 <= steps <= 30  # about +1 per round of `limit` items
+    for _ in range(100):
+        a.observe(pushed_back=False)
+    assert a.current() == 8
+
+
+def test_adaptive_never_goes_below_one() -> None:
+    a = AdaptiveConcurrency(2, 2)
+    for _ in range(50):
+        a.observe(pushed_back=True)
+    assert a.current() == 1
+
+
+async def test_auto_lowers_items_in_flight_when_the_provider_pushes_back() -> None:
+    import httpx2
+    import openai
+    from langchain_core.runnables import RunnableLambda
+
+    from langchain_batchkit import batchkit
+
+    in_flight = 0
+    seen: list[int] = []
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+    async def call(i: int) -> int:
+        nonlocal in_flight
+        in_flight += 1
+        seen.append(in_flight)
+        try:
+            await asyncio.sleep(0)
+            if 20 <= i < 40:
+                response = httpx2.Response(429, request=request)
+                raise openai.RateLimitError("slow down", response=response, body=None)
+            return i
+        finally:
+            in_flight -= 1
+
+    results = await batchkit(RunnableLambda(call), retry=None, progress=False).abatch(
+        list(range(400))
+    )
+
+    assert sorted(r.index for r in results) == list(range(400))  # nothing lost or repeated
+    assert max(seen[:20]) == 5  # the auto value for 400 items
+    assert min(seen[40:80]) == 1  # pushed back down
+    assert max(seen[-50:]) == 5  # and recovered
