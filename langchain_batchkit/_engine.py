@@ -39,7 +39,7 @@ from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._errors import BatchkitError
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
-from langchain_batchkit._retry import RetryPolicy, status_code_of
+from langchain_batchkit._retry import RetryPolicy, is_rate_limit
 
 __all__ = ["Engine", "IndexedSource", "InputSourceError"]
 
@@ -303,8 +303,7 @@ class Engine(Generic[InputT, OutputT]):
 def _pushed_back(result: ItemResult[Any, Any]) -> bool:
     errors = (*result.history, result.error) if result.error else result.history
     return any(
-        e.type == "RateLimitError"
-        or (e.exception is not None and status_code_of(e.exception) == 429)
+        is_rate_limit(e.exception) if e.exception is not None else e.type.endswith("RateLimitError")
         for e in errors
     )
 

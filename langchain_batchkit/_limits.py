@@ -37,7 +37,7 @@ from langchain_core.outputs import LLMResult
 from langchain_core.rate_limiters import BaseRateLimiter
 
 from langchain_batchkit._errors import ConfigurationError
-from langchain_batchkit._retry import retry_after_seconds, status_code_of
+from langchain_batchkit._retry import is_rate_limit, retry_after_seconds
 
 __all__ = ["LimiterStats", "RateLimit", "estimate_tokens", "parse_reset"]
 
@@ -307,7 +307,7 @@ class RateLimit(BaseRateLimiter):
             now = self._clock()
             if self._tokens is not None and used_tokens is not None:
                 self._tokens.give_back(estimated - used_tokens)
-            if error is not None and status_code_of(error) == 429:
+            if error is not None and is_rate_limit(error):
                 self._n_429 += 1
                 self._on_pushback(now, retry_after_seconds(error))
             elif error is None and self.adaptive:

@@ -21,7 +21,13 @@ from typing import Any
 
 from langchain_batchkit._errors import ConfigurationError
 
-__all__ = ["RetryPolicy", "is_transient", "retry_after_seconds", "status_code_of"]
+__all__ = [
+    "RetryPolicy",
+    "is_rate_limit",
+    "is_transient",
+    "retry_after_seconds",
+    "status_code_of",
+]
 
 #: HTTP statuses worth retrying: timeout, conflict, rate limit, and any 5xx.
 TRANSIENT_STATUS = frozenset({408, 409, 429})
@@ -60,16 +66,26 @@ _TRANSIENT_TYPES = _transient_types()
 def is_transient(exc: BaseException) -> bool:
     """True for errors that may pass on a later attempt.
 
-    Rate limits (429), timeouts, dropped or refused connections, 408/409 and any
-    5xx, from the openai and httpx exception types, Python's ``TimeoutError`` and
-    ``ConnectionError``, or any exception carrying such a ``status_code``.
-    Everything else (400, 401, 403, 404, 422, validation errors, a bug in a
-    lambda) is permanent.
+    LangChain's provider-neutral model errors say so themselves (``is_retryable``:
+    rate limit, 5xx, connection, timeout). Otherwise: rate limits (429),
+    timeouts, dropped or refused connections, 408/409 and any 5xx, from the openai
+    and httpx exception types, Python's ``TimeoutError`` and ``ConnectionError``,
+    or any exception carrying such a ``status_code``. Everything else (400, 401,
+    403, 404, 422, a context overflow, validation errors, a bug in a lambda) is
+    permanent.
     """
+    retryable = getattr(exc, "is_retryable", None)
+    if isinstance(retryable, bool):
+        return retryable
     if isinstance(exc, _TRANSIENT_TYPES):
         return True
     code = status_code_of(exc)
     return code is not None and (code in TRANSIENT_STATUS or code >= 500)
+
+
+def is_rate_limit(exc: BaseException) -> bool:
+    """True when the provider answered "too many requests" (HTTP 429)."""
+    return status_code_of(exc) == 429 or type(exc).__name__.endswith("RateLimitError")
 
 
 def _headers_of(exc: BaseException) -> Mapping[str, str] | None:

@@ -226,7 +226,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
 
     def batch(
         self,
-        inputs: list[InputT],
+        inputs: Iterable[InputT],
         config: RunnableConfig | list[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
@@ -242,7 +242,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
 
     async def abatch(
         self,
-        inputs: list[InputT],
+        inputs: Inputs[InputT],
         config: RunnableConfig | list[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
@@ -253,7 +253,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
 
     def batch_as_completed(  # type: ignore[override]
         self,
-        inputs: Sequence[InputT],
+        inputs: Iterable[InputT],
         config: RunnableConfig | Sequence[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
@@ -266,7 +266,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
 
     async def abatch_as_completed(  # type: ignore[override]
         self,
-        inputs: Sequence[InputT],
+        inputs: Inputs[InputT],
         config: RunnableConfig | Sequence[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
