@@ -168,7 +168,11 @@ class RateLimit(BaseRateLimiter):
         max_in_flight: the most requests in flight at once, across every chain and
             batch using this limiter (``None``: no cap until the provider pushes back).
         burst: requests that may start back to back before pacing applies (1 = evenly
-            spaced, which keeps a window-based provider limit from ever being hit).
+            spaced, which keeps a window-based provider limit from being hit).
+        headroom: the fraction of the limits to use. Requests paced at exactly the
+            limit arrive with network jitter, and a provider counting a sliding window
+            then sees L+1 requests in a window about half the time a request overtakes
+            an earlier one; 0.97 leaves 3% for that (1.0 to use every last request).
         adaptive: react to 429s and ``x-ratelimit-*`` headers (see module docs).
         cooldown: seconds between two multiplicative decreases.
         token_estimator: ``(messages, invocation_params) -> tokens``; default
@@ -189,6 +193,7 @@ class RateLimit(BaseRateLimiter):
         tokens_per_minute: float | None = None,
         max_in_flight: int | None = None,
         burst: float = 1.0,
+        headroom: float = 0.97,
         adaptive: bool = True,
         cooldown: float = 1.0,
         token_estimator: TokenEstimator | None = None,
@@ -206,6 +211,8 @@ class RateLimit(BaseRateLimiter):
             raise ConfigurationError(
                 f"max_in_flight must be an int >= 1 or None, got {max_in_flight!r}"
             )
+        if not _positive(headroom) or headroom > 1:
+            raise ConfigurationError(f"headroom must be in (0, 1], got {headroom!r}")
         if not _positive(burst) or burst < 1:
             raise ConfigurationError(f"burst must be a number >= 1, got {burst!r}")
         if not (_positive(cooldown) or cooldown == 0):
@@ -224,10 +231,14 @@ class RateLimit(BaseRateLimiter):
         self._lock = threading.Lock()
         now = clock()
         self._requests = (
-            _Bucket(requests_per_minute, burst, now) if requests_per_minute is not None else None
+            _Bucket(requests_per_minute * headroom, burst, now)
+            if requests_per_minute is not None
+            else None
         )
         self._tokens = (
-            _Bucket(tokens_per_minute, tokens_per_minute * TOKEN_BURST_SECONDS / 60.0, now)
+            _Bucket(
+                tokens_per_minute * headroom, tokens_per_minute * TOKEN_BURST_SECONDS / 60.0, now
+            )
             if tokens_per_minute is not None
             else None
         )
@@ -363,7 +374,7 @@ class RateLimit(BaseRateLimiter):
         if not self.adaptive or now - self._last_decrease < self.cooldown:
             return
         self._last_decrease = now
-        self._pace = max(0.1, self._pace * 0.8)
+        self._pace = max(0.1, self._pace * 0.9)
         self._cap = max(1.0, math.floor(min(self._cap, self._in_flight) * 0.5))
 
     def _pause(self, until: float) -> None:

@@ -44,6 +44,7 @@ def clocked(clock: FakeClock) -> ClockedModel:
 
 
 def limiter(clock: FakeClock, **kw: Any) -> RateLimit:
+    kw.setdefault("headroom", 1.0)  # exact arithmetic; the default leaves 3% for jitter
     return RateLimit(clock=clock, sleep=clock.sleep, sync_sleep=clock.sleep_sync, **kw)
 
 
@@ -80,6 +81,15 @@ async def test_requests_never_exceed_the_rate_over_any_window() -> None:
     assert len(model.seen) == 150
     assert max_in_any_window(model.seen, 60.0) <= 60
     assert model.seen[-1] - model.seen[0] == pytest.approx(149.0)  # evenly paced, no slack
+
+
+async def test_default_headroom_spaces_requests_three_percent_wider() -> None:
+    clock = FakeClock()
+    limit = RateLimit(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    await limit.aacquire()
+    start = clock()
+    await limit.aacquire()
+    assert clock() - start == pytest.approx(1 / 0.97)
 
 
 async def test_tokens_are_paced_by_the_estimate() -> None:
@@ -312,6 +322,8 @@ async def test_async_acquire_waits_its_turn() -> None:
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"max_in_flight": 2.5}, "max_in_flight"),
         ({"burst": 0.5}, "burst"),
+        ({"headroom": 1.5}, "headroom"),
+        ({"headroom": 0}, "headroom"),
         ({"token_estimator": 3}, "token_estimator"),
     ],
 )
