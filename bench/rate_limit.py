@@ -50,7 +50,7 @@ async def main(items: int, limit: int, window: float, concurrency: int, latency:
     config = FakeServerConfig(
         requests_per_minute=limit, window_seconds=window, latency=latency, seed=1
     )
-    prompts = [f"item {i}" for i in range(items)]
+    prompts: list[Any] = [f"item {i}" for i in range(items)]
     ideal = limit / window
     print(
         f"\n{items} items, limit {limit} requests per {window:g} s window "
