@@ -57,9 +57,8 @@ async def main(items: int, concurrency: int) -> int:
     attempts = collections.Counter(r.attempts for r in results)
     print(f"\n{items} items, concurrency {concurrency}: 10% 5xx, 5% drops, 2% hangs (1 s timeout)")
     print(f"wall {wall:.2f} s, {len(results.succeeded)} ok, {len(failed)} failed")
-    print(
-        f"server: {sum(stats.responses_by_status.values())} responses {dict(stats.responses_by_status)},"
-    )
+    responses = dict(stats.responses_by_status)
+    print(f"server: {sum(responses.values())} responses {responses},")
     print(f"        {stats.dropped} dropped, {stats.hung} hung")
     print(f"attempts per item: {dict(sorted(attempts.items()))}")
     ok = failed == poisoned and poisoned_attempts == {1} and not wrong
