@@ -1,36 +1,67 @@
-"""The main job on the embedded default: no API key, a FAKE chat model.
+"""The main job on the embedded default: no API key, a FAKE OpenAI-compatible server.
 
-300 topics go through ``prompt | model | parser`` on a fake chat model with
-realistic latency (50-150 ms) and a few injected failures (about 3% of calls).
-You see the progress bar, the summary, the failed rows, and ``retry_failed()``
-re-running only those rows.
+300 topics go through ``prompt | ChatOpenAI | parser`` where ChatOpenAI is the real
+langchain-openai client talking real HTTP to a local fake OpenAI server on
+127.0.0.1 (started here, stopped at the end). The server answers after 40-200 ms,
+enforces 600 requests/minute with 429 + Retry-After, fails 5% of requests with
+5xx, drops 2% of connections, and always rejects prompts mentioning "forbidden".
 
-Run: make demo            (or: python examples/demo.py [--items 300] [--real])
+You see the progress bar (retries in flight included), the summary, the failed
+rows (only the always-rejected ones), then ``retry_failed()`` re-running exactly
+those rows.
+
+Run: make demo     (or: python examples/demo.py [--items 300] [--real])
 With OPENAI_API_KEY set, ``--real`` runs the same job on gpt-4o-mini instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_openai import ChatOpenAI
 
-from langchain_batchkit import batchkit, concurrency_for_size
-from langchain_batchkit.testing import FakeChatModel
+from langchain_batchkit import RateLimit, RetryPolicy, batchkit
+from langchain_batchkit.testing import FakeOpenAIServer, FakeServerConfig
+
+FAKE_RPM = 3000
 
 
-def _model(real: bool) -> tuple[BaseChatModel, str]:
+@contextlib.contextmanager
+def _model(real: bool) -> Iterator[tuple[ChatOpenAI, str]]:
     if real:
         if not os.environ.get("OPENAI_API_KEY"):
             raise SystemExit("--real needs OPENAI_API_KEY in the environment")
-        from langchain_openai import ChatOpenAI
-
-        return ChatOpenAI(model="gpt-4o-mini"), "REAL model: gpt-4o-mini"
-    fake = FakeChatModel(latency=0.05, jitter=0.1, error_rate=0.03, seed=42)
-    return fake, "FAKE chat model (no API key, no network): 50-150 ms latency, ~3% failures"
+        yield ChatOpenAI(model="gpt-4o-mini", max_retries=0), "REAL model: gpt-4o-mini"
+        return
+    config = FakeServerConfig(
+        latency=0.08,
+        latency_distribution="lognormal",
+        requests_per_minute=FAKE_RPM,
+        error_rate_5xx=0.05,
+        drop_rate=0.02,
+        reject_prompts=frozenset({"forbidden"}),
+        seed=42,
+    )
+    with FakeOpenAIServer(config) as server:
+        llm = ChatOpenAI(
+            base_url=server.base_url,
+            api_key="sk-fake-demo",  # type: ignore[arg-type]
+            model="gpt-4o-mini",
+            max_retries=0,  # batchkit does the retrying (see README)
+            timeout=10,
+        )
+        yield (
+            llm,
+            (
+                f"FAKE OpenAI-compatible server at {server.base_url} (no API key, no internet): "
+                f"{FAKE_RPM} requests/min, 5% 5xx, 2% dropped connections"
+            ),
+        )
 
 
 def main() -> None:
@@ -39,32 +70,44 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="use OpenAI (needs OPENAI_API_KEY)")
     args = parser.parse_args()
 
-    llm, label = _model(args.real)
-    print(f"== {label}")
-    if not args.real and os.environ.get("OPENAI_API_KEY"):
-        print("   (OPENAI_API_KEY is set: `python examples/demo.py --real` uses the real model)")
-    chain = (
-        ChatPromptTemplate.from_template("Write a one-line tagline about {topic}.")
-        | llm
-        | StrOutputParser()
-    )
-    topics = [{"topic": f"topic #{i}"} for i in range(args.items)]
+    with _model(args.real) as (llm, label):
+        print(f"== {label}")
+        if not args.real and os.environ.get("OPENAI_API_KEY"):
+            print(
+                "   (OPENAI_API_KEY is set: `python examples/demo.py --real` uses the real model)"
+            )
+        chain = (
+            ChatPromptTemplate.from_template("Write a one-line tagline about {topic}.")
+            | llm
+            | StrOutputParser()
+        )
+        topics = [
+            {"topic": f"forbidden topic #{i}" if i % 97 == 13 else f"topic #{i}"}
+            for i in range(args.items)
+        ]
+        limit = RateLimit(requests_per_minute=FAKE_RPM)
+        kit = batchkit(
+            chain,
+            rate_limit=limit,
+            retry=RetryPolicy(max_attempts=5, initial_backoff=0.2),
+            desc="taglines",
+        )  # max_concurrency="auto"
+        print(f"== {len(topics)} items, max_concurrency='auto', RateLimit({FAKE_RPM} rpm)")
+        results = kit.batch(topics)
 
-    kit = batchkit(chain, desc="taglines")  # max_concurrency="auto"
-    print(f"== {len(topics)} items, auto concurrency {concurrency_for_size(len(topics))}")
-    results = kit.batch(topics)
+        print(f"\n== summary: {results.summary()}")
+        retried = [r for r in results if r.attempts > 1]
+        print(f"== {len(retried)} items needed a retry (5xx / dropped connection), all kept")
+        print(f"== limiter: {limit.stats()}")
+        print(f"== failed rows ({len(results.failed)}):")
+        for r in results.failed[:10]:
+            print(f"   [{r.index:3}] {r.input['topic']!r:24} {r.error}"[:150])
+        print(f"== first outputs: {results.outputs[:2]}")
 
-    print(f"\n== summary: {results.summary()}")
-    print(f"== failed rows ({len(results.failed)}):")
-    for r in results.failed[:10]:
-        print(f"   [{r.index:3}] {r.input['topic']!r:16} {r.error}")
-    print(f"== first outputs: {results.outputs[:3]}")
-
-    print("\n== retry_failed(): re-running only the failed rows")
-    results = results.retry_failed()
-    print(f"== after retry: {results.summary()}")
-    still = results.failed
-    print(f"== still failing: {[r.index for r in still] or 'none'}")
+        print("\n== retry_failed(): re-running only the failed rows")
+        again = results.retry_failed()
+        print(f"== after retry: {again.summary()}")
+        print(f"== still failing (always rejected): {[r.index for r in again.failed] or 'none'}")
 
 
 if __name__ == "__main__":

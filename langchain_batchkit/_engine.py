@@ -35,6 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from langchain_batchkit._callbacks import UsageCollector, with_handler
 from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._errors import BatchkitError
 from langchain_batchkit._progress import ProgressReporter
@@ -135,17 +136,21 @@ class Engine(Generic[InputT, OutputT]):
         (cancellation, KeyboardInterrupt) passes through and is never an output.
         """
         start = self._clock()
+        collector = UsageCollector()
+        config = with_handler(config, collector, first=True)
         try:
             output = await self.runnable.ainvoke(value, config, **kwargs)
         except Exception as exc:
             policy = self._retry
             if policy is None or policy.max_attempts == 1 or not policy.should_retry(exc):
                 error = ItemError.from_exception(exc)
-                return ItemResult(index, value, None, error, 1, self._clock() - start)
-            return await self._retry_item(index, value, config, kwargs, reporter, start, exc)
-        return ItemResult(
-            index, value, output, None, 1, self._clock() - start, TokenUsage.from_output(output)
-        )
+                usage = collector.usage
+                return ItemResult(index, value, None, error, 1, self._clock() - start, usage)
+            return await self._retry_item(
+                index, value, config, kwargs, reporter, start, exc, collector
+            )
+        usage = collector.usage or TokenUsage.from_output(output)
+        return ItemResult(index, value, output, None, 1, self._clock() - start, usage)
 
     async def _retry_item(
         self,
@@ -156,6 +161,7 @@ class Engine(Generic[InputT, OutputT]):
         reporter: ProgressReporter | None,
         start: float,
         first_error: Exception,
+        collector: UsageCollector,
     ) -> ItemResult[InputT, OutputT]:
         """Attempts 2..n of one item, driven by tenacity.
 
@@ -199,10 +205,10 @@ class Engine(Generic[InputT, OutputT]):
                     output = await self.runnable.ainvoke(value, config, **kwargs)
         except Exception as exc:
             error = ItemError.from_exception(exc)
-            return ItemResult(
-                index, value, None, error, attempts, self._clock() - start, None, tuple(history)
-            )
-        usage = TokenUsage.from_output(output)
+            latency = self._clock() - start
+            usage = collector.usage
+            return ItemResult(index, value, None, error, attempts, latency, usage, tuple(history))
+        usage = collector.usage or TokenUsage.from_output(output)
         latency = self._clock() - start
         return ItemResult(index, value, output, None, attempts, latency, usage, tuple(history))
 

@@ -36,6 +36,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.rate_limiters import BaseRateLimiter
 
+from langchain_batchkit._callbacks import usage_of_response
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._retry import is_rate_limit, retry_after_seconds
 
@@ -527,20 +528,12 @@ class _LimiterCallback(AsyncCallbackHandler):
 
 
 def _usage_and_headers(response: LLMResult) -> tuple[int | None, Mapping[str, str] | None]:
-    used: int | None = None
+    usage = usage_of_response(response)
     headers: Mapping[str, str] | None = None
-    token_usage = (response.llm_output or {}).get("token_usage")
-    if isinstance(token_usage, Mapping) and token_usage.get("total_tokens") is not None:
-        used = int(token_usage["total_tokens"])
     for generations in response.generations:
         for generation in generations:
             message = getattr(generation, "message", None)
-            if message is None:
-                continue
-            meta = getattr(message, "usage_metadata", None)
-            if used is None and isinstance(meta, Mapping) and "total_tokens" in meta:
-                used = int(meta["total_tokens"])
-            found = message.response_metadata.get("headers")
+            found = message.response_metadata.get("headers") if message is not None else None
             if isinstance(found, Mapping):
                 headers = {str(k).lower(): str(v) for k, v in found.items()}
-    return used, headers
+    return (usage.total_tokens if usage is not None else None), headers

@@ -16,10 +16,11 @@ from collections.abc import (
 from contextlib import aclosing
 from typing import Any, Generic, TypeVar, cast
 
-from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import BaseModel
 
+from langchain_batchkit._callbacks import with_handler
 from langchain_batchkit._concurrency import (
     AdaptiveConcurrency,
     MaxConcurrency,
@@ -103,17 +104,7 @@ def _prepare(config: RunnableConfig | None, handler: BaseCallbackHandler | None)
     with our handler added to its callbacks, so nested runs inherit it."""
     prepared = ensure_config(config).copy()
     prepared.pop("run_id", None)
-    if handler is not None:
-        callbacks = prepared.get("callbacks")
-        if callbacks is None:
-            prepared["callbacks"] = [handler]
-        elif isinstance(callbacks, BaseCallbackManager):
-            manager = callbacks.copy()
-            manager.add_handler(handler, inherit=True)
-            prepared["callbacks"] = manager
-        else:
-            prepared["callbacks"] = [*callbacks, handler]
-    return prepared
+    return prepared if handler is None else with_handler(prepared, handler)
 
 
 def _size_of(inputs: object) -> int | None:

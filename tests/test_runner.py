@@ -13,7 +13,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableLambda, RunnableParallel
 
 from langchain_batchkit import (
     INDEX_METADATA_KEY,
@@ -494,3 +494,25 @@ def test_one_config_per_input_is_honoured_and_length_checked() -> None:
 
     with pytest.raises(ConfigurationError, match="2 configs for 3 inputs"):
         kit.batch(["a", "b", "c"], config=configs)
+
+
+def test_token_usage_is_counted_through_a_parser_that_drops_it() -> None:
+    chain = ChatPromptTemplate.from_template("say {w}") | FakeChatModel() | StrOutputParser()
+    results = batchkit(chain, progress=False).batch([{"w": "hello there"}, {"w": "hi"}])
+    assert all(isinstance(o, str) for o in results.outputs)
+    assert results[0].usage is not None
+    assert results[0].usage.total_tokens > 0
+    assert results.summary().usage.total_tokens == sum(
+        r.usage.total_tokens for r in results if r.usage
+    )
+
+
+def test_token_usage_adds_up_over_a_fan_out() -> None:
+    model = FakeChatModel()
+    single = batchkit(model, progress=False).invoke("abcd" * 10)
+    triple = batchkit(RunnableParallel(a=model, b=model, c=model), progress=False).invoke(
+        "abcd" * 10
+    )
+    assert single.usage is not None
+    assert triple.usage is not None
+    assert triple.usage.total_tokens == 3 * single.usage.total_tokens

@@ -1,0 +1,101 @@
+"""Small callback plumbing: adding a handler to a config, and counting an item's tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
+from langchain_core.outputs import LLMResult
+from langchain_core.runnables import RunnableConfig
+
+from langchain_batchkit._results import TokenUsage
+
+__all__ = ["UsageCollector", "usage_of_response", "with_handler"]
+
+
+def with_handler(
+    config: RunnableConfig, handler: BaseCallbackHandler, *, first: bool = False
+) -> RunnableConfig:
+    """A copy of ``config`` whose callbacks (list or manager) also include ``handler``.
+
+    The handler is inheritable, so every nested run (the model behind a prompt, the
+    calls inside a ``RunnableParallel``) reports to it. LangChain awaits inline
+    handlers in order, so a handler that may wait (the rate limiter) goes last and
+    one that never waits can go ``first``: a cancellation during the wait then
+    leaves no handler's event un-awaited.
+    """
+    prepared = config.copy()
+    callbacks = config.get("callbacks")
+    if callbacks is None:
+        prepared["callbacks"] = [handler]
+    elif isinstance(callbacks, BaseCallbackManager):
+        manager = callbacks.copy()
+        if first:
+            manager.handlers.insert(0, handler)
+            manager.inheritable_handlers.insert(0, handler)
+        else:
+            manager.add_handler(handler, inherit=True)
+        prepared["callbacks"] = manager
+    else:
+        prepared["callbacks"] = [handler, *callbacks] if first else [*callbacks, handler]
+    return prepared
+
+
+def usage_of_response(response: LLMResult) -> TokenUsage | None:
+    """Token usage of one model call, from ``llm_output`` or the messages' metadata."""
+    token_usage = (response.llm_output or {}).get("token_usage")
+    if isinstance(token_usage, Mapping) and token_usage.get("total_tokens") is not None:
+        inp = int(token_usage.get("prompt_tokens") or 0)
+        out = int(token_usage.get("completion_tokens") or 0)
+        return TokenUsage(inp, out, int(token_usage["total_tokens"]))
+    total: TokenUsage | None = None
+    for generations in response.generations:
+        for generation in generations:
+            usage = TokenUsage.from_output(getattr(generation, "message", None))
+            if usage is not None:
+                total = usage if total is None else total + usage
+    return total
+
+
+class UsageCollector(BaseCallbackHandler):
+    """Sums the token usage of every model call made for one item, at any depth.
+
+    A ``prompt | model | parser`` chain returns a string, so the output carries no
+    ``usage_metadata``; the model's own run still reports it here.
+    """
+
+    run_inline = True
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = None
+
+    @property
+    def ignore_chain(self) -> bool:
+        return True
+
+    @property
+    def ignore_retriever(self) -> bool:
+        return True
+
+    @property
+    def ignore_agent(self) -> bool:
+        return True
+
+    @property
+    def ignore_retry(self) -> bool:
+        return True
+
+    @property
+    def ignore_custom_event(self) -> bool:
+        return True
+
+    def on_llm_end(
+        self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """Add one model call's usage."""
+        usage = usage_of_response(response)
+        if usage is not None:
+            self.usage = usage if self.usage is None else self.usage + usage
