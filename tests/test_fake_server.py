@@ -27,7 +27,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
 from langchain_batchkit.testing._clock import FakeClock
-from langchain_batchkit.testing._server import FakeOpenAIServer, FakeServerConfig
+from langchain_batchkit.testing._fakeserver import FakeOpenAIServer, FakeServerConfig
 
 if TYPE_CHECKING:  # importing the plugin here would run before pytest can register it
     from langchain_batchkit.testing.pytest_plugin import FakeServerFactory
@@ -207,7 +207,7 @@ def test_unknown_route_gets_openai_style_404(
     fake_openai_server: FakeOpenAIServer, make_client: Any
 ) -> None:
     with pytest.raises(openai.NotFoundError, match="Invalid URL"):
-        make_client(fake_openai_server).files.list()
+        make_client(fake_openai_server).fine_tuning.jobs.list()
 
 
 def test_wrong_method_gets_405_with_allow_header(fake_openai_server: FakeOpenAIServer) -> None:
@@ -666,7 +666,7 @@ def test_api_key_never_reaches_the_logs(
     with openai.OpenAI(base_url=fake_openai_server.base_url, api_key=secret) as client:
         ask(client, "hello")
         with pytest.raises(openai.NotFoundError) as caught:
-            client.files.list()
+            client.fine_tuning.jobs.list()
 
     assert "POST /v1/chat/completions -> 200" in caplog.text
     assert secret not in caplog.text
@@ -684,7 +684,7 @@ def test_fake_openai_server_fixture_is_running(fake_openai_server: FakeOpenAISer
 def test_factory_fixture_stops_every_server_at_teardown(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from langchain_batchkit.testing._server import FakeServerConfig
+        from langchain_batchkit.testing._fakeserver import FakeServerConfig
 
         pytest_plugins = ["langchain_batchkit.testing.pytest_plugin"]
         STARTED = []

@@ -4,14 +4,14 @@ Nothing here needs an API key or the network.
 """
 
 from langchain_batchkit.testing._clock import FakeClock
-from langchain_batchkit.testing._models import FakeChatModel, FakeModelError
-from langchain_batchkit.testing._server import (
+from langchain_batchkit.testing._fakeserver import (
     FakeOpenAIServer,
     FakeServerConfig,
     LatencyDistribution,
     ScriptedFault,
     ServerStats,
 )
+from langchain_batchkit.testing._models import FakeChatModel, FakeModelError
 
 __all__ = [
     "FakeChatModel",

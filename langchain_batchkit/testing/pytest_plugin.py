@@ -24,7 +24,7 @@ from typing import Protocol
 
 import pytest
 
-from langchain_batchkit.testing._server import FakeOpenAIServer, FakeServerConfig
+from langchain_batchkit.testing._fakeserver import FakeOpenAIServer, FakeServerConfig
 
 __all__ = ["FakeServerFactory", "fake_openai_server", "fake_openai_server_factory"]
 

@@ -1,0 +1,53 @@
+"""An OpenAI-compatible fake HTTP server for tests, benchmarks and demos.
+
+Batch runners are only as good as their behaviour against a real service: rate
+limits with ``Retry-After``, transient 5xx, dropped connections, requests that
+never return, one bad prompt in a thousand, and Batch API jobs that fail, expire or
+are cancelled. :class:`FakeOpenAIServer` reproduces those over real HTTP/1.1 on
+``127.0.0.1``, so the genuine ``openai`` and ``langchain_openai`` clients
+(connection pools, retries, timeouts, header parsing, multipart uploads) are
+exercised end to end, with no network and no API key.
+
+It uses the standard library only: one daemon thread runs its own asyncio event
+loop with :func:`asyncio.start_server`, and requests are parsed by hand.
+
+Modules, one concern each:
+
+- ``_config``: :class:`FakeServerConfig`, the validated behaviour knobs;
+- ``_stats``: counters and the :class:`ServerStats` snapshot;
+- ``_ratelimit``: the exact sliding-window limiter and its headers;
+- ``_faults``: scripted and random faults, latency draws;
+- ``_http``: HTTP/1.1 wire format, route and error types;
+- ``_chat`` / ``_images``: what a chat request means and how it is answered;
+- ``_online``: ``/v1/chat/completions`` and ``/v1/models``;
+- ``_multipart``, ``_files``, ``_pages``: uploads, stored files, list pages;
+- ``_batch_input``, ``_batch_exec``, ``_batches``, ``_batch_api``: the Batch API;
+- ``_server``: :class:`FakeOpenAIServer`, its thread, loop and dispatch.
+
+Example:
+    >>> from openai import OpenAI
+    >>> config = FakeServerConfig(script={"flaky": ("500", "ok")})
+    >>> with FakeOpenAIServer(config) as server:  # doctest: +SKIP
+    ...     client = OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=1)
+    ...     reply = client.chat.completions.create(
+    ...         model="gpt-4o-mini", messages=[{"role": "user", "content": "flaky"}]
+    ...     )
+    ...     reply.choices[0].message.content, server.stats().responses_by_status
+    ('echo: flaky', mappingproxy({500: 1, 200: 1}))
+"""
+
+from langchain_batchkit.testing._fakeserver._config import (
+    FakeServerConfig,
+    LatencyDistribution,
+    ScriptedFault,
+)
+from langchain_batchkit.testing._fakeserver._server import FakeOpenAIServer
+from langchain_batchkit.testing._fakeserver._stats import ServerStats
+
+__all__ = [
+    "FakeOpenAIServer",
+    "FakeServerConfig",
+    "LatencyDistribution",
+    "ScriptedFault",
+    "ServerStats",
+]

@@ -1,0 +1,113 @@
+"""Running one batch line with the online endpoint's chat logic, and its JSONL records.
+
+A line is answered exactly as ``POST /v1/chat/completions`` would answer its body
+(validation, image checks, ``reject_prompts``, ``response_text``, usage), minus the
+online rate limiter, latency and faults. Its record follows OpenAI's batch output
+format: ``response`` holds the HTTP status and body (a failure is a non-200
+``status_code`` with an error body), and ``error`` is reserved for requests that
+never ran (``batch_expired``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from langchain_batchkit.testing._fakeserver._batch_input import BatchLine
+from langchain_batchkit.testing._fakeserver._chat import (
+    check_not_rejected,
+    completion_object,
+    compose_answer,
+    parse_chat_payload,
+)
+from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
+from langchain_batchkit.testing._fakeserver._http import ApiError, error_body
+
+__all__ = ["LineResult", "expired_record", "run_line"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """How one line was answered: HTTP status and body, and the tokens it used."""
+
+    record_id: str
+    request_id: str
+    custom_id: str
+    status_code: int
+    body: Mapping[str, object] = field(hash=False)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code == 200
+
+    def record(self) -> dict[str, object]:
+        """The line of the output file (status 200) or error file (any other)."""
+        return {
+            "id": self.record_id,
+            "custom_id": self.custom_id,
+            "response": {
+                "status_code": self.status_code,
+                "request_id": self.request_id,
+                "body": dict(self.body),
+            },
+            "error": None,
+        }
+
+
+def expired_record(record_id: str, custom_id: str) -> dict[str, object]:
+    """The error-file line of a request the batch's window ended before it ran."""
+    return {
+        "id": record_id,
+        "custom_id": custom_id,
+        "response": None,
+        "error": {
+            "code": "batch_expired",
+            "message": "This request could not be executed before the completion window expired.",
+        },
+    }
+
+
+def run_line(
+    line: BatchLine,
+    config: FakeServerConfig,
+    *,
+    record_id: str,
+    request_id: str,
+    completion_id: str,
+    created: int,
+    server_error: bool,
+) -> LineResult:
+    """Answer one line; ``server_error`` makes it fail with 500 (``batch_line_error_rate``)."""
+
+    def failed(status: int, body: dict[str, object]) -> LineResult:
+        return LineResult(record_id, request_id, line.custom_id, status, body)
+
+    if server_error:
+        message = "The server had an error while processing your request (injected fault)."
+        return failed(500, error_body(message, "server_error"))
+    try:
+        chat = parse_chat_payload(line.body)
+        check_not_rejected(chat, config)
+        answer = compose_answer(chat, config)
+    except ApiError as exc:
+        return failed(
+            exc.status, error_body(exc.message, exc.error_type, code=exc.code, param=exc.param)
+        )
+    except Exception:
+        logger.exception("fake server could not answer batch line %d", line.line)
+        message = "The fake server's answer builder raised an exception; see its log."
+        return failed(500, error_body(message, "server_error"))
+    return LineResult(
+        record_id,
+        request_id,
+        line.custom_id,
+        200,
+        completion_object(completion_id, chat, answer, created),
+        answer.prompt_tokens,
+        answer.completion_tokens,
+    )

@@ -1,0 +1,162 @@
+"""The online endpoints: ``/v1/chat/completions`` and ``/v1/models``.
+
+Every chat request meets these decisions in this order:
+
+1. the body is validated (JSON, ``messages``, image parts) → 400;
+2. ``reject_prompts`` → 400, every time;
+3. the rate limiter (exact sliding window) → 429;
+4. a fault: the prompt's next ``script`` step if it has one left, otherwise a
+   draw from the seeded RNG (``error_rate_5xx``, ``drop_rate``, ``hang_rate``);
+5. latency (drops and hangs skip it), then the fault's response or the answer
+   (JSON, or server-sent events when ``"stream": true``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator, Mapping
+
+from langchain_batchkit.testing._fakeserver._chat import (
+    check_not_rejected,
+    completion_object,
+    compose_answer,
+    parse_chat_body,
+    stream_body,
+)
+from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
+from langchain_batchkit.testing._fakeserver._faults import SERVER_ERRORS, FaultPlan
+from langchain_batchkit.testing._fakeserver._http import (
+    InvalidRequest,
+    Outcome,
+    Request,
+    Response,
+    Route,
+    Silence,
+    error_response,
+    json_response,
+)
+from langchain_batchkit.testing._fakeserver._ratelimit import (
+    RateLimiter,
+    Verdict,
+    ceil_ms,
+    format_seconds,
+)
+from langchain_batchkit.testing._fakeserver._stats import Counters
+
+__all__ = ["OnlineEndpoints"]
+
+_Headers = tuple[tuple[str, str], ...]
+
+
+class OnlineEndpoints:
+    """Handlers for chat completions and models; state lives on the server's loop."""
+
+    __slots__ = ("_config", "_counters", "_faults", "_ids", "_limiter")
+
+    def __init__(self, config: FakeServerConfig, counters: Counters, ids: Iterator[int]) -> None:
+        self._config = config
+        self._counters = counters
+        self._ids = ids
+        self._limiter = RateLimiter(config)
+        self._faults = FaultPlan(config)
+
+    def routes(self) -> tuple[Route, ...]:
+        return (
+            Route("POST", re.compile(r"/v1/chat/completions"), self.chat_completions),
+            Route("GET", re.compile(r"/v1/models"), self.list_models),
+            Route("GET", re.compile(r"/v1/models/(?P<model>[^/]+)"), self.retrieve_model),
+        )
+
+    async def list_models(self, request: Request, params: Mapping[str, str]) -> Outcome:
+        data = [_model_object(model) for model in self._config.models]
+        return json_response(200, {"object": "list", "data": data})
+
+    async def retrieve_model(self, request: Request, params: Mapping[str, str]) -> Outcome:
+        model = params["model"]
+        if model not in self._config.models:
+            return error_response(
+                404,
+                f"The model '{model}' does not exist.",
+                "invalid_request_error",
+                code="model_not_found",
+                param="model",
+            )
+        return json_response(200, _model_object(model))
+
+    async def chat_completions(self, request: Request, params: Mapping[str, str]) -> Outcome:
+        config = self._config
+        try:
+            chat = parse_chat_body(request.body)
+            self._counters.record_images(chat.image_count)
+            check_not_rejected(chat, config)
+        except InvalidRequest as exc:
+            return error_response(
+                400,
+                exc.message,
+                "invalid_request_error",
+                code=exc.code,
+                param=exc.param,
+                headers=self._limiter.headers(config.clock()),
+            )
+        answer = compose_answer(chat, config)
+
+        now = config.clock()
+        verdict = self._limiter.admit(now, answer.cost, chat.model)
+        headers = self._limiter.headers(now)
+        if not verdict.admitted:
+            return _rate_limited(verdict, headers)
+        self._counters.record_admission(now)
+
+        fault = self._faults.next_fault(chat.prompt)
+        if fault == "drop":
+            return Silence.DROP
+        if fault == "hang":
+            return Silence.HANG
+        delay = self._faults.sample_latency()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault == "429":
+            scripted = Verdict(
+                admitted=False,
+                kind="requests",
+                retry_after=config.scripted_retry_after,
+                message=f"Rate limit reached for {chat.model} (scripted fault).",
+            )
+            return _rate_limited(scripted, headers)
+        if fault in SERVER_ERRORS:
+            status = int(fault)
+            return error_response(
+                status,
+                f"The server had an error while processing your "
+                f"request ({status}, injected fault).",
+                "server_error",
+                headers=headers,
+            )
+        self._counters.record_answer(chat.prompt)
+        completion_id = f"chatcmpl-fake{next(self._ids):08d}"
+        created = int(time.time())
+        if chat.stream:
+            body = stream_body(completion_id, chat, answer, created)
+            return Response(200, body, "text/event-stream", headers)
+        return json_response(200, completion_object(completion_id, chat, answer, created), headers)
+
+
+def _model_object(model: str) -> dict[str, object]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "fake-openai"}
+
+
+def _rate_limited(verdict: Verdict, headers: _Headers) -> Response:
+    if verdict.retry_after is not None:
+        headers += (
+            ("retry-after", format_seconds(verdict.retry_after)),
+            ("retry-after-ms", str(ceil_ms(verdict.retry_after))),
+        )
+    return error_response(
+        429,
+        verdict.message,
+        verdict.kind or "requests",
+        code="rate_limit_exceeded",
+        headers=headers,
+    )
