@@ -6,6 +6,7 @@ Example:
     >>> results.failed, results.summary()              # doctest: +SKIP
 """
 
+from langchain_batchkit._checkpoint import Checkpoint, CheckpointError
 from langchain_batchkit._concurrency import (
     PRESETS,
     ConcurrencyPlan,
@@ -17,7 +18,14 @@ from langchain_batchkit._engine import InputSourceError
 from langchain_batchkit._errors import BatchFailedError, BatchkitError, ConfigurationError
 from langchain_batchkit._limits import LimiterStats, RateLimit, estimate_tokens
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
-from langchain_batchkit._results import BatchResult, BatchSummary, ItemError, ItemResult, TokenUsage
+from langchain_batchkit._results import (
+    BatchResult,
+    BatchSummary,
+    ItemError,
+    ItemResult,
+    RunReport,
+    TokenUsage,
+)
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._runner import INDEX_METADATA_KEY, BatchKit, batchkit
 
@@ -31,6 +39,8 @@ __all__ = [
     "BatchResult",
     "BatchSummary",
     "BatchkitError",
+    "Checkpoint",
+    "CheckpointError",
     "ConcurrencyPlan",
     "ConcurrencyPreset",
     "ConfigurationError",
@@ -42,6 +52,7 @@ __all__ = [
     "RateLimit",
     "RetryPolicy",
     "RootRunCounter",
+    "RunReport",
     "TokenUsage",
     "__version__",
     "batchkit",

@@ -25,6 +25,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
+from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from langchain_core.callbacks import BaseCallbackManager
@@ -36,13 +37,14 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from langchain_batchkit._callbacks import UsageCollector, with_handler
+from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._concurrency import AdaptiveConcurrency
-from langchain_batchkit._errors import BatchkitError
+from langchain_batchkit._errors import BatchkitError, ConfigurationError
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
 from langchain_batchkit._retry import RetryPolicy, is_rate_limit
 
-__all__ = ["Engine", "IndexedSource", "InputSourceError"]
+__all__ = ["Engine", "IndexedSource", "InputSourceError", "Resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +223,11 @@ class Engine(Generic[InputT, OutputT]):
         reporter: ProgressReporter | None = None,
         kwargs: dict[str, Any] | None = None,
         adaptive: AdaptiveConcurrency | None = None,
+        resume: Resume | None = None,
+        ordered: bool = False,
+        reorder_buffer: int = 1000,
     ) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
-        """Yield one :class:`ItemResult` per input, in completion order.
+        """Yield one :class:`ItemResult` per input, in completion (or input) order.
 
         At most ``concurrency`` items are in flight. Leaving the iteration early
         (or cancelling the task iterating it) cancels the items in flight.
@@ -235,65 +240,118 @@ class Engine(Generic[InputT, OutputT]):
             kwargs: extra keyword arguments for the chain's ``ainvoke``.
             adaptive: when given, decides the window size instead of ``concurrency``
                 and learns from each finished item.
+            resume: a checkpoint to skip finished items from and record new ones to.
+            ordered: yield in input order, holding at most ``reorder_buffer`` finished
+                items back (new items wait while the buffer is full).
+            reorder_buffer: see ``ordered``.
         """
         call_kwargs = kwargs or {}
         reader: _Source[InputT] = _Source(source)
         loop = asyncio.get_running_loop()
-        pending: dict[asyncio.Task[ItemResult[InputT, OutputT]], tuple[int, InputT]] = {}
-        finished: deque[ItemResult[InputT, OutputT]] = deque()
+        pending: dict[asyncio.Task[ItemResult[InputT, OutputT]], _Staged[InputT]] = {}
+        todo: deque[_Staged[InputT]] = deque()
+        # (read order, checkpoint key if the result is new and must be recorded, result)
+        done: deque[tuple[int, str | None, ItemResult[InputT, OutputT]]] = deque()
+        held: dict[int, ItemResult[InputT, OutputT]] = {}  # ordered mode: seq -> result
         crashed: list[BaseException] = []
         wake = asyncio.Event()
         closing = False
+        read_ahead = resume.chunk_size if resume is not None else 1
+        next_seq = 0  # ordered mode: the next sequence number to yield
+        seq = 0
+        exhausted = False
+        source_error: InputSourceError | None = None
 
         def on_done(task: asyncio.Task[ItemResult[InputT, OutputT]]) -> None:
-            index, value = pending.pop(task)
+            staged = pending.pop(task)
             if task.cancelled():
                 if not closing:
                     # The item cancelled itself (we did not): an error for that item,
                     # never an output, and never a silent loss.
                     err = ItemError("CancelledError", "the item's task was cancelled")
-                    finished.append(ItemResult(index, value, None, err, 1, 0.0))
+                    result: ItemResult[InputT, OutputT] = ItemResult(
+                        staged.index, staged.value, None, err
+                    )
+                    done.append((staged.seq, staged.key, result))
             elif (exc := task.exception()) is not None:
                 crashed.append(exc)
             else:
-                finished.append(task.result())
+                done.append((staged.seq, staged.key, task.result()))
             wake.set()
 
-        exhausted = False
-        source_error: InputSourceError | None = None
+        async def read_more() -> None:
+            nonlocal exhausted, source_error, seq
+            batch: list[_Staged[InputT]] = []
+            while len(batch) < read_ahead:
+                try:
+                    pair = await reader.next()
+                except InputSourceError as exc:
+                    # Finish what is in flight first: those items are not lost.
+                    source_error, exhausted = exc, True
+                    break
+                if isinstance(pair, _Exhausted):
+                    exhausted = True
+                    break
+                key = resume.key_of(pair[0], pair[1]) if resume is not None else None
+                batch.append(_Staged(seq, pair[0], pair[1], key))
+                seq += 1
+            if resume is None:
+                todo.extend(batch)
+                return
+            stored = resume.finished([s.key for s in batch if s.key is not None])
+            for s in batch:
+                old = stored.get(s.key) if s.key is not None else None
+                if old is None:
+                    todo.append(s)
+                else:  # finished in an earlier run: not called again
+                    done.append((s.seq, None, replace(old, index=s.index, input=s.value)))
+
         try:
             while True:
                 limit = adaptive.current() if adaptive is not None else concurrency
-                while not exhausted and len(pending) < limit:
-                    try:
-                        pair = await reader.next()
-                    except InputSourceError as exc:
-                        # Finish what is in flight first: those items are not lost.
-                        source_error, exhausted = exc, True
+                while len(pending) < limit:
+                    if not todo:
+                        if exhausted or done:
+                            break
+                        await read_more()
+                        continue
+                    if ordered and todo[0].seq - next_seq >= reorder_buffer:
                         break
-                    if isinstance(pair, _Exhausted):
-                        exhausted = True
-                        break
-                    index, value = pair
+                    staged = todo.popleft()
                     task = loop.create_task(
-                        self.run_item(index, value, config_for(index), call_kwargs, reporter)
-                    )
-                    pending[task] = pair
+                        self.run_item(
+                            staged.index, staged.value, config_for(staged.index), call_kwargs,
+                            reporter,
+                        )
+                    )  # fmt: skip
+                    pending[task] = staged
                     task.add_done_callback(on_done)
                 if crashed:
                     raise crashed[0]
-                if finished:
-                    result = finished.popleft()
+                if done:
+                    item_seq, key, result = done.popleft()
+                    if key is not None and resume is not None:
+                        result = replace(result, key=key)
+                        resume.checkpoint.record(key, result)
                     if adaptive is not None:
                         adaptive.observe(_pushed_back(result))
                     if reporter is not None:
                         reporter.item_done(result)
-                    yield result
+                    if not ordered:
+                        yield result
+                        continue
+                    held[item_seq] = result
+                    while next_seq in held:
+                        ready = held.pop(next_seq)
+                        next_seq += 1
+                        yield ready
                     continue
-                if not pending:
+                if not pending and not todo and exhausted:
                     if source_error is not None:
                         raise source_error
                     return
+                if not pending:
+                    continue
                 wake.clear()
                 await wake.wait()
         finally:
@@ -304,6 +362,52 @@ class Engine(Generic[InputT, OutputT]):
                     task.cancel()
                 logger.debug("cancelling %d items in flight", len(tasks))
                 await asyncio.wait(tasks)
+            if resume is not None:
+                resume.checkpoint.flush()
+
+
+class _Staged(Generic[InputT]):
+    """An input read from the source: its read order, index, value and checkpoint key."""
+
+    __slots__ = ("index", "key", "seq", "value")
+
+    def __init__(self, seq: int, index: int, value: InputT, key: str | None) -> None:
+        self.seq = seq
+        self.index = index
+        self.value = value
+        self.key = key
+
+
+class Resume:
+    """What the engine needs from a checkpoint: keys, earlier results, and a sink."""
+
+    __slots__ = ("checkpoint", "chunk_size", "include_failed", "key_fn")
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        key_fn: Callable[[Any], str] | None,
+        *,
+        include_failed: bool,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.key_fn = key_fn
+        self.include_failed = include_failed
+        self.chunk_size = checkpoint.chunk_size
+
+    def key_of(self, index: int, value: Any) -> str:
+        if self.key_fn is None:
+            return str(index)
+        key = self.key_fn(value)
+        if not isinstance(key, str):
+            raise ConfigurationError(
+                f"key= must return a str; for input #{index} it returned {type(key).__name__}"
+            )
+        return key
+
+    def finished(self, keys: list[str]) -> dict[str, ItemResult[Any, Any]]:
+        # Failed items count as finished unless the caller asked to run them again.
+        return self.checkpoint.finished(keys, include_failed=not self.include_failed)
 
 
 def _pushed_back(result: ItemResult[Any, Any]) -> bool:

@@ -10,7 +10,7 @@ import html
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 
@@ -19,7 +19,7 @@ from langchain_batchkit._errors import BatchFailedError, redact_secrets
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["BatchResult", "BatchSummary", "ItemError", "ItemResult", "TokenUsage"]
+__all__ = ["BatchResult", "BatchSummary", "ItemError", "ItemResult", "RunReport", "TokenUsage"]
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
@@ -104,6 +104,8 @@ class ItemResult(Generic[InputT, OutputT]):
         latency: seconds from the item's first start to its end.
         usage: token counts when the output carries ``usage_metadata``.
         history: errors of earlier attempts that were retried, oldest first.
+        key: the item's checkpoint key (``str(index)`` unless a ``key=`` function
+            was given), when the run used a checkpoint.
     """
 
     index: int
@@ -114,6 +116,7 @@ class ItemResult(Generic[InputT, OutputT]):
     latency: float = 0.0
     usage: TokenUsage | None = None
     history: tuple[ItemError, ...] = ()
+    key: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -156,6 +159,26 @@ class BatchSummary:
             f"in {self.wall_time:.2f} s ({self.items_per_second:.1f} items/s, "
             f"{self.attempts} calls, {self.usage.total_tokens} tokens)"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What :meth:`BatchKit.run` returns: counts and failures, not every output.
+
+    Attributes:
+        summary: counts, wall time, throughput, calls and tokens.
+        failures: the failed items (the first ``MAX_FAILURES`` of them).
+        checkpoint: where every result went, if the kit had a checkpoint.
+    """
+
+    MAX_FAILURES: ClassVar[int] = 1000
+
+    summary: BatchSummary
+    failures: list[ItemResult[Any, Any]]
+    checkpoint: Any = None
+
+    def __str__(self) -> str:
+        return str(self.summary)
 
 
 class Rerunner(Protocol[InputT, OutputT]):

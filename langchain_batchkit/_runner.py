@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Iterable,
     Iterator,
     Sequence,
@@ -21,18 +23,25 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import BaseModel
 
 from langchain_batchkit._callbacks import with_handler
+from langchain_batchkit._checkpoint import Checkpoint, fingerprint_of
 from langchain_batchkit._concurrency import (
     AdaptiveConcurrency,
     MaxConcurrency,
     resolve_max_concurrency,
     validate_max_concurrency,
 )
-from langchain_batchkit._engine import Engine, IndexedSource
+from langchain_batchkit._engine import Engine, IndexedSource, Resume
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._introspect import sdk_retrying_models
 from langchain_batchkit._limits import RateLimit
 from langchain_batchkit._progress import ProgressCallback, ProgressReporter
-from langchain_batchkit._results import BatchResult, ItemResult
+from langchain_batchkit._results import (
+    BatchResult,
+    BatchSummary,
+    ItemResult,
+    RunReport,
+    TokenUsage,
+)
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._sync import iterate_sync, run_sync
 
@@ -152,6 +161,9 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         max_concurrency: MaxConcurrency = "auto",
         retry: RetryPolicy | None = DEFAULT_RETRY,
         rate_limit: RateLimit | None = None,
+        checkpoint: str | os.PathLike[str] | Checkpoint | None = None,
+        key: Callable[[InputT], str] | None = None,
+        retry_failed: bool = False,
         progress: bool | None = None,
         on_progress: ProgressCallback | None = None,
         desc: str | None = None,
@@ -178,8 +190,21 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         self.last_run = None
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError(f"rate_limit must be a RateLimit or None, got {rate_limit!r}")
+        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+            if not isinstance(checkpoint, str | os.PathLike):
+                raise ConfigurationError(
+                    f"checkpoint must be a path or a Checkpoint, got {type(checkpoint).__name__}"
+                )
+            checkpoint = Checkpoint(checkpoint)
+        if key is not None and not callable(key):
+            raise ConfigurationError("key must be a callable returning each input's str key")
+        if key is not None and checkpoint is None:
+            raise ConfigurationError("key= names items in a checkpoint: pass checkpoint= too")
         self.retry = retry
         self.rate_limit = rate_limit
+        self.checkpoint = checkpoint
+        self.key = key
+        self.retry_failed = retry_failed
         self._handler = rate_limit.callback if rate_limit is not None else None
         self._engine: Engine[InputT, OutputT] = Engine(bound, retry=retry)
 
@@ -269,19 +294,52 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
                 yield result.index, result
 
     def stream_results(
-        self, inputs: Iterable[InputT], config: RunnableConfig | None = None, **kwargs: Any
+        self,
+        inputs: Iterable[InputT],
+        config: RunnableConfig | None = None,
+        *,
+        ordered: bool = False,
+        reorder_buffer: int = 1000,
+        **kwargs: Any,
     ) -> Iterator[ItemResult[InputT, OutputT]]:
-        """Yield ItemResults as they complete, reading ``inputs`` lazily."""
-        run = self._plan(inputs, config, kwargs)
+        """Yield ItemResults as they complete, reading ``inputs`` lazily.
+
+        Memory stays bounded whatever the input's length: at most the items in
+        flight, a read-ahead of one checkpoint chunk, and with ``ordered=True`` at
+        most ``reorder_buffer`` finished items held back to restore input order
+        (new items wait while it is full).
+        """
+        run = self._plan(inputs, config, kwargs, ordered=ordered, reorder_buffer=reorder_buffer)
         yield from iterate_sync(self._stream(run), workers=run.workers)
 
     async def astream_results(
-        self, inputs: Inputs[InputT], config: RunnableConfig | None = None, **kwargs: Any
+        self,
+        inputs: Inputs[InputT],
+        config: RunnableConfig | None = None,
+        *,
+        ordered: bool = False,
+        reorder_buffer: int = 1000,
+        **kwargs: Any,
     ) -> AsyncIterator[ItemResult[InputT, OutputT]]:
         """Async twin of :meth:`stream_results`; also accepts async iterables."""
-        async with aclosing(self._stream(self._plan(inputs, config, kwargs))) as stream:
+        run = self._plan(inputs, config, kwargs, ordered=ordered, reorder_buffer=reorder_buffer)
+        async with aclosing(self._stream(run)) as stream:
             async for result in stream:
                 yield result
+
+    def run(self, inputs: Iterable[InputT], config: RunnableConfig | None = None) -> RunReport:
+        """Run every input and keep only counts (and failures): for inputs too big for a list.
+
+        Results go to the checkpoint (if any) as they finish; read them back with
+        ``kit.checkpoint.iter_results()`` / ``to_jsonl()``. Memory does not grow with
+        the number of inputs (beyond failed items, of which the first 1,000 are kept).
+        """
+        run = self._plan(inputs, config, {})
+        return run_sync(self._report(run), workers=run.workers)
+
+    async def arun(self, inputs: Inputs[InputT], config: RunnableConfig | None = None) -> RunReport:
+        """Async twin of :meth:`run`."""
+        return await self._report(self._plan(inputs, config, {}))
 
     # -- the shared path -------------------------------------------------------------------
 
@@ -292,7 +350,11 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         kwargs: dict[str, Any],
         *,
         indexed: bool = False,
+        ordered: bool = False,
+        reorder_buffer: int = 1000,
     ) -> _Run[InputT]:
+        if type(reorder_buffer) is not int or reorder_buffer < 1:
+            raise ConfigurationError(f"reorder_buffer must be an int >= 1, got {reorder_buffer!r}")
         n_items = _size_of(inputs)
         configs = _Configs(config, self._handler)
         if not indexed:
@@ -314,7 +376,14 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             if indexed
             else _indexed(cast(Inputs[InputT], inputs))
         )
-        return _Run(source, configs, config, n_items, concurrency, kwargs, adaptive)
+        resume = (
+            Resume(self.checkpoint, self.key, include_failed=self.retry_failed or indexed)
+            if self.checkpoint is not None
+            else None
+        )
+        run = _Run(source, configs, config, n_items, concurrency, kwargs, adaptive)
+        run.resume, run.ordered, run.reorder_buffer = resume, ordered, reorder_buffer
+        return run
 
     async def _stream(self, run: _Run[InputT]) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
         reporter = ProgressReporter(
@@ -327,13 +396,20 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             reporter=reporter,
             kwargs=run.kwargs,
             adaptive=run.adaptive,
+            resume=run.resume,
+            ordered=run.ordered,
+            reorder_buffer=run.reorder_buffer,
         )
+        if run.resume is not None:
+            run.resume.checkpoint.open(fingerprint_of(self.bound))
         try:
             async with aclosing(stream):
                 async for result in stream:
                     yield result
         finally:
             reporter.close()
+            if run.resume is not None:
+                run.resume.checkpoint.close()
 
     async def _collect(self, run: _Run[InputT]) -> BatchResult[InputT, OutputT]:
         started = time.perf_counter()
@@ -354,6 +430,29 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             )
         return self.last_run
 
+    async def _report(self, run: _Run[InputT]) -> RunReport:
+        started = time.perf_counter()
+        ok = failed = attempts = 0
+        usage = TokenUsage()
+        failures: list[ItemResult[Any, Any]] = []
+        async with aclosing(self._stream(run)) as stream:
+            async for result in stream:
+                if result.error is None:
+                    ok += 1
+                else:
+                    failed += 1
+                    if len(failures) < RunReport.MAX_FAILURES:
+                        failures.append(result)
+                attempts += result.attempts
+                if result.usage is not None:
+                    usage = usage + result.usage
+        wall = time.perf_counter() - started
+        total = ok + failed
+        summary = BatchSummary(
+            total, ok, failed, wall, total / wall if wall > 0 else 0.0, attempts, usage
+        )
+        return RunReport(summary, failures, self.checkpoint)
+
     def _rerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
@@ -369,7 +468,18 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
 class _Run(Generic[InputT]):
     """Everything one batch run needs, decided before it starts."""
 
-    __slots__ = ("adaptive", "concurrency", "config", "configs", "kwargs", "n_items", "source")
+    __slots__ = (
+        "adaptive",
+        "concurrency",
+        "config",
+        "configs",
+        "kwargs",
+        "n_items",
+        "ordered",
+        "reorder_buffer",
+        "resume",
+        "source",
+    )
 
     def __init__(
         self,
@@ -388,6 +498,9 @@ class _Run(Generic[InputT]):
         self.concurrency = concurrency
         self.kwargs = kwargs
         self.adaptive = adaptive
+        self.resume: Resume | None = None
+        self.ordered = False
+        self.reorder_buffer = 1000
 
     @property
     def workers(self) -> int:
@@ -417,6 +530,9 @@ def batchkit(
     max_concurrency: MaxConcurrency = "auto",
     retry: RetryPolicy | None = DEFAULT_RETRY,
     rate_limit: RateLimit | None = None,
+    checkpoint: str | os.PathLike[str] | Checkpoint | None = None,
+    key: Callable[[InputT], str] | None = None,
+    retry_failed: bool = False,
     progress: bool | None = None,
     on_progress: ProgressCallback | None = None,
     desc: str | None = None,
@@ -437,6 +553,13 @@ def batchkit(
         rate_limit: a :class:`RateLimit` pacing every model request the chain makes
             (requests and tokens per minute, requests in flight), shared with every
             kit it is given to.
+        checkpoint: a SQLite file path or :class:`Checkpoint`: every finished item is
+            committed there, and a run with the same checkpoint skips the items it
+            already holds (returning them as they were), so a crashed run resumes.
+        key: each input's checkpoint key (an id field, a content hash) so a changed or
+            reordered input still resumes right; default: the input's index.
+        retry_failed: on resume, run the items the checkpoint holds as failed again
+            (by default they are returned as failed, not called).
         progress: ``None`` shows a ``tqdm.auto`` bar for 10+ items (or unknown
             length), ``True`` always, ``False`` never.
         on_progress: called with a :class:`ProgressEvent` per finished item.
@@ -455,6 +578,9 @@ def batchkit(
         max_concurrency=max_concurrency,
         retry=retry,
         rate_limit=rate_limit,
+        checkpoint=checkpoint,
+        key=key,
+        retry_failed=retry_failed,
         progress=progress,
         on_progress=on_progress,
         desc=desc,

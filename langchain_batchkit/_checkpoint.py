@@ -1,0 +1,338 @@
+"""Checkpoint and resume: every finished item committed to an embedded SQLite file.
+
+One row per item key: status, input, output, error and attempts, written in
+batched transactions (WAL journal) so throughput stays high. A run that crashes
+loses at most the items finished since the last commit (``chunk_size``) plus
+those in flight; running again with the same checkpoint skips every committed
+item and returns each item exactly once. The file is locked for writing while a
+run has it open, so two runs never mix their results in one file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import Runnable
+
+from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
+from langchain_batchkit._serialize import dumps_value, loads_value, to_jsonable
+
+__all__ = ["Checkpoint", "CheckpointError", "fingerprint_of"]
+
+#: Bumped when the table layout changes; an older or newer file is refused.
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    key TEXT PRIMARY KEY,
+    idx INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    input TEXT,
+    output TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    latency REAL NOT NULL,
+    usage TEXT,
+    history TEXT,
+    written_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_idx ON items (idx);
+"""
+
+
+class CheckpointError(BatchkitError):
+    """A checkpoint file cannot be used: another job's, another version, corrupt or locked."""
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
+
+
+def fingerprint_of(runnable: Runnable[Any, Any]) -> str:
+    """A stable hash of a chain's structure and settings (prompts, models, parameters).
+
+    Memory addresses in reprs are ignored, so the same chain built again in a new
+    process has the same fingerprint; a changed prompt or model has another.
+    """
+    text = _ADDRESS.sub("", repr(runnable))
+    return sha256(text.encode()).hexdigest()[:16]
+
+
+class Checkpoint:
+    """An embedded SQLite file holding every finished item of a batch, by key.
+
+    Args:
+        path: the file (created if missing).
+        chunk_size: finished items per transaction: larger is faster, smaller loses
+            less work to a crash.
+        fingerprint: identifies the job; by default derived from the chain. A file
+            written for another fingerprint is refused: pass the same string on
+            purpose to resume with a chain you changed compatibly.
+
+    Example:
+        >>> kit = batchkit(chain, checkpoint="run.sqlite")      # doctest: +SKIP
+        >>> kit.run(huge_generator())                            # doctest: +SKIP
+        >>> Checkpoint("run.sqlite").to_jsonl("results.jsonl")   # doctest: +SKIP
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, chunk_size: int = 500, fingerprint: str | None = None
+    ) -> None:
+        if type(chunk_size) is not int or chunk_size < 1:
+            raise ConfigurationError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise ConfigurationError(f"fingerprint must be a string, got {fingerprint!r}")
+        self.path = Path(path)
+        self.chunk_size = chunk_size
+        self.fingerprint = fingerprint
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[Any, ...]] = []
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r}, chunk_size={self.chunk_size})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self, fingerprint: str | None = None) -> None:
+        """Open (creating if needed), check it belongs to this job, and lock it for writing."""
+        if self._db is not None:
+            raise CheckpointError(f"checkpoint {self.path} is already open by a running batch")
+        expected = self.fingerprint or fingerprint
+        try:
+            db = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"cannot open checkpoint {self.path}: {exc}") from exc
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")  # held until close: one run per file
+            db.execute("BEGIN IMMEDIATE")
+            _create(db)
+            meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+            if not meta:
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("fingerprint", expected or ""),
+                        ("created_at", str(time.time())),
+                    ],
+                )
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise _explain(self.path, exc) from exc
+        if meta:
+            version = meta.get("schema_version")
+            if version != str(SCHEMA_VERSION):
+                db.close()
+                raise CheckpointError(
+                    f"checkpoint {self.path} has layout version {version}, this langchain-batchkit "
+                    f"writes version {SCHEMA_VERSION}; use a new file or the matching release"
+                )
+            stored = meta.get("fingerprint") or None
+            if expected and stored and stored != expected:
+                db.close()
+                raise CheckpointError(
+                    f"checkpoint {self.path} was written by a different chain (fingerprint "
+                    f"{stored}, this one is {expected}); use a new file, or pass "
+                    f"Checkpoint(..., fingerprint={stored!r}) to resume on purpose"
+                )
+        self._db = db
+
+    def close(self) -> None:
+        """Commit what is buffered and release the file."""
+        if self._db is None:
+            return
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+            self._db = None
+
+    # -- reading and writing during a run -------------------------------------------------------
+
+    def finished(
+        self, keys: Sequence[str], *, include_failed: bool
+    ) -> dict[str, ItemResult[Any, Any]]:
+        """Stored results for those of ``keys`` already finished (ok, or failed too)."""
+        db = self._require()
+        found: dict[str, ItemResult[Any, Any]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            status = "" if include_failed else " AND ok = 1"
+            rows = db.execute(f"SELECT * FROM items WHERE key IN ({marks}){status}", chunk)
+            for row in rows:
+                found[row[0]] = _row_to_result(row)
+        return found
+
+    def record(self, key: str, result: ItemResult[Any, Any]) -> None:
+        """Buffer one finished item; commits every ``chunk_size`` items."""
+        usage = result.usage
+        self._pending.append(
+            (
+                key,
+                result.index,
+                int(result.ok),
+                dumps_value(result.input),
+                dumps_value(result.output) if result.ok else None,
+                _dump_error(result.error) if result.error else None,
+                result.attempts,
+                result.latency,
+                json.dumps([usage.input_tokens, usage.output_tokens, usage.total_tokens])
+                if usage
+                else None,
+                json.dumps([_error_dict(e) for e in result.history]) if result.history else None,
+                time.time(),
+            )
+        )
+        if len(self._pending) >= self.chunk_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffered items in one transaction."""
+        if not self._pending:
+            return
+        db = self._require()
+        try:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._pending,
+            )
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise _explain(self.path, exc) from exc
+        self._pending.clear()
+
+    # -- reading afterwards ---------------------------------------------------------------------
+
+    def iter_results(self) -> Iterator[ItemResult[Any, Any]]:
+        """Every stored item in index order, read in chunks (never all at once)."""
+        db, owned = self._reader()
+        try:
+            cursor = db.execute("SELECT * FROM items ORDER BY idx")
+            while rows := cursor.fetchmany(1000):
+                for row in rows:
+                    yield _row_to_result(row)
+        finally:
+            if owned:
+                db.close()
+
+    def counts(self) -> tuple[int, int]:
+        """``(ok, failed)`` items stored."""
+        db, owned = self._reader()
+        try:
+            row = db.execute("SELECT COALESCE(SUM(ok), 0), COUNT(*) FROM items").fetchone()
+        finally:
+            if owned:
+                db.close()
+        return int(row[0]), int(row[1]) - int(row[0])
+
+    def to_jsonl(self, path: str | os.PathLike[str]) -> int:
+        """Write one JSON object per stored item (streaming); return how many."""
+        n = 0
+        with open(path, "w", encoding="utf-8") as out:
+            for result in self.iter_results():
+                record = result.to_record()
+                record["input"] = to_jsonable(record["input"])
+                record["output"] = to_jsonable(record["output"])
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                n += 1
+        return n
+
+    def to_pandas(self, chunk_rows: int = 50_000) -> Any:
+        """A DataFrame of every stored item, built chunk by chunk (needs the pandas extra)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "to_pandas() needs pandas: pip install 'langchain-batchkit[pandas]'"
+            ) from exc
+        frames, rows = [], []
+        for result in self.iter_results():
+            rows.append(result.to_record())
+            if len(rows) >= chunk_rows:
+                frames.append(pd.DataFrame.from_records(rows))
+                rows = []
+        frames.append(pd.DataFrame.from_records(rows))
+        return pd.concat(frames, ignore_index=True)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _require(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise CheckpointError(f"checkpoint {self.path} is not open")
+        return self._db
+
+    def _reader(self) -> tuple[sqlite3.Connection, bool]:
+        if self._db is not None:
+            self.flush()
+            return self._db, False
+        if not self.path.exists():
+            raise CheckpointError(f"no checkpoint at {self.path}")
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=0.5)
+            db.execute("SELECT 1 FROM items LIMIT 1")
+        except sqlite3.DatabaseError as exc:
+            raise _explain(self.path, exc) from exc
+        return db, True
+
+
+def _create(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.strip().split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> CheckpointError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return CheckpointError(
+            f"checkpoint {path} is locked: another run is writing it (one run per file)"
+        )
+    if "not a database" in text or "malformed" in text or "file is encrypted" in text:
+        return CheckpointError(
+            f"checkpoint {path} is not a readable SQLite file (corrupt?): {text}"
+        )
+    return CheckpointError(f"checkpoint {path}: {text}")
+
+
+def _error_dict(error: ItemError) -> dict[str, str]:
+    return {"type": error.type, "message": error.message, "traceback": error.traceback,
+            "module": error.module}  # fmt: skip
+
+
+def _dump_error(error: ItemError) -> str:
+    return json.dumps(_error_dict(error))
+
+
+def _load_error(data: dict[str, str]) -> ItemError:
+    return ItemError(
+        data["type"], data["message"], data.get("traceback", ""), data.get("module", "")
+    )
+
+
+def _row_to_result(row: tuple[Any, ...]) -> ItemResult[Any, Any]:
+    key, idx, ok, inp, out, err, attempts, latency, usage, history, _ = row
+    return ItemResult(
+        index=idx,
+        input=loads_value(inp) if inp is not None else None,
+        output=loads_value(out) if ok and out is not None else None,
+        error=None if ok else _load_error(json.loads(err)),
+        attempts=attempts,
+        latency=latency,
+        usage=TokenUsage(*json.loads(usage)) if usage else None,
+        history=tuple(_load_error(h) for h in json.loads(history)) if history else (),
+        key=key,
+    )
