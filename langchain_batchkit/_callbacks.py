@@ -12,7 +12,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langchain_batchkit._results import TokenUsage
 
-__all__ = ["UsageCollector", "usage_of_response", "with_handler"]
+__all__ = ["ModelEventsOnly", "UsageCollector", "usage_of_response", "with_handler"]
 
 
 def with_handler(
@@ -59,18 +59,12 @@ def usage_of_response(response: LLMResult) -> TokenUsage | None:
     return total
 
 
-class UsageCollector(BaseCallbackHandler):
-    """Sums the token usage of every model call made for one item, at any depth.
+class ModelEventsOnly(BaseCallbackHandler):
+    """A handler that LangChain calls for model events only.
 
-    A ``prompt | model | parser`` chain returns a string, so the output carries no
-    ``usage_metadata``; the model's own run still reports it here.
+    Chain, retriever, agent, retry and custom events skip it, so adding it to
+    every item costs nothing on the steps that are not model calls.
     """
-
-    run_inline = True
-    __slots__ = ("usage",)
-
-    def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
 
     @property
     def ignore_chain(self) -> bool:
@@ -91,6 +85,20 @@ class UsageCollector(BaseCallbackHandler):
     @property
     def ignore_custom_event(self) -> bool:
         return True
+
+
+class UsageCollector(ModelEventsOnly):
+    """Sums the token usage of every model call made for one item, at any depth.
+
+    A ``prompt | model | parser`` chain returns a string, so the output carries no
+    ``usage_metadata``; the model's own run still reports it here.
+    """
+
+    run_inline = True
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        self.usage: TokenUsage | None = None
 
     def on_llm_end(
         self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any

@@ -36,7 +36,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.rate_limiters import BaseRateLimiter
 
-from langchain_batchkit._callbacks import usage_of_response
+from langchain_batchkit._callbacks import ModelEventsOnly, usage_of_response
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._retry import is_rate_limit, retry_after_seconds
 
@@ -447,7 +447,7 @@ def _positive(value: object) -> bool:
     )
 
 
-class _LimiterCallback(AsyncCallbackHandler):
+class _LimiterCallback(AsyncCallbackHandler, ModelEventsOnly):
     """Routes model-call callbacks of every nested run to one :class:`RateLimit`."""
 
     run_inline = True
@@ -455,26 +455,6 @@ class _LimiterCallback(AsyncCallbackHandler):
 
     def __init__(self, limit: RateLimit) -> None:
         self._limit = limit
-
-    @property
-    def ignore_chain(self) -> bool:
-        return True
-
-    @property
-    def ignore_retriever(self) -> bool:
-        return True
-
-    @property
-    def ignore_agent(self) -> bool:
-        return True
-
-    @property
-    def ignore_retry(self) -> bool:
-        return True
-
-    @property
-    def ignore_custom_event(self) -> bool:
-        return True
 
     async def on_chat_model_start(
         self,
