@@ -286,17 +286,12 @@ class RateLimit(BaseRateLimiter):
         """Wait for a slot in flight and for the rate, then count the request as started."""
         await self._take_slot()
         try:
-            while True:
-                delay = self._reserve(tokens, blocking=True)
-                assert delay is not None
-                if delay <= 0:
-                    break
+            delay = await self._areserve(tokens)
+            while delay > 0:
                 await self._sleep(delay)
-                if self._clock() >= self._pause_until:
-                    break
-                # A pause began while we slept (a 429 elsewhere): the reservation stands,
-                # wait out the pause too.
-                tokens = 0
+                # A pause may have begun while we slept (a 429 elsewhere): the
+                # reservation stands, wait out the pause too.
+                delay = self._pause_remaining()
         except BaseException:
             self._give_slot()
             raise
@@ -312,6 +307,7 @@ class RateLimit(BaseRateLimiter):
         error: BaseException | None = None,
     ) -> None:
         """Count a request as finished and learn from how it ended."""
+        retry_after: float | None = None
         with self._lock:
             if run_id not in self._calls:
                 return
@@ -321,7 +317,8 @@ class RateLimit(BaseRateLimiter):
                 self._tokens.give_back(estimated - used_tokens)
             if error is not None and is_rate_limit(error):
                 self._n_429 += 1
-                self._on_pushback(now, retry_after_seconds(error))
+                retry_after = retry_after_seconds(error)
+                self._on_pushback(now, retry_after)
             elif error is None and self.adaptive:
                 self._pace = min(1.0, self._pace + 0.02)
                 if self._cap != math.inf:
@@ -330,6 +327,8 @@ class RateLimit(BaseRateLimiter):
                 if headers:
                     self._read_headers(now, headers)
         self._give_slot()
+        if retry_after is not None:
+            self._share_pause(retry_after)
 
     def stats(self) -> LimiterStats:
         """A snapshot of the counters."""
@@ -349,7 +348,22 @@ class RateLimit(BaseRateLimiter):
         """Tokens a request is expected to cost (the pluggable estimator)."""
         return int(self._estimate(messages, params)) if self._tokens is not None else 0
 
+    # -- hooks for a limiter whose budget lives elsewhere (e.g. one shared by a cluster) ----------
+
+    async def _areserve(self, tokens: int) -> float:
+        """Reserve one request and ``tokens``; return the seconds to wait."""
+        delay = self._reserve(tokens, blocking=True)
+        assert delay is not None
+        return delay
+
+    def _share_pause(self, seconds: float) -> None:
+        """A 429 asked everyone to wait ``seconds``; a shared limiter tells the others."""
+
     # -- internals (state changes happen under the lock) ------------------------------------------
+
+    def _pause_remaining(self) -> float:
+        with self._lock:
+            return max(0.0, self._pause_until - self._clock())
 
     def _reserve(self, tokens: int, *, blocking: bool) -> float | None:
         with self._lock:

@@ -335,3 +335,17 @@ def test_invalid_limits_fail_at_construction(kwargs: dict[str, Any], field: str)
 def test_batchkit_refuses_a_rate_limit_that_is_not_one() -> None:
     with pytest.raises(ConfigurationError, match="rate_limit must be a RateLimit"):
         batchkit(FakeChatModel(), rate_limit=60)  # type: ignore[arg-type]
+
+
+async def test_a_request_waiting_when_a_pause_begins_waits_it_out_once() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60)
+    first, second = uuid4(), uuid4()
+    await limit.enter(first, 0)
+    start = clock()
+    waiting = asyncio.create_task(limit.enter(second, 0))  # its turn comes in 1 s
+    await asyncio.sleep(0)
+    limit.exit(first, error=rate_limited("5"))  # meanwhile a 429 says: wait 5 s
+    await waiting
+    assert clock() - start == pytest.approx(5.0)
+    assert limit.stats().requests == 2  # one reservation each, none made twice
