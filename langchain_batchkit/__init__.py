@@ -6,6 +6,14 @@ Example:
     >>> results.failed, results.summary()              # doctest: +SKIP
 """
 
+from langchain_batchkit._batch_api import (
+    BatchAPIError,
+    BatchAPIOptions,
+    BatchAPIRunner,
+    BatchJobUnfinishedError,
+    BatchRequestError,
+    BatchStateError,
+)
 from langchain_batchkit._checkpoint import Checkpoint, CheckpointError
 from langchain_batchkit._concurrency import (
     PRESETS,
@@ -17,6 +25,11 @@ from langchain_batchkit._concurrency import (
 from langchain_batchkit._engine import InputSourceError
 from langchain_batchkit._errors import BatchFailedError, BatchkitError, ConfigurationError
 from langchain_batchkit._limits import LimiterStats, RateLimit, estimate_tokens
+from langchain_batchkit._microbatch import (
+    BatcherStoppedError,
+    BatchOutputMismatchError,
+    MicroBatcher,
+)
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
 from langchain_batchkit._results import (
     BatchResult,
@@ -34,10 +47,18 @@ __version__ = "0.1.0"
 __all__ = [
     "INDEX_METADATA_KEY",
     "PRESETS",
+    "BatchAPIError",
+    "BatchAPIOptions",
+    "BatchAPIRunner",
     "BatchFailedError",
+    "BatchJobUnfinishedError",
     "BatchKit",
+    "BatchOutputMismatchError",
+    "BatchRequestError",
     "BatchResult",
+    "BatchStateError",
     "BatchSummary",
+    "BatcherStoppedError",
     "BatchkitError",
     "Checkpoint",
     "CheckpointError",
@@ -48,6 +69,7 @@ __all__ = [
     "ItemError",
     "ItemResult",
     "LimiterStats",
+    "MicroBatcher",
     "ProgressEvent",
     "RateLimit",
     "RetryPolicy",

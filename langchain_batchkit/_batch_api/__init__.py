@@ -1,0 +1,26 @@
+"""Provider Batch API jobs (OpenAI first) for a chain's model calls.
+
+Modules, one concern each: ``_chain`` (split a chain around its model),
+``_requests`` (request lines, job planning), ``_responses`` (result lines,
+messages), ``_state`` (item and job transitions), ``_store`` (SQLite state),
+``_provider`` (the OpenAI calls), ``_jobs`` (the job loop), ``_options`` and
+``_errors`` (values), ``_runner`` (the public :class:`BatchAPIRunner`).
+"""
+
+from langchain_batchkit._batch_api._errors import (
+    BatchAPIError,
+    BatchJobUnfinishedError,
+    BatchRequestError,
+    BatchStateError,
+)
+from langchain_batchkit._batch_api._options import BatchAPIOptions
+from langchain_batchkit._batch_api._runner import BatchAPIRunner
+
+__all__ = [
+    "BatchAPIError",
+    "BatchAPIOptions",
+    "BatchAPIRunner",
+    "BatchJobUnfinishedError",
+    "BatchRequestError",
+    "BatchStateError",
+]

@@ -1,0 +1,132 @@
+"""BatchAPIOptions: job limits, polling and resubmission, as an immutable validated value."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from langchain_batchkit._errors import ConfigurationError
+
+__all__ = ["BatchAPIOptions"]
+
+#: Metadata keys the runner adds to every job (OpenAI allows 16 pairs in all).
+RESERVED_METADATA = ("batchkit_run", "batchkit_job")
+_MAX_USER_METADATA = 16 - len(RESERVED_METADATA)
+
+
+def _positive_int(name: str, value: object, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(
+            f"BatchAPIOptions.{name} must be an int >= {minimum}, got {value!r}"
+        )
+
+
+def _seconds(name: str, value: object, *, minimum: float = 0.0, strict: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)  # type: ignore[operator]
+    if not ok:
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise ConfigurationError(
+            f"BatchAPIOptions.{name} must be a finite number {bound}, got {value!r}"
+        )
+
+
+def _metadata(value: object) -> Mapping[str, str]:
+    if not isinstance(value, Mapping) or len(value) > _MAX_USER_METADATA:
+        raise ConfigurationError(
+            f"BatchAPIOptions.metadata must be a mapping of at most {_MAX_USER_METADATA} "
+            f"string pairs, got {value!r}"
+        )
+    for key, val in value.items():
+        if not (
+            isinstance(key, str) and isinstance(val, str) and len(key) <= 64 and len(val) <= 512
+        ):
+            raise ConfigurationError(
+                "BatchAPIOptions.metadata keys must be strings of at most 64 characters and "
+                f"values strings of at most 512, got {key!r}: {val!r}"
+            )
+        if key in RESERVED_METADATA:
+            raise ConfigurationError(f"BatchAPIOptions.metadata key {key!r} is reserved")
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchAPIOptions:
+    """How :class:`BatchAPIRunner` splits, submits, polls and resubmits jobs.
+
+    Every field is checked on construction; a bad one raises
+    :class:`~langchain_batchkit.ConfigurationError` naming it, so a typo fails
+    before anything is uploaded (and paid for).
+
+    Attributes:
+        max_requests_per_job: most requests in one job (OpenAI: 50,000); more inputs
+            are split into several jobs.
+        max_bytes_per_job: largest JSONL input file per job (OpenAI: 200 MB). A single
+            request larger than this fails as that item's error.
+        poll_initial_wait: seconds before the second status check of a job (the
+            first is right after creation).
+        poll_max_wait: the longest wait between checks; waits grow from
+            ``poll_initial_wait`` by ``poll_multiplier`` up to it.
+        poll_multiplier: growth of the wait per check (>= 1).
+        max_resubmits: how many times an item whose request failed for a reason worth
+            another try (5xx, 429, an expired job) is sent again in a new job.
+        completion_window: the provider's completion window (OpenAI: only ``"24h"``).
+        metadata: extra string pairs set on every job (at most 14; the runner adds
+            ``batchkit_run`` and ``batchkit_job``).
+        local_concurrency: items in flight at once for the steps that run locally
+            (prompt building before the model, parsers after it).
+        sleep: the async sleep between checks (inject a fake one in tests).
+        clock: monotonic seconds for wall time and latencies.
+
+    Example:
+        >>> BatchAPIOptions(max_requests_per_job=10_000, poll_max_wait=120).poll_wait(10)
+        120.0
+    """
+
+    max_requests_per_job: int = 50_000
+    max_bytes_per_job: int = 200 * 1024 * 1024
+    poll_initial_wait: float = 30.0
+    poll_max_wait: float = 600.0
+    poll_multiplier: float = 2.0
+    max_resubmits: int = 2
+    completion_window: str = "24h"
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    local_concurrency: int = 16
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    def __post_init__(self) -> None:
+        _positive_int("max_requests_per_job", self.max_requests_per_job)
+        _positive_int("max_bytes_per_job", self.max_bytes_per_job)
+        _seconds("poll_initial_wait", self.poll_initial_wait)
+        _seconds("poll_max_wait", self.poll_max_wait)
+        _seconds("poll_multiplier", self.poll_multiplier, minimum=1.0)
+        if self.poll_max_wait < self.poll_initial_wait:
+            raise ConfigurationError(
+                f"BatchAPIOptions.poll_max_wait ({self.poll_max_wait}) must be >= "
+                f"poll_initial_wait ({self.poll_initial_wait})"
+            )
+        _positive_int("max_resubmits", self.max_resubmits, minimum=0)
+        if self.completion_window != "24h":
+            raise ConfigurationError(
+                f"BatchAPIOptions.completion_window must be '24h' (the only window OpenAI "
+                f"offers), got {self.completion_window!r}"
+            )
+        object.__setattr__(self, "metadata", _metadata(self.metadata))
+        _positive_int("local_concurrency", self.local_concurrency)
+        if not callable(self.sleep):
+            raise ConfigurationError("BatchAPIOptions.sleep must be an async callable")
+        if not callable(self.clock):
+            raise ConfigurationError("BatchAPIOptions.clock must be a callable returning seconds")
+
+    def poll_wait(self, checks: int) -> float:
+        """Seconds to wait after the ``checks``-th status check with no job finished."""
+        try:
+            wait = self.poll_initial_wait * self.poll_multiplier ** max(0, checks - 1)
+        except OverflowError:
+            return float(self.poll_max_wait)
+        return float(min(self.poll_max_wait, wait))

@@ -1,0 +1,137 @@
+"""Request lines for a Batch API job, built from the model's own request payload.
+
+langchain-openai already turns messages, images, tools and model parameters into
+a Chat Completions request body (``BaseChatOpenAI._get_request_payload``); a batch
+line is that body, minus what only an HTTP call has (streaming, SDK-only options),
+with a ``custom_id``. Splitting lines into jobs within the provider's limits is a
+pure function of their sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from langchain_batchkit._batch_api._chain import ChainParts
+
+__all__ = ["ENDPOINT", "PreparedRequest", "RequestBuilder", "plan_jobs", "request_line"]
+
+#: The one endpoint the runner sends batches to.
+ENDPOINT: Final = "/v1/chat/completions"
+
+#: Options the SDK takes besides the body (or that only make sense online).
+_NOT_IN_BODY = ("stream", "stream_options", "extra_headers", "extra_query", "timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """One item's request body, serialized once, and its digest.
+
+    Attributes:
+        body_json: the JSON body (keys sorted, so the same request always reads the same).
+        digest: sha256 of ``body_json``: identifies the request in the state file, so
+            a resumed run notices inputs that changed.
+    """
+
+    body_json: str
+    digest: str
+
+
+class RequestBuilder:
+    """Builds request bodies for one model (and its bound kwargs), item by item.
+
+    Example:
+        >>> builder = RequestBuilder(split_chain(llm.bind(temperature=0)))  # doctest: +SKIP
+        >>> builder.build("Hello").body_json                                # doctest: +SKIP
+        '{"messages":[{"content":"Hello","role":"user"}],"model":"gpt-4o-mini",...}'
+    """
+
+    __slots__ = ("_kwargs", "_model", "response_format", "tools")
+
+    def __init__(self, parts: ChainParts) -> None:
+        kwargs = dict(parts.kwargs)
+        kwargs.pop("ls_structured_output_format", None)  # tracing only, never sent
+        self._model = parts.model
+        self._kwargs = kwargs
+        #: The ``response_format`` as bound (a pydantic class for structured output),
+        #: needed again to parse answers as the SDK's ``parse`` would.
+        defaults = parts.model.model_kwargs
+        self.response_format: object = kwargs.get(
+            "response_format", defaults.get("response_format")
+        )
+        self.tools: object = kwargs.get("tools", defaults.get("tools"))
+
+    def build(self, model_input: Any) -> PreparedRequest:
+        """The request body the model would send for ``model_input``, ready for a line."""
+        payload: dict[str, Any] = self._model._get_request_payload(model_input, **self._kwargs)
+        for key in _NOT_IN_BODY:
+            payload.pop(key, None)
+        extra = payload.pop("extra_body", None)
+        if isinstance(extra, Mapping):
+            payload.update(extra)  # the SDK merges extra_body into the JSON body too
+        if isinstance(payload.get("response_format"), type):
+            payload["response_format"] = _response_format_param(payload["response_format"])
+        if "messages" not in payload:
+            raise ValueError(
+                "this request would go to the Responses API; the Batch API runner sends "
+                "Chat Completions requests only"
+            )
+        body_json = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return PreparedRequest(body_json, hashlib.sha256(body_json.encode()).hexdigest())
+
+
+def _response_format_param(schema: type) -> Any:
+    """A pydantic class as the JSON ``response_format`` the SDK's ``parse`` sends."""
+    from openai.lib._parsing._completions import type_to_response_format_param
+
+    return type_to_response_format_param(schema)
+
+
+def request_line(custom_id: str, request: PreparedRequest) -> bytes:
+    """One JSONL line (with its newline) of a job's input file.
+
+    Example:
+        >>> request_line("7-1", PreparedRequest('{"model":"m"}', "d"))
+        b'{"custom_id":"7-1","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\\n'
+    """
+    head = json.dumps(custom_id, ensure_ascii=False)
+    line = f'{{"custom_id":{head},"method":"POST","url":"{ENDPOINT}","body":{request.body_json}}}\n'
+    return line.encode()
+
+
+def plan_jobs(
+    sizes: Sequence[tuple[str, int]], *, max_requests: int, max_bytes: int
+) -> tuple[list[list[str]], list[str]]:
+    """Group lines into jobs that respect the provider's per-job limits, in order.
+
+    Args:
+        sizes: ``(custom_id, bytes)`` per line, newline included.
+        max_requests: most lines per job.
+        max_bytes: largest input file per job.
+
+    Returns:
+        The jobs (lists of custom_ids), and the custom_ids of lines too large for any job.
+
+    Example:
+        >>> plan_jobs([("a", 40), ("b", 40), ("c", 40), ("d", 500)], max_requests=10, max_bytes=100)
+        ([['a', 'b'], ['c']], ['d'])
+    """
+    jobs: list[list[str]] = []
+    too_large: list[str] = []
+    current: list[str] = []
+    used = 0
+    for custom_id, size in sizes:
+        if size > max_bytes:
+            too_large.append(custom_id)
+            continue
+        if current and (len(current) >= max_requests or used + size > max_bytes):
+            jobs.append(current)
+            current, used = [], 0
+        current.append(custom_id)
+        used += size
+    if current:
+        jobs.append(current)
+    return jobs, too_large

@@ -1,0 +1,92 @@
+"""Where every item and job of a Batch API run stands; transitions without I/O.
+
+An item goes ``pending`` -> ``submitted`` (in a job) -> ``succeeded`` or
+``failed``, or back to ``pending`` when its request failed for a reason worth a
+resubmission and it has submissions left. A job goes from ``uploading`` through
+the provider's statuses until it is ``collected`` (its files read, its items
+settled). The store persists these values; the runner drives them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_batchkit._batch_api._errors import is_resubmittable
+from langchain_batchkit._results import ItemError
+
+__all__ = ["FINAL_STATUSES", "ItemState", "ItemStatus", "JobState"]
+
+ItemStatus = Literal["pending", "submitted", "succeeded", "failed"]
+
+#: Provider statuses after which a job changes no more.
+FINAL_STATUSES = frozenset({"completed", "expired", "cancelled", "failed"})
+
+
+@dataclass(slots=True, eq=False)
+class ItemState:
+    """One item's progress through jobs.
+
+    Attributes:
+        index: the input's index.
+        digest: its request's digest (see :class:`PreparedRequest`).
+        status: where it stands.
+        submissions: how many jobs it was sent in.
+        job: the key of the job it was last sent in.
+        response: the answer body, once it succeeded.
+        error: the latest error (kept while pending a resubmission).
+        retryable: whether ``error`` is worth a resubmission.
+        history: errors of earlier submissions, oldest first.
+        finished_at: clock time it was settled in this process (for latency).
+    """
+
+    index: int
+    digest: str
+    status: ItemStatus = "pending"
+    submissions: int = 0
+    job: str | None = None
+    response: dict[str, Any] | None = None
+    error: ItemError | None = None
+    retryable: bool = False
+    history: list[ItemError] = field(default_factory=list)
+    finished_at: float | None = None
+
+    def submit(self, job: str) -> None:
+        """Sent in ``job``: an earlier error moves to ``history``."""
+        if self.error is not None:
+            self.history.append(self.error)
+        self.error, self.retryable = None, False
+        self.status, self.job = "submitted", job
+        self.submissions += 1
+
+    def succeed(self, body: dict[str, Any], now: float) -> None:
+        self.status, self.response, self.finished_at = "succeeded", body, now
+
+    def fail(self, exc: Exception, *, max_resubmits: int, now: float) -> None:
+        """Record ``exc``; back to ``pending`` when it is worth another job and allowed."""
+        self.error = ItemError.from_exception(exc)
+        self.retryable = is_resubmittable(exc)
+        again = self.retryable and self.submissions <= max_resubmits
+        self.status = "pending" if again else "failed"
+        self.finished_at = None if again else now
+
+
+@dataclass(slots=True, eq=False)
+class JobState:
+    """One provider job: the items it carries and how far it got.
+
+    Attributes:
+        key: the runner's name for it (``job-0001``), set before anything is uploaded.
+        members: custom_id -> item index, in the input file's line order.
+        batch_id: the provider's id, once created.
+        input_file_id: the uploaded input file, once uploaded.
+        status: ``uploading`` until created, then the provider's last status.
+        collected: its results were read and its items settled.
+    """
+
+    key: str
+    members: dict[str, int]
+    batch_id: str | None = None
+    input_file_id: str | None = None
+    status: str = "uploading"
+    collected: bool = False

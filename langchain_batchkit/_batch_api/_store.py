@@ -1,0 +1,249 @@
+"""SQLite state of a Batch API run, so a restarted process resumes instead of paying twice.
+
+One file (stdlib ``sqlite3``, WAL journal) holds the run's identity (an id, the
+input count, a format version), every job (key, provider id, input file, status,
+collected or not), which custom_id of which job carries which item, and every
+item (request digest, status, submissions, answer body, errors). A job is
+written *before* its file is uploaded, and its provider id right after creation,
+so a crash between the two is found again by the job's metadata. Without a path
+the same tables live in memory. Nothing here ever holds an API key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from langchain_batchkit._batch_api._errors import BatchStateError
+from langchain_batchkit._batch_api._state import ItemState, ItemStatus, JobState
+from langchain_batchkit._results import ItemError
+
+__all__ = ["JobStore", "running_batch_ids"]
+
+#: Bumped when the layout changes; a file of another version is refused.
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    batch_id TEXT,
+    input_file_id TEXT,
+    status TEXT NOT NULL,
+    collected INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+    job TEXT NOT NULL,
+    custom_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    PRIMARY KEY (job, custom_id)
+);
+CREATE TABLE IF NOT EXISTS items (
+    idx INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL,
+    status TEXT NOT NULL,
+    submissions INTEGER NOT NULL,
+    job TEXT,
+    response TEXT,
+    error TEXT,
+    retryable INTEGER NOT NULL,
+    history TEXT NOT NULL
+);
+"""
+
+
+class JobStore:
+    """The persisted state of one run; open it inside the loop thread that uses it.
+
+    Args:
+        path: the SQLite file (created if missing), or ``None`` for memory only.
+
+    Example:
+        >>> store = JobStore(None)
+        >>> store.begin(n_items=3).startswith("run-")
+        True
+    """
+
+    __slots__ = ("_conn", "path")
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self._conn = sqlite3.connect(self.path or ":memory:", isolation_level=None)
+        try:
+            if self.path is not None:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise BatchStateError(f"cannot use {self.path!r} as a state file: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- identity ------------------------------------------------------------------------
+
+    def begin(self, *, n_items: int) -> str:
+        """The run id: a new one for a fresh file, the stored one when resuming.
+
+        Raises:
+            BatchStateError: the file was written for another number of inputs or
+                another format version.
+        """
+        meta = dict(self._conn.execute("SELECT name, value FROM meta").fetchall())
+        if not meta:
+            run_id = f"run-{uuid.uuid4().hex[:16]}"
+            with self._transaction():
+                self._conn.executemany(
+                    "INSERT INTO meta (name, value) VALUES (?, ?)",
+                    [("version", SCHEMA_VERSION), ("run_id", run_id), ("items", str(n_items))],
+                )
+            return run_id
+        if meta.get("version") != SCHEMA_VERSION:
+            raise BatchStateError(
+                f"state file {self.path!r} has format {meta.get('version')!r}, this version "
+                f"of langchain-batchkit reads {SCHEMA_VERSION!r}"
+            )
+        if meta.get("items") != str(n_items):
+            raise BatchStateError(
+                f"state file {self.path!r} belongs to a run of {meta.get('items')} inputs, "
+                f"not {n_items}: use a new state file for other inputs"
+            )
+        return str(meta["run_id"])
+
+    # -- reading -------------------------------------------------------------------------
+
+    def load_items(self) -> dict[int, ItemState]:
+        rows = self._conn.execute(
+            "SELECT idx, digest, status, submissions, job, response, error, retryable, history "
+            "FROM items"
+        ).fetchall()
+        items: dict[int, ItemState] = {}
+        for idx, digest, status, submissions, job, response, error, retryable, history in rows:
+            items[idx] = ItemState(
+                index=idx,
+                digest=digest,
+                status=cast(ItemStatus, status),
+                submissions=submissions,
+                job=job,
+                response=json.loads(response) if response else None,
+                error=_error_from_json(json.loads(error)) if error else None,
+                retryable=bool(retryable),
+                history=[_error_from_json(e) for e in json.loads(history)],
+            )
+        return items
+
+    def load_jobs(self) -> list[JobState]:
+        jobs = {
+            key: JobState(key, {}, batch_id, input_file_id, status, bool(collected))
+            for key, batch_id, input_file_id, status, collected in self._conn.execute(
+                "SELECT key, batch_id, input_file_id, status, collected FROM jobs ORDER BY key"
+            )
+        }
+        for job, custom_id, idx in self._conn.execute(
+            "SELECT job, custom_id, idx FROM members ORDER BY job, line"
+        ):
+            jobs[job].members[custom_id] = idx
+        return list(jobs.values())
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add_job(self, job: JobState, items: Iterable[ItemState]) -> None:
+        """Record a job and its items' submission, before anything is uploaded."""
+        with self._transaction():
+            self._write_job(job)
+            self._conn.executemany(
+                "INSERT INTO members (job, custom_id, idx, line) VALUES (?, ?, ?, ?)",
+                [(job.key, cid, idx, line) for line, (cid, idx) in enumerate(job.members.items())],
+            )
+            self._write_items(items)
+
+    def save(self, jobs: Iterable[JobState] = (), items: Iterable[ItemState] = ()) -> None:
+        """Write jobs and items in one transaction."""
+        with self._transaction():
+            for job in jobs:
+                self._write_job(job)
+            self._write_items(items)
+
+    def _write_job(self, job: JobState) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO jobs (key, batch_id, input_file_id, status, collected) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (job.key, job.batch_id, job.input_file_id, job.status, int(job.collected)),
+        )
+
+    def _write_items(self, items: Iterable[ItemState]) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO items (idx, digest, status, submissions, job, response, "
+            "error, retryable, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    s.index,
+                    s.digest,
+                    s.status,
+                    s.submissions,
+                    s.job,
+                    json.dumps(s.response) if s.response is not None else None,
+                    json.dumps(_error_to_json(s.error)) if s.error is not None else None,
+                    int(s.retryable),
+                    json.dumps([_error_to_json(e) for e in s.history]),
+                )
+                for s in items
+            ],
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+
+def running_batch_ids(path: str | os.PathLike[str]) -> set[str]:
+    """Provider ids of the jobs a state file holds as created and not yet collected."""
+    if not os.path.exists(path):
+        return set()
+    store = JobStore(path)
+    try:
+        return {
+            job.batch_id
+            for job in store.load_jobs()
+            if job.batch_id is not None and not job.collected
+        }
+    finally:
+        store.close()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _error_to_json(error: ItemError) -> dict[str, str]:
+    return {
+        "type": error.type,
+        "message": error.message,
+        "traceback": error.traceback,
+        "module": error.module,
+    }
+
+
+def _error_from_json(data: Mapping[str, Any]) -> ItemError:
+    return ItemError(
+        type=str(data.get("type", "")),
+        message=str(data.get("message", "")),
+        traceback=str(data.get("traceback", "")),
+        module=str(data.get("module", "")),
+    )

@@ -1,0 +1,485 @@
+"""MicroBatcher: single calls from many places, flushed together as one batch call.
+
+A web handler or an agent fan-out calls ``ainvoke`` one item at a time; an
+embeddings endpoint or a local model is far cheaper per item when it gets many
+at once. The batcher queues concurrent calls and flushes them as **one** call of
+the wrapped runnable's ``abatch`` (or of a user batch function) when
+``max_batch_size`` items wait or the oldest has waited ``max_queue_time``.
+
+How it waits, without polling: one flusher task per event loop, created on the
+first call inside that loop (never at import or construction), sleeps until the
+oldest item's deadline or until an event says "a batch is full" or "stop". It
+exits when the queue is empty and is created again by the next call, so an idle
+batcher owns no task. Each batch runs in its own task, tracked until it ends,
+and ``concurrency`` caps how many run at once. Time comes from an injectable
+clock and sleep (the loop's by default), so tests run on a :class:`FakeClock`.
+
+Errors, per caller: a wrapped runnable runs with ``return_exceptions=True``, so
+each caller gets its own output or its own exception; an exception raised by the
+whole call (or a result list of the wrong length) goes to every caller of that
+batch. ``stop(force=True)`` cancels queued and running work, and its callers get
+``asyncio.CancelledError``; calls after ``stop()`` raise :class:`BatcherStoppedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar, cast
+
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+
+from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._sync import run_sync
+
+__all__ = ["BatchOutputMismatchError", "BatcherStoppedError", "MicroBatcher"]
+
+logger = logging.getLogger(__name__)
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+#: A user batch function: one list of inputs in, one result per input out, in order.
+BatchFunction = (
+    Callable[[list[InputT]], Awaitable[Sequence[OutputT]]]
+    | Callable[[list[InputT]], Sequence[OutputT]]
+)
+
+_FORCED = "MicroBatcher.stop(force=True) cancelled this call"
+
+
+class BatcherStoppedError(BatchkitError, RuntimeError):
+    """The MicroBatcher was stopped (or is stopping): it takes no new calls."""
+
+
+class BatchOutputMismatchError(BatchkitError):
+    """A batch function returned a different number of results than it got inputs.
+
+    Every caller of that batch gets this error: results cannot be matched to
+    callers by position when the count is wrong.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The validated size, time and concurrency limits of a MicroBatcher."""
+
+    max_batch_size: int
+    max_queue_time: float
+    concurrency: int | None
+
+    def __post_init__(self) -> None:
+        size = self.max_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError(f"max_batch_size must be an int >= 1, got {size!r}")
+        wait = self.max_queue_time
+        if (
+            isinstance(wait, bool)
+            or not isinstance(wait, int | float)
+            or not math.isfinite(wait)
+            or wait < 0
+        ):
+            raise ConfigurationError(
+                f"max_queue_time must be a finite number of seconds >= 0, got {wait!r}"
+            )
+        cap = self.concurrency
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            raise ConfigurationError(
+                f"concurrency must be None, 0 (both: unlimited) or an int >= 1, got {cap!r}"
+            )
+
+
+@dataclass(slots=True, eq=False)
+class _Call(Generic[InputT, OutputT]):
+    """One queued caller: its input and config, the future it awaits, its deadline."""
+
+    input: InputT
+    config: RunnableConfig
+    future: asyncio.Future[OutputT]
+    deadline: float
+
+
+class _LoopState(Generic[InputT, OutputT]):
+    """Everything bound to the one event loop the batcher currently serves."""
+
+    __slots__ = ("flusher", "loop", "queue", "running", "slots", "wakeup")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, concurrency: int | None) -> None:
+        self.loop = loop
+        self.queue: deque[_Call[InputT, OutputT]] = deque()
+        self.wakeup = asyncio.Event()
+        self.slots = asyncio.Semaphore(concurrency) if concurrency else None
+        self.flusher: asyncio.Task[None] | None = None
+        self.running: dict[asyncio.Task[None], list[_Call[InputT, OutputT]]] = {}
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and not self.running and self.flusher is None
+
+
+class MicroBatcher(Runnable[InputT, OutputT]):
+    """A Runnable that groups concurrent single calls into batch calls.
+
+    Why: code that handles one item at a time (a request handler, a tool call in an
+    agent) pays a per-call overhead that batch endpoints amortise; the batcher gives
+    it batching without restructuring the callers.
+
+    Args:
+        target: a Runnable (flushed with ``abatch(..., return_exceptions=True)``, each
+            caller's config kept), or a batch function taking a ``list`` of inputs and
+            returning one result per input in order, async (awaited) or sync (run in
+            ``executor``, off the loop). A batch function may put an ``Exception`` in
+            a caller's slot to fail that caller alone.
+        max_batch_size: most items per batch call; a full batch is flushed at once.
+        max_queue_time: seconds the oldest queued item may wait for company (0: flush
+            whatever arrived in the same loop iteration).
+        concurrency: batch calls running at once; ``None`` or 0 for no limit.
+        clock: monotonic seconds for deadlines (default: the event loop's clock).
+        sleep: the async sleep measured on ``clock`` (default: ``asyncio.sleep``);
+            pass both, e.g. a :class:`~langchain_batchkit.testing.FakeClock` and its
+            ``sleep``.
+        executor: where a sync batch function runs (default: the loop's executor).
+
+    Example:
+        >>> embed = MicroBatcher(embeddings.aembed_documents, max_batch_size=64)  # doctest: +SKIP
+        >>> async with embed:                                      # doctest: +SKIP
+        ...     vector = await embed.ainvoke("one text")           # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        target: Runnable[InputT, OutputT] | BatchFunction[InputT, OutputT],
+        *,
+        max_batch_size: int = 32,
+        max_queue_time: float = 0.01,
+        concurrency: int | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
+        self._limits = _Limits(max_batch_size, max_queue_time, concurrency)
+        if not isinstance(target, Runnable) and not callable(target):
+            raise ConfigurationError(
+                f"target must be a Runnable or a batch function, got {type(target).__name__}"
+            )
+        if (clock is None) != (sleep is None):
+            raise ConfigurationError(
+                "clock and sleep must be given together (both measure the same time)"
+            )
+        if clock is not None and not callable(clock):
+            raise ConfigurationError("clock must be a callable returning seconds")
+        if sleep is not None and not callable(sleep):
+            raise ConfigurationError("sleep must be an async callable taking seconds")
+        self.target = target
+        self._clock = clock
+        self._sleep = sleep
+        self._executor = executor
+        self._is_async_fn = not isinstance(target, Runnable) and _is_async_callable(target)
+        self._state: _LoopState[InputT, OutputT] | None = None
+        self._stopped = False
+        self._label = f"MicroBatcher({_name_of(target)})"
+        self.name = self._label
+
+    # -- Runnable plumbing -------------------------------------------------------------
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most items per batch call."""
+        return self._limits.max_batch_size
+
+    @property
+    def max_queue_time(self) -> float:
+        """Seconds the oldest queued item may wait before its batch is flushed."""
+        return self._limits.max_queue_time
+
+    @property
+    def concurrency(self) -> int | None:
+        """Batch calls allowed at once (``None``: unlimited)."""
+        return self._limits.concurrency or None
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopped
+
+    @property
+    def InputType(self) -> Any:
+        return self.target.InputType if isinstance(self.target, Runnable) else Any
+
+    @property
+    def OutputType(self) -> Any:
+        return self.target.OutputType if isinstance(self.target, Runnable) else Any
+
+    def __repr__(self) -> str:
+        return (
+            f"{self._label[:-1]}, max_batch_size={self.max_batch_size}, "
+            f"max_queue_time={self.max_queue_time}, concurrency={self.concurrency})"
+        )
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def ainvoke(
+        self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> OutputT:
+        """Queue one input and wait for its own result from the next batch call.
+
+        Raises:
+            BatcherStoppedError: the batcher was stopped.
+            asyncio.CancelledError: ``stop(force=True)`` cancelled the call.
+            Exception: this input's own error, or the error of its whole batch call.
+        """
+        _refuse_kwargs(kwargs)
+        if self._stopped:
+            raise BatcherStoppedError(f"{self._label} is stopped; it takes no new calls")
+        state = self._state_for(asyncio.get_running_loop())
+        future: asyncio.Future[OutputT] = state.loop.create_future()
+        call = _Call(input, ensure_config(config), future, self._now(state) + self.max_queue_time)
+        state.queue.append(call)
+        if state.flusher is None:
+            state.flusher = state.loop.create_task(self._flush(state), name=f"{self._label}.flush")
+        elif len(state.queue) >= self.max_batch_size:
+            state.wakeup.set()
+        return await future
+
+    def invoke(self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any) -> OutputT:
+        """Sync twin of :meth:`ainvoke`, for threads beside the loop the batcher runs on.
+
+        Called from another thread while the batcher serves a running loop, the item
+        joins that loop's batches. With no such loop it runs alone, as a batch of one.
+        """
+        _refuse_kwargs(kwargs)
+        if self._stopped:
+            raise BatcherStoppedError(f"{self._label} is stopped; it takes no new calls")
+        state = self._state
+        if state is not None and state.loop.is_running() and not _runs_in_this_thread(state.loop):
+            submitted = asyncio.run_coroutine_threadsafe(self.ainvoke(input, config), state.loop)
+            return submitted.result()
+        return run_sync(self._alone(input, ensure_config(config)), workers=1)
+
+    async def _alone(self, input: InputT, config: RunnableConfig) -> OutputT:
+        [output] = await self._call_target([input], [config])
+        if isinstance(output, Exception):
+            raise output
+        return output
+
+    # -- stopping ------------------------------------------------------------------------
+
+    async def stop(self, *, force: bool = False) -> None:
+        """Stop taking calls, then finish (or, with ``force``, cancel) the work.
+
+        ``force=False`` flushes everything queued at once (no waiting for deadlines)
+        and returns when every batch call has ended. ``force=True`` cancels queued
+        and running calls; their callers get ``asyncio.CancelledError``. Stopping
+        twice is fine; a forced stop also ends a graceful stop in progress.
+        """
+        self._stopped = True
+        state = self._state
+        if state is None:
+            return
+        if state.loop is not asyncio.get_running_loop():
+            if state.idle or state.loop.is_closed():
+                return
+            raise BatchkitError(f"await {self._label}.stop() on the event loop it runs on")
+        if force:
+            for call in state.queue:
+                call.future.cancel(_FORCED)
+            state.queue.clear()
+            if state.flusher is not None:
+                state.flusher.cancel(_FORCED)
+            for task in state.running:
+                task.cancel(_FORCED)
+        elif state.queue and state.flusher is None:
+            state.flusher = state.loop.create_task(self._flush(state), name=f"{self._label}.flush")
+        state.wakeup.set()
+        if state.flusher is not None:
+            await asyncio.wait({state.flusher})
+        while state.running:
+            await asyncio.wait(set(state.running))
+
+    async def __aenter__(self) -> MicroBatcher[InputT, OutputT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """A graceful stop; a forced one when the block ends by an exception."""
+        await self.stop(force=exc is not None)
+
+    # -- the flusher ---------------------------------------------------------------------
+
+    def _state_for(self, loop: asyncio.AbstractEventLoop) -> _LoopState[InputT, OutputT]:
+        state = self._state
+        if state is not None and state.loop is loop:
+            return state
+        if state is not None and not state.idle and not state.loop.is_closed():
+            raise BatchkitError(
+                f"{self._label} is busy on another event loop; use one batcher per loop"
+            )
+        self._state = _LoopState(loop, self._limits.concurrency)
+        return self._state
+
+    def _now(self, state: _LoopState[InputT, OutputT]) -> float:
+        return self._clock() if self._clock is not None else state.loop.time()
+
+    async def _flush(self, state: _LoopState[InputT, OutputT]) -> None:
+        """Start batch calls while items are queued; exit (and forget itself) when none are."""
+        try:
+            while True:
+                await self._until_due(state)
+                if state.slots is not None:
+                    await state.slots.acquire()
+                batch = self._take(state)
+                if batch:
+                    self._start(state, batch)
+                elif state.slots is not None:
+                    state.slots.release()
+                if not state.queue:
+                    return
+        except Exception as exc:  # a bug here must not leave callers waiting forever
+            logger.exception("%s: the flusher failed; failing the queued calls", self._label)
+            while state.queue:
+                call = state.queue.popleft()
+                if not call.future.done():
+                    call.future.set_exception(exc)
+        finally:
+            state.flusher = None
+
+    async def _until_due(self, state: _LoopState[InputT, OutputT]) -> None:
+        """Return when a batch is due: full, its oldest item's deadline passed, or stopping."""
+        while True:
+            state.wakeup.clear()
+            queue = state.queue
+            if not queue or self._stopped or len(queue) >= self.max_batch_size:
+                return
+            remaining = queue[0].deadline - self._now(state)
+            if remaining <= 0:
+                return
+            alarm = state.loop.create_task(self._ring(state.wakeup, remaining))
+            try:
+                await state.wakeup.wait()
+            finally:
+                alarm.cancel()
+                await asyncio.wait({alarm})
+
+    async def _ring(self, event: asyncio.Event, delay: float) -> None:
+        await (self._sleep or asyncio.sleep)(delay)
+        event.set()
+
+    def _take(self, state: _LoopState[InputT, OutputT]) -> list[_Call[InputT, OutputT]]:
+        """Up to ``max_batch_size`` queued calls whose callers still wait."""
+        batch: list[_Call[InputT, OutputT]] = []
+        queue = state.queue
+        while queue and len(batch) < self.max_batch_size:
+            call = queue.popleft()
+            if not call.future.done():  # a caller cancelled while queued is skipped
+                batch.append(call)
+        return batch
+
+    def _start(
+        self, state: _LoopState[InputT, OutputT], batch: list[_Call[InputT, OutputT]]
+    ) -> None:
+        task = state.loop.create_task(self._run(batch), name=f"{self._label}.batch")
+        state.running[task] = batch
+        task.add_done_callback(functools.partial(self._ended, state))
+
+    def _ended(self, state: _LoopState[InputT, OutputT], task: asyncio.Task[None]) -> None:
+        batch = state.running.pop(task)
+        if state.slots is not None:
+            state.slots.release()
+        for call in batch:  # a task cancelled before it began never settled its callers
+            if not call.future.done():
+                call.future.cancel(_FORCED)
+
+    async def _run(self, batch: list[_Call[InputT, OutputT]]) -> None:
+        """One batch call; settle every caller with its own result or the shared error."""
+        logger.debug("%s: flushing %d item(s)", self._label, len(batch))
+        try:
+            outputs = await self._call_target([c.input for c in batch], [c.config for c in batch])
+        except asyncio.CancelledError:
+            for call in batch:
+                call.future.cancel(_FORCED)
+            raise
+        except Exception as exc:
+            logger.debug("%s: a batch of %d failed: %r", self._label, len(batch), exc)
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        for call, output in zip(batch, outputs, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(output, asyncio.CancelledError):
+                call.future.cancel()
+            elif isinstance(output, BaseException):
+                call.future.set_exception(output)
+            else:
+                call.future.set_result(output)
+
+    async def _call_target(
+        self, inputs: list[InputT], configs: list[RunnableConfig]
+    ) -> Sequence[OutputT | Exception]:
+        target = self.target
+        outputs: Sequence[OutputT | Exception]
+        if isinstance(target, Runnable):
+            outputs = await target.abatch(inputs, configs, return_exceptions=True)
+        elif self._is_async_fn:
+            fn = cast(Callable[[list[InputT]], Awaitable[Sequence[OutputT]]], target)
+            outputs = await fn(inputs)
+        else:
+            loop = asyncio.get_running_loop()
+            result: object = await loop.run_in_executor(self._executor, target, inputs)
+            if inspect.isawaitable(result):
+                result = await result
+            outputs = cast(Sequence[OutputT], result)
+        if isinstance(outputs, str | bytes) or not isinstance(outputs, Sequence):
+            raise BatchOutputMismatchError(
+                f"{_name_of(target)} must return a sequence with one result per input, "
+                f"got {type(outputs).__name__}"
+            )
+        if len(outputs) != len(inputs):
+            raise BatchOutputMismatchError(
+                f"{_name_of(target)} returned {len(outputs)} result(s) for {len(inputs)} "
+                "input(s); results are matched to callers by position, so none can be used"
+            )
+        return outputs
+
+
+def _is_async_callable(fn: object) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def _name_of(target: object) -> str:
+    if isinstance(target, Runnable):
+        return target.get_name()
+    return str(getattr(target, "__qualname__", None) or type(target).__name__)
+
+
+def _runs_in_this_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return getattr(loop, "_thread_id", None) == threading.get_ident()
+
+
+def _refuse_kwargs(kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise TypeError(
+            f"MicroBatcher calls take no keyword arguments (got {sorted(kwargs)}): they "
+            "would apply to a whole batch of other callers; bind them on the target"
+        )
