@@ -263,7 +263,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         if state is not None and state.loop.is_running() and not _runs_in_this_thread(state.loop):
             submitted = asyncio.run_coroutine_threadsafe(self.ainvoke(input, config), state.loop)
             return submitted.result()
-        return run_sync(self._alone(input, ensure_config(config)), workers=1)
+        return run_sync(self._alone(input, ensure_config(config)))
 
     async def _alone(self, input: InputT, config: RunnableConfig) -> OutputT:
         [output] = await self._call_target([input], [config])

@@ -51,9 +51,6 @@ logger = logging.getLogger(__name__)
 
 #: How far ``"auto"`` may grow items in flight when a RateLimit paces the requests.
 AUTO_CEILING_WITH_RATE_LIMIT = 128
-#: The most threads a sync call gives sync-only steps.
-MAX_THREADS = 64
-
 #: The default retry policy: 3 attempts, exponential backoff with jitter, Retry-After.
 DEFAULT_RETRY = RetryPolicy()
 
@@ -230,7 +227,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
     ) -> ItemResult[InputT, OutputT]:
         """Run one input; return its ItemResult (never raises for the item's error)."""
-        return run_sync(self.ainvoke(input, config, **kwargs), workers=1)
+        return run_sync(self.ainvoke(input, config, **kwargs))
 
     async def ainvoke(
         self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
@@ -254,7 +251,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         accepted for LCEL compatibility and has no effect: errors are always values.
         """
         run = self._plan(inputs, config, kwargs)
-        return run_sync(self._collect(run), workers=run.workers)
+        return run_sync(self._collect(run))
 
     async def abatch(
         self,
@@ -277,7 +274,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
     ) -> Iterator[tuple[int, ItemResult[InputT, OutputT]]]:
         """Yield ``(index, ItemResult)`` as items finish; leaving early cancels the rest."""
         run = self._plan(inputs, config, kwargs)
-        for result in iterate_sync(self._stream(run), workers=run.workers):
+        for result in iterate_sync(self._stream(run)):
             yield result.index, result
 
     async def abatch_as_completed(  # type: ignore[override]
@@ -310,7 +307,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         (new items wait while it is full).
         """
         run = self._plan(inputs, config, kwargs, ordered=ordered, reorder_buffer=reorder_buffer)
-        yield from iterate_sync(self._stream(run), workers=run.workers)
+        yield from iterate_sync(self._stream(run))
 
     async def astream_results(
         self,
@@ -335,7 +332,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         the number of inputs (beyond failed items, of which the first 1,000 are kept).
         """
         run = self._plan(inputs, config, {})
-        return run_sync(self._report(run), workers=run.workers)
+        return run_sync(self._report(run))
 
     async def arun(self, inputs: Inputs[InputT], config: RunnableConfig | None = None) -> RunReport:
         """Async twin of :meth:`run`."""
@@ -457,7 +454,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
         run = self._plan(pairs, config, {}, indexed=True)
-        return run_sync(self._collect(run), workers=run.workers)
+        return run_sync(self._collect(run))
 
     async def _arerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
@@ -501,12 +498,6 @@ class _Run(Generic[InputT]):
         self.resume: Resume | None = None
         self.ordered = False
         self.reorder_buffer = 1000
-
-    @property
-    def workers(self) -> int:
-        """Threads for sync-only steps: one per item that may be in flight."""
-        ceiling = int(self.adaptive.ceiling) if self.adaptive else self.concurrency
-        return min(max(self.concurrency, ceiling), MAX_THREADS)
 
 
 def _warn_about_sdk_retries(bound: Runnable[Any, Any], retry: RetryPolicy) -> None:

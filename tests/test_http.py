@@ -174,3 +174,18 @@ async def test_api_keys_never_reach_results_errors_logs_or_reprs(
     ]
     assert all(SECRET not in t for t in texts)
     assert results[1].error is not None and results[1].error.type == "OpenAIInvalidRequestError"
+
+
+def test_consecutive_sync_batches_reuse_chatopenai_clients(
+    fake_openai_server_factory: FakeServerFactory,
+) -> None:
+    # langchain-openai caches one async HTTP client per model; its connections belong
+    # to the loop that opened them, so every sync call must run on the same loop.
+    server = fake_openai_server_factory(FakeServerConfig(script={"flaky": ("500", "ok")}))
+    kit = batchkit(chat(server) | StrOutputParser(), retry=None, progress=False)
+    first = kit.batch(["a", "flaky"])
+    assert [r.index for r in first.failed] == [1]
+    again = first.retry_failed()
+    assert again.outputs == ["echo: a", "echo: flaky"]
+    assert kit.batch(["b"]).outputs == ["echo: b"]
+    assert kit.invoke("c").output == "echo: c"

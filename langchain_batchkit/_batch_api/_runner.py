@@ -109,7 +109,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
             inputs: the chain's inputs (read into a list: every request is needed up front).
             config: RunnableConfig for the local steps (callbacks, tags, metadata).
         """
-        return run_sync(self.arun(inputs, config), workers=self.options.local_concurrency)
+        return run_sync(self.arun(inputs, config))
 
     async def arun(
         self, inputs: Iterable[InputT], config: RunnableConfig | None = None
@@ -132,7 +132,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         :class:`BatchJobUnfinishedError` errors (status ``"cancelled"``); answers that
         arrived before the cancellation are kept. Returns the cancelled job ids.
         """
-        return run_sync(self.acancel(), workers=1)
+        return run_sync(self.acancel())
 
     async def acancel(self) -> list[str]:
         """Async twin of :meth:`cancel`."""
@@ -157,7 +157,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
     def _rerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
-        return run_sync(self._arerun(pairs, config), workers=self.options.local_concurrency)
+        return run_sync(self._arerun(pairs, config))
 
     async def _arerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
