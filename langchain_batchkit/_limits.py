@@ -101,6 +101,9 @@ def parse_reset(value: str | None) -> float | None:
     return sum(float(n) * scale[unit] for n, unit in parts)
 
 
+_ENDED_UNREPORTED = asyncio.CancelledError("the model call ended without reporting")
+
+
 class _Bucket:
     """A token bucket that hands out reservations: it may go into debt, and the
     debt is the wait of whoever reserves next."""
@@ -113,12 +116,19 @@ class _Bucket:
         self.level = capacity
         self.last = now
 
-    def reserve(self, amount: float, now: float, factor: float) -> float:
+    def reserve(self, amount: float, now: float, factor: float, not_before: float) -> float:
+        """Reserve ``amount``; return seconds from ``now`` until it may be used.
+
+        Nothing refills before ``not_before`` (the end of a pause), so requests
+        queued during a pause are spaced from its end instead of all starting then.
+        """
         rate = self.rate * factor
-        self.level = min(self.capacity, self.level + (now - self.last) * rate)
-        self.last = now
+        start = max(now, not_before)
+        if start > self.last:
+            self.level = min(self.capacity, self.level + (start - self.last) * rate)
+            self.last = start
         self.level -= amount
-        return 0.0 if self.level >= 0 else -self.level / rate
+        return (start - now) + (0.0 if self.level >= 0 else -self.level / rate)
 
     def can_take(self, amount: float, now: float, factor: float) -> bool:
         level = min(self.capacity, self.level + (now - self.last) * self.rate * factor)
@@ -248,7 +258,7 @@ class RateLimit(BaseRateLimiter):
         self._cap = float(max_in_flight) if max_in_flight is not None else math.inf
         self._last_decrease = -math.inf
         self._in_flight = 0
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._calls: dict[UUID, int] = {}
         self._n_requests = self._n_waited = self._n_429 = self._n_pauses = self._max_seen = 0
         self._wait_seconds = 0.0
@@ -297,6 +307,11 @@ class RateLimit(BaseRateLimiter):
             raise
         with self._lock:
             self._calls[run_id] = tokens
+        task = asyncio.current_task()
+        if task is not None:
+            # A cancelled model call never reports its end; free its slot when the
+            # task that made it ends (exit() is a no-op for calls that did report).
+            task.add_done_callback(lambda _: self.exit(run_id, error=_ENDED_UNREPORTED))
 
     def exit(
         self,
@@ -374,9 +389,11 @@ class RateLimit(BaseRateLimiter):
             if self._requests is not None:
                 if not blocking and not self._requests.can_take(1, now, self._pace):
                     return None
-                delay = max(delay, self._requests.reserve(1, now, self._pace))
+                pause = self._pause_until
+                delay = max(delay, self._requests.reserve(1, now, self._pace, pause))
             if self._tokens is not None and tokens:
-                delay = max(delay, self._tokens.reserve(tokens, now, self._pace))
+                pause = self._pause_until
+                delay = max(delay, self._tokens.reserve(tokens, now, self._pace, pause))
             self._n_requests += 1
             if delay > 0:
                 self._n_waited += 1
@@ -417,15 +434,15 @@ class RateLimit(BaseRateLimiter):
             if self._in_flight < self._cap and not self._waiters:
                 self._count_in()
                 return
-            future: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((loop, future))
+            waiter = _Waiter(loop)
+            self._waiters.append(waiter)
         try:
-            await future
+            await waiter.future
         except BaseException:
             with self._lock:
-                granted = future.done() and not future.cancelled()
-                if not granted and (loop, future) in self._waiters:
-                    self._waiters.remove((loop, future))
+                granted = waiter.granted  # counted in, maybe just as we were cancelled
+                if not granted and waiter in self._waiters:
+                    self._waiters.remove(waiter)
             if granted:
                 self._give_slot()
             raise
@@ -435,20 +452,33 @@ class RateLimit(BaseRateLimiter):
         self._max_seen = max(self._max_seen, self._in_flight)
 
     def _give_slot(self) -> None:
-        wake: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        wake: list[_Waiter] = []
         with self._lock:
             self._in_flight -= 1
             while self._waiters and self._in_flight < self._cap:
+                waiter = self._waiters.popleft()
+                if waiter.future.done() or waiter.loop.is_closed():
+                    continue  # cancelled while queued, or its loop is gone: not counted in
+                waiter.granted = True
                 self._count_in()
-                wake.append(self._waiters.popleft())
-        for loop, future in wake:
-            if loop.is_closed():
-                continue
-            loop.call_soon_threadsafe(_grant, future)
+                wake.append(waiter)
+        for waiter in wake:
+            waiter.loop.call_soon_threadsafe(_grant, waiter.future)
+
+
+class _Waiter:
+    """A request queued for a slot in flight, on the loop it waits in."""
+
+    __slots__ = ("future", "granted", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.granted = False
 
 
 def _grant(future: asyncio.Future[None]) -> None:
-    if not future.done():
+    if not future.done():  # else cancelled after being counted in: its waiter hands it on
         future.set_result(None)
 
 

@@ -349,3 +349,68 @@ async def test_a_request_waiting_when_a_pause_begins_waits_it_out_once() -> None
     await waiting
     assert clock() - start == pytest.approx(5.0)
     assert limit.stats().requests == 2  # one reservation each, none made twice
+
+
+# -- cancellation never leaks a slot; pauses do not release a herd --------------------------
+
+
+async def test_cancelling_a_run_mid_call_gives_every_slot_back() -> None:
+    # A cancelled model call never fires on_llm_end/on_llm_error: the slot must still
+    # come back, or a shared limiter ends up with no slots at all.
+    release = asyncio.Event()
+    four_in = asyncio.Event()
+    entered: list[int] = []
+
+    class Held(FakeChatModel):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            entered.append(1)
+            if len(entered) == 4:
+                four_in.set()
+            await release.wait()
+            return await super()._agenerate(*args, **kwargs)
+
+    limit = RateLimit(max_in_flight=4)
+    kit = batchkit(Held(), rate_limit=limit, max_concurrency=4, progress=False)
+    task = asyncio.create_task(kit.abatch([f"q{i}" for i in range(8)]))
+    await four_in.wait()
+    assert limit.stats().in_flight == 4
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert limit.stats().in_flight == 0
+    release.set()
+    again = await batchkit(FakeChatModel(), rate_limit=limit, progress=False).abatch(["a", "b"])
+    assert all(r.ok for r in again)
+
+
+async def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on() -> None:
+    limit = RateLimit(max_in_flight=1)
+    holder = uuid4()
+    await limit.enter(holder, 0)
+    waiter = asyncio.create_task(limit.enter(uuid4(), 0))
+    await asyncio.sleep(0)  # queued for the slot
+    waiter.cancel()  # cancelled ...
+    limit.exit(holder)  # ... in the same tick as the slot is handed over
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limit.stats().in_flight == 0
+    await asyncio.wait_for(limit.enter(uuid4(), 0), 1)  # the next one gets in
+
+
+async def test_requests_queued_during_a_pause_stay_evenly_spaced_after_it() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60)
+    first = uuid4()
+    await limit.enter(first, 0)
+    start = clock()
+    limit.exit(first, error=rate_limited("10"))
+    starts: list[float] = []
+
+    async def one() -> None:
+        await limit.enter(uuid4(), 0)
+        starts.append(clock() - start)
+
+    await asyncio.gather(*(one() for _ in range(5)))
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert starts[0] == pytest.approx(10.0)
+    assert gaps == pytest.approx([1 / 0.9] * 4)  # evenly spaced (pace eased 10%), no herd
