@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from typing import Any
 from uuid import uuid4
@@ -411,6 +412,6 @@ async def test_requests_queued_during_a_pause_stay_evenly_spaced_after_it() -> N
         starts.append(clock() - start)
 
     await asyncio.gather(*(one() for _ in range(5)))
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert starts[0] == pytest.approx(10.0)
     assert gaps == pytest.approx([1 / 0.9] * 4)  # evenly spaced (pace eased 10%), no herd
