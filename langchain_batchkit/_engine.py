@@ -191,7 +191,9 @@ class Engine(Generic[InputT, OutputT]):
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.max_attempts) | _StopOnBudget(policy, origin),
             wait=_wait_for(policy),
-            retry=retry_if_exception(policy.should_retry),
+            retry=retry_if_exception(
+                lambda e: isinstance(e, Exception) and policy.should_retry(e)
+            ),  # cancellation and Ctrl-C are never retried, whatever retry_on says
             sleep=policy.sleep,
             before=before,
             before_sleep=before_sleep,
@@ -308,7 +310,7 @@ class Engine(Generic[InputT, OutputT]):
 
         try:
             while True:
-                limit = adaptive.current() if adaptive is not None else concurrency
+                limit = max(1, adaptive.current() if adaptive is not None else concurrency)
                 while len(pending) < limit:
                     if not todo:
                         if exhausted or done:

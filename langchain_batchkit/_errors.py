@@ -22,11 +22,20 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchFailedError", "BatchkitError", "ConfigurationError", "redact_secrets"]
 
-# OpenAI-style keys (sk-..., sk-proj-...), bearer tokens, and `api_key=...` pairs.
-_SECRET_PATTERNS = (
-    re.compile(r"sk-[A-Za-z0-9_\-]{6,}"),
+# Whole tokens that are keys by their shape: OpenAI (sk-...), Google (AIza...),
+# Hugging Face (hf_...), GitHub (ghp_...), AWS access key ids (AKIA...).
+_KEY_SHAPES = re.compile(
+    r"sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|hf_[A-Za-z0-9]{10,}"
+    r"|gh[pousr]_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{12,}"
+)
+# Values after a name that says "secret": bearer tokens, api_key=, key= in URLs, tokens.
+_NAMED_SECRETS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]{8,}"),
-    re.compile(r"(?i)(api[_-]?key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]{6,}"),
+    re.compile(
+        r"(?i)((?:api[_-]?key|secret(?:[_-]access)?[_-]?key|access[_-]?token|auth[_-]?token"
+        r"|token|password|secret)['\"]?\s*[:=]\s*['\"]?)[^\s'\",}&]{6,}"
+    ),
+    re.compile(r"(?i)([?&](?:key|api_key|token|access_token)=)[^\s&#'\"]{6,}"),
 )
 
 
@@ -40,9 +49,10 @@ def redact_secrets(text: str) -> str:
         >>> redact_secrets("Incorrect API key provided: sk-abcdef123456")
         'Incorrect API key provided: ***'
     """
-    text = _SECRET_PATTERNS[0].sub("***", text)
-    text = _SECRET_PATTERNS[1].sub(r"\1***", text)
-    return _SECRET_PATTERNS[2].sub(r"\1***", text)
+    text = _KEY_SHAPES.sub("***", text)
+    for pattern in _NAMED_SECRETS:
+        text = pattern.sub(r"\1***", text)
+    return text
 
 
 class BatchkitError(Exception):

@@ -359,8 +359,9 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         adaptive = None
         if isinstance(self.max_concurrency, int):
             concurrency = self.max_concurrency
-        elif configs.max_concurrency:
-            concurrency = int(configs.max_concurrency)
+        elif configs.max_concurrency is not None:
+            value = validate_max_concurrency(configs.max_concurrency, "config['max_concurrency']")
+            concurrency = resolve_max_concurrency(value, n_items)
         else:
             concurrency = resolve_max_concurrency(self.max_concurrency, n_items)
             if self.max_concurrency == "auto":

@@ -70,6 +70,9 @@ def test_item_error_pickles_as_text() -> None:
         "Incorrect API key provided: sk-proj-abcdefghijklmnop1234",
         "headers: Authorization: Bearer abcdefghijklmnop",
         "config api_key='secret-value-123456'",
+        "GET https://g/v1/models:generate?key=AIzaSyabcdefghijklmnop0123456789 failed",
+        "aws_secret_access_key=abcdefghijklmnop",
+        "login with token=hf_abcdefghijklmnop",
     ],
 )
 def test_api_keys_never_reach_error_text(text: str) -> None:
@@ -77,7 +80,12 @@ def test_api_keys_never_reach_error_text(text: str) -> None:
         raise PermissionError(text)
     except PermissionError as exc:
         err = ItemError.from_exception(exc)
-    for secret in ("sk-proj-abcdefghijklmnop1234", "abcdefghijklmnop", "secret-value-123456"):
+    for secret in (
+        "sk-proj-abcdefghijklmnop1234",
+        "abcdefghijklmnop",
+        "secret-value-123456",
+        "AIzaSyabcdefghijklmnop0123456789",
+    ):
         assert secret not in err.message
         assert secret not in err.traceback
         assert secret not in repr(err)

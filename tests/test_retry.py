@@ -388,3 +388,27 @@ def test_no_warning_when_only_one_layer_retries(
     with caplog.at_level(logging.WARNING, logger="langchain_batchkit"):
         batchkit(llm, retry=kit_retry)
     assert caplog.text == ""
+
+
+async def test_a_catch_all_retry_predicate_never_retries_cancellation() -> None:
+    calls: list[int] = []
+    started = asyncio.Event()
+
+    async def slow(x: int) -> int:
+        calls.append(x)
+        if len(calls) == 1:
+            raise TimeoutError("transient")  # so the item is inside tenacity's loop
+        started.set()
+        await asyncio.Event().wait()  # until cancelled
+        return x
+
+    clock = FakeClock()
+    kit = batchkit(
+        RunnableLambda(slow), retry=policy(clock, retry_on=lambda e: True), progress=False
+    )
+    task = asyncio.create_task(kit.ainvoke(1))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == [1, 1]  # the retry, cancelled: not retried again

@@ -516,3 +516,9 @@ def test_token_usage_adds_up_over_a_fan_out() -> None:
     assert single.usage is not None
     assert triple.usage is not None
     assert triple.usage.total_tokens == 3 * single.usage.total_tokens
+
+
+@pytest.mark.parametrize("bad", [0, -1, "turbo"])
+def test_a_bad_max_concurrency_in_the_call_config_is_refused(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"config\['max_concurrency'\]"):
+        batchkit(RunnableLambda(_upper)).batch(["a"], config={"max_concurrency": bad})
