@@ -11,6 +11,7 @@ run has it open, so two runs never mix their results in one file.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -27,6 +28,8 @@ from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
 from langchain_batchkit._serialize import dumps_value, loads_value, to_jsonable
 
 __all__ = ["Checkpoint", "CheckpointError", "fingerprint_of"]
+
+logger = logging.getLogger(__name__)
 
 #: Bumped when the table layout changes; an older or newer file is refused.
 SCHEMA_VERSION = 1
@@ -173,7 +176,11 @@ class Checkpoint:
             status = "" if include_failed else " AND ok = 1"
             rows = db.execute(f"SELECT * FROM items WHERE key IN ({marks}){status}", chunk)
             for row in rows:
-                found[row[0]] = _row_to_result(row)
+                try:
+                    found[row[0]] = _row_to_result(row)
+                except Exception as exc:  # unreadable now (class moved?): run it again
+                    logger.warning("checkpoint row %r cannot be read back (%s); re-running it",
+                                   row[0], exc)  # fmt: skip
         return found
 
     def record(self, key: str, result: ItemResult[Any, Any]) -> None:
@@ -224,7 +231,7 @@ class Checkpoint:
             cursor = db.execute("SELECT * FROM items ORDER BY idx")
             while rows := cursor.fetchmany(1000):
                 for row in rows:
-                    yield _row_to_result(row)
+                    yield _row_to_result(row, lenient=True)
         finally:
             if owned:
                 db.close()
@@ -323,12 +330,24 @@ def _load_error(data: dict[str, str]) -> ItemError:
     )
 
 
-def _row_to_result(row: tuple[Any, ...]) -> ItemResult[Any, Any]:
+def _load(text: str | None, *, lenient: bool) -> Any:
+    if text is None:
+        return None
+    try:
+        return loads_value(text)
+    except Exception:
+        if not lenient:
+            raise
+        logger.warning("a stored value cannot be loaded back; returning its stored JSON text")
+        return text
+
+
+def _row_to_result(row: tuple[Any, ...], *, lenient: bool = False) -> ItemResult[Any, Any]:
     key, idx, ok, inp, out, err, attempts, latency, usage, history, _ = row
     return ItemResult(
         index=idx,
-        input=loads_value(inp) if inp is not None else None,
-        output=loads_value(out) if ok and out is not None else None,
+        input=_load(inp, lenient=lenient),
+        output=_load(out, lenient=lenient) if ok else None,
         error=None if ok else _load_error(json.loads(err)),
         attempts=attempts,
         latency=latency,

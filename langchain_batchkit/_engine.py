@@ -37,12 +37,13 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from langchain_batchkit._callbacks import UsageCollector, with_handler
-from langchain_batchkit._checkpoint import Checkpoint
+from langchain_batchkit._checkpoint import Checkpoint, CheckpointError
 from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._errors import BatchkitError, ConfigurationError
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
 from langchain_batchkit._retry import RetryPolicy, is_rate_limit
+from langchain_batchkit._serialize import dumps_value
 
 __all__ = ["Engine", "IndexedSource", "InputSourceError", "Resume"]
 
@@ -228,6 +229,7 @@ class Engine(Generic[InputT, OutputT]):
         resume: Resume | None = None,
         ordered: bool = False,
         reorder_buffer: int = 1000,
+        on_unyielded: Callable[[ItemResult[InputT, OutputT]], None] | None = None,
     ) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
         """Yield one :class:`ItemResult` per input, in completion (or input) order.
 
@@ -246,6 +248,9 @@ class Engine(Generic[InputT, OutputT]):
             ordered: yield in input order, holding at most ``reorder_buffer`` finished
                 items back (new items wait while the buffer is full).
             reorder_buffer: see ``ordered``.
+            on_unyielded: receives the items that finished but were not yielded because
+                the iteration ended first (cancellation, an interrupt): they are paid
+                for, so they are recorded in the checkpoint and handed here.
         """
         call_kwargs = kwargs or {}
         reader: _Source[InputT] = _Source(source)
@@ -306,7 +311,8 @@ class Engine(Generic[InputT, OutputT]):
                 if old is None:
                     todo.append(s)
                 else:  # finished in an earlier run: not called again
-                    done.append((s.seq, None, replace(old, index=s.index, input=s.value)))
+                    resume.check_same_input(s.index, old.input, s.value)
+                    done.append((s.seq, None, replace(old, index=s.index)))
 
         try:
             while True:
@@ -364,8 +370,15 @@ class Engine(Generic[InputT, OutputT]):
                     task.cancel()
                 logger.debug("cancelling %d items in flight", len(tasks))
                 await asyncio.wait(tasks)
+            leftovers = [*held.values(), *(r for _, _, r in done)]
             if resume is not None:
+                for _, key, result in done:
+                    if key is not None:
+                        resume.checkpoint.record(key, replace(result, key=key))
                 resume.checkpoint.flush()
+            if on_unyielded is not None:
+                for result in leftovers:
+                    on_unyielded(result)
 
 
 class _Staged(Generic[InputT]):
@@ -406,6 +419,16 @@ class Resume:
                 f"key= must return a str; for input #{index} it returned {type(key).__name__}"
             )
         return key
+
+    def check_same_input(self, index: int, stored: Any, given: Any) -> None:
+        """With index keys, a stored row must be for the same input: never hand one
+        input another's output (a checkpoint reused for a different input list)."""
+        if self.key_fn is None and dumps_value(stored) != dumps_value(given):
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint.path} holds a different input at index {index} "
+                f"({_short(stored)} there, {_short(given)} here): it was written for another "
+                "input list. Use a new file, or key= to name items by content or id"
+            )
 
     def finished(self, keys: list[str]) -> dict[str, ItemResult[Any, Any]]:
         # Failed items count as finished unless the caller asked to run them again.
@@ -467,3 +490,8 @@ async def _fire_on_retry(config: RunnableConfig, state: RetryCallState) -> None:
         await ahandle_event(
             handlers, "on_retry", "ignore_retry", state, run_id=parent or uuid.uuid4()
         )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -397,6 +397,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             resume=run.resume,
             ordered=run.ordered,
             reorder_buffer=run.reorder_buffer,
+            on_unyielded=run.on_unyielded,
         )
         if run.resume is not None:
             run.resume.checkpoint.open(fingerprint_of(self.bound))
@@ -413,6 +414,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         started = time.perf_counter()
         collected: list[ItemResult[InputT, OutputT]] = []
         complete = False
+        run.on_unyielded = collected.append  # finished as the run was interrupted: kept
         try:
             async with aclosing(self._stream(run)) as stream:
                 async for result in stream:
@@ -473,6 +475,7 @@ class _Run(Generic[InputT]):
         "configs",
         "kwargs",
         "n_items",
+        "on_unyielded",
         "ordered",
         "reorder_buffer",
         "resume",
@@ -497,6 +500,7 @@ class _Run(Generic[InputT]):
         self.kwargs = kwargs
         self.adaptive = adaptive
         self.resume: Resume | None = None
+        self.on_unyielded: Callable[[ItemResult[Any, Any]], None] | None = None
         self.ordered = False
         self.reorder_buffer = 1000
 

@@ -45,12 +45,32 @@ def _is_plain_json(value: Any, depth: int = 0) -> bool:
 
 
 def _encode(value: Any) -> dict[str, Any]:
+    try:
+        encoded = _try_encode(value)
+    except Exception as exc:  # a model or dumper that cannot cope: keep the repr instead
+        logger.warning(
+            "a %s value failed to serialise (%s); keeping its repr", type(value).__name__, exc
+        )
+        return {"repr": redact_secrets(repr(value))}
+    if encoded is None:
+        logger.warning(
+            "a %s value cannot be stored as JSON; keeping its repr instead", type(value).__name__
+        )
+        return {"repr": redact_secrets(repr(value))}
+    return encoded
+
+
+def _try_encode(value: Any) -> dict[str, Any] | None:
     if _is_plain_json(value):
         return {"json": value}
     if isinstance(value, Serializable) and value.is_lc_serializable():
-        return {"lc": dumpd(value)}
+        dumped = dumpd(value)
+        # langchain-core marks parts it cannot express; such a value would not load back.
+        return None if '"not_implemented"' in json.dumps(dumped) else {"lc": dumped}
     if isinstance(value, BaseModel):
         cls = type(value)
+        if "<locals>" in cls.__qualname__:
+            return None  # a class defined inside a function cannot be imported back
         return {
             "pydantic": f"{cls.__module__}:{cls.__qualname__}",
             "data": value.model_dump(mode="json"),
@@ -63,10 +83,7 @@ def _encode(value: Any) -> dict[str, Any]:
         return {"list": [_encode(v) for v in value]}
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"dict": {k: _encode(v) for k, v in value.items()}}
-    logger.warning(
-        "a %s value cannot be stored as JSON; keeping its repr instead", type(value).__name__
-    )
-    return {"repr": redact_secrets(repr(value))}
+    return None
 
 
 def to_jsonable(value: Any) -> Any:

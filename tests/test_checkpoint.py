@@ -361,3 +361,71 @@ def test_sync_ordered_stream() -> None:
     assert [r.output for r in kit.stream_results(range(10), ordered=True)] == [
         x * 3 for x in range(10)
     ]
+
+
+# -- found in review: never mix inputs, never lose a row to a format --------------------------
+
+
+def test_a_checkpoint_for_another_input_list_is_refused_not_mixed(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    kit = batchkit(RunnableLambda(str.upper, name="up"), checkpoint=path, progress=False)
+    kit.batch(["apple", "banana"])
+    with pytest.raises(CheckpointError, match="different input at index 0"):
+        kit.batch(["cherry", "damson"])
+
+
+def test_an_output_that_fails_to_serialise_is_kept_as_repr(tmp_path: Path) -> None:
+    class Odd(BaseModel):  # defined in a function: its class path cannot be imported back
+        text: str
+
+    path = tmp_path / "run.sqlite"
+
+    def make(s: str) -> Odd:
+        return Odd(text=s)
+
+    kit: Any = batchkit(RunnableLambda(make), checkpoint=path)
+    results = kit.batch(["x", "y"])
+    assert all(r.ok for r in results)
+    resumed: Any = batchkit(RunnableLambda(make), checkpoint=path)
+    assert [r.output for r in resumed.batch(["x", "y"])] == ["Odd(text='x')", "Odd(text='y')"]
+
+
+def test_an_unreadable_row_is_run_again_on_resume(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    calls: list[int] = []
+
+    def same(x: int) -> int:
+        calls.append(x)
+        return x
+
+    batchkit(RunnableLambda(same), checkpoint=path).batch([1, 2])
+    calls.clear()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(
+            """UPDATE items SET output='{"pydantic":"nowhere:Gone","data":{}}' WHERE key='1'"""
+        )
+        db.commit()
+    kit = batchkit(RunnableLambda(same), checkpoint=path)
+    assert kit.batch([1, 2]).outputs == [1, 2]
+    assert calls == [2]
+
+
+async def test_items_finishing_as_a_run_is_cancelled_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    gate = asyncio.Event()
+
+    async def wait(x: int) -> int:
+        await gate.wait()
+        return x
+
+    kit = batchkit(RunnableLambda(wait), checkpoint=path, max_concurrency=3, progress=False)
+    task = asyncio.create_task(kit.abatch([0, 1, 2]))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    gate.set()  # all three finish in the same tick as the cancel
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    kept = Checkpoint(path).counts()[0]
+    assert kit.last_run is not None
+    assert len(kit.last_run) == kept  # what the checkpoint kept, last_run shows too
