@@ -492,10 +492,14 @@ def _positive(value: object) -> bool:
 
 
 class _LimiterCallback(AsyncCallbackHandler, ModelEventsOnly):
-    """Routes model-call callbacks of every nested run to one :class:`RateLimit`."""
+    """Routes model-call callbacks of every nested run to one :class:`RateLimit`.
+
+    ``raise_error``: if the limiter itself fails, the model call fails (that item's
+    error) instead of LangChain logging it and sending the request unpaced.
+    """
 
     run_inline = True
-    raise_error = False
+    raise_error = True
 
     def __init__(self, limit: RateLimit) -> None:
         self._limit = limit

@@ -1,0 +1,38 @@
+"""Run batchkit on Ray: many workers, one rate limit, one row per input.
+
+Install with ``pip install 'langchain-batchkit[ray]'``. Ray is imported only when
+something here is used.
+
+* :func:`run_on_ray` runs a chain over a list or a Ray ``Dataset`` on a pool of
+  actors and returns a materialised Dataset of result rows, or writes them to one
+  JSON Lines / Parquet file, with one progress bar over every item.
+* :class:`BatchkitMapper` is the callable class behind it, for your own
+  ``Dataset.map_batches`` pipelines.
+* :class:`ClusterRateLimit` keeps one requests/tokens-per-minute budget in one
+  actor that every worker reserves from, so N workers together stay under the
+  provider's limit.
+
+Example:
+    >>> from langchain_batchkit.ray import ClusterRateLimit, run_on_ray   # doctest: +SKIP
+    >>> limit = ClusterRateLimit(requests_per_minute=500, max_in_flight=16)  # doctest: +SKIP
+    >>> rows = run_on_ray(make_chain, prompts, concurrency=4, rate_limit=limit)  # doctest: +SKIP
+"""
+
+from langchain_batchkit.ray._deps import INSTALL_HINT
+from langchain_batchkit.ray._limiter import ClusterRateLimit
+from langchain_batchkit.ray._mapper import BatchkitMapper, ChainFactory
+from langchain_batchkit.ray._rows import RESULT_COLUMNS, STATUS_FAILED, STATUS_OK
+from langchain_batchkit.ray._run import run_on_ray
+from langchain_batchkit.ray._service import ClusterLimiterStats
+
+__all__ = [
+    "INSTALL_HINT",
+    "RESULT_COLUMNS",
+    "STATUS_FAILED",
+    "STATUS_OK",
+    "BatchkitMapper",
+    "ChainFactory",
+    "ClusterLimiterStats",
+    "ClusterRateLimit",
+    "run_on_ray",
+]

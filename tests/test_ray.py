@@ -1,0 +1,479 @@
+"""batchkit on Ray: rows per item, one shared rate limit, block retries, output files.
+
+One local Ray instance (2 CPUs) serves the whole module; each ``run_on_ray`` starts
+its own actor pool, so the Ray tests combine what they can into few runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import sys
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+import pyarrow.parquet as pq  # type: ignore[import-untyped]  # noqa: E402
+from langchain_core.messages import AIMessage  # noqa: E402
+from langchain_core.runnables import Runnable, RunnableLambda  # noqa: E402
+from langchain_openai import ChatOpenAI  # noqa: E402
+
+import langchain_batchkit.ray as batchkit_ray  # noqa: E402
+from langchain_batchkit import (  # noqa: E402
+    BatchResult,
+    ConfigurationError,
+    ItemError,
+    ItemResult,
+    RateLimit,
+    RetryPolicy,
+    batchkit,
+)
+from langchain_batchkit.ray import (  # noqa: E402
+    RESULT_COLUMNS,
+    BatchkitMapper,
+    ClusterRateLimit,
+    run_on_ray,
+)
+from langchain_batchkit.ray._progress import BlockBar  # noqa: E402
+from langchain_batchkit.ray._rows import result_table  # noqa: E402
+from langchain_batchkit.ray._service import RateLimitService  # noqa: E402
+from langchain_batchkit.ray._sinks import format_for  # noqa: E402
+from langchain_batchkit.testing import (  # noqa: E402
+    FakeChatModel,
+    FakeClock,
+    FakeOpenAIServer,
+    FakeServerConfig,
+)
+
+# Ray Data copies its DataContext, touching deprecated fields: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray for the module; test-module functions ship to workers by value."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+# -- chains built inside the workers (the factories are what gets pickled) ------------------
+
+
+def _shout(text: str) -> str:
+    if text.startswith("bad"):
+        raise ValueError(f"cannot shout {text!r}")
+    return text.upper()
+
+
+def shouting_chain() -> Runnable[Any, Any]:
+    return RunnableLambda(_shout)
+
+
+def _describe(value: Any) -> AIMessage:
+    return AIMessage(content=f"{type(value).__name__}: {value!r}")
+
+
+def describing_chain() -> Runnable[Any, Any]:
+    return RunnableLambda(_describe)
+
+
+def _crash_once(marker: str, victim: str, text: str) -> str:
+    if text == victim:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass  # the retried block: this time the item runs
+        else:
+            os.close(fd)
+            os._exit(1)  # the worker process dies mid-block, no clean-up
+    return f"done {text}"
+
+
+def crashing_chain(marker: str, victim: str) -> Runnable[Any, Any]:
+    return RunnableLambda(partial(_crash_once, marker, victim))
+
+
+def _with_pid(message: Any) -> str:
+    return f"{os.getpid()}|{message.content}"
+
+
+def chat_chain(base_url: str, own_limit_rpm: float | None = None) -> Runnable[Any, Any]:
+    llm = ChatOpenAI(
+        base_url=base_url,
+        api_key="sk-test",  # type: ignore[arg-type]
+        model="gpt-4o-mini",
+        max_retries=0,
+        timeout=10,
+        rate_limiter=RateLimit(requests_per_minute=own_limit_rpm) if own_limit_rpm else None,
+    )
+    return llm | RunnableLambda(_with_pid)
+
+
+# -- the shared budget (a plain class: fake clock, no Ray) ----------------------------------
+
+
+def _delay(service: RateLimitService, tokens: int = 0, *, blocking: bool = True) -> float:
+    delay = service.reserve(tokens, blocking)
+    assert delay is not None
+    return delay
+
+
+def test_service_spaces_reservations_on_its_own_clock() -> None:
+    clock = FakeClock()
+    service = RateLimitService(
+        requests_per_minute=600, tokens_per_minute=None, headroom=1.0, clock=clock
+    )
+
+    delays = [_delay(service) for _ in range(4)]
+
+    assert delays == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    clock.advance(1.0)  # the bucket refills while nobody asks
+    assert service.reserve() == 0.0
+
+
+def test_a_pause_moves_later_reservations_past_it_still_spaced() -> None:
+    clock = FakeClock()
+    service = RateLimitService(
+        requests_per_minute=600, tokens_per_minute=None, headroom=1.0, clock=clock
+    )
+    service.reserve()
+
+    service.pause(2.0)
+
+    assert [_delay(service) for _ in range(3)] == pytest.approx([2.0, 2.1, 2.2])
+    assert service.stats().pauses == 1
+
+
+def test_a_non_blocking_reservation_is_refused_while_paused_or_spent() -> None:
+    clock = FakeClock()
+    service = RateLimitService(requests_per_minute=60, tokens_per_minute=None, clock=clock)
+
+    assert _delay(service, blocking=False) == 0.0
+    assert service.reserve(blocking=False) is None  # the next slot is ~1 s away
+    clock.advance(5.0)
+    service.pause(1.0)
+    assert service.reserve(blocking=False) is None
+    assert service.stats().requests == 1
+
+
+def test_tokens_given_back_shorten_the_next_wait() -> None:
+    clock = FakeClock()
+    service = RateLimitService(
+        requests_per_minute=None, tokens_per_minute=6000, headroom=1.0, clock=clock
+    )
+    assert _delay(service, 1000) == 0.0  # the 10 s burst holds 1000 tokens
+    assert _delay(service, 500) == pytest.approx(5.0)
+
+    service.give_back(400)
+
+    assert _delay(service, 100) == pytest.approx(6.0 - 4.0)
+    assert service.stats().tokens_given_back == 400
+
+
+# -- rows, files, options (no Ray needed) ---------------------------------------------------
+
+
+def test_result_table_has_one_row_per_index_with_json_output_and_a_fixed_schema() -> None:
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    results = BatchResult(
+        [
+            ItemResult(1, "b", error=ItemError("ValueError", "nope"), attempts=3, latency=0.5),
+            ItemResult(0, "a", output=AIMessage(content="hi"), latency=0.25),
+        ]
+    )
+
+    table = result_table(results, pa.array(["id-a", "id-b"]), "key")
+
+    assert table.column_names == ["key", *RESULT_COLUMNS]
+    first, second = table.to_pylist()
+    assert first["key"] == "id-a" and first["status"] == "ok"
+    assert json.loads(first["output"])["lc"]["kwargs"]["content"] == "hi"
+    assert second == {
+        "key": "id-b",
+        "status": "failed",
+        "output": None,
+        "error_type": "ValueError",
+        "error_message": "nope",
+        "attempts": 3,
+        "latency_s": 0.5,
+        "input_tokens": None,
+        "output_tokens": None,
+        "total_tokens": None,
+    }
+    all_ok = result_table(BatchResult([ItemResult(0, "a", output="x")]))
+    assert all_ok.schema == table.schema.remove(0)  # a block without failures: same types
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt", "expected"),
+    [
+        ("out/rows.jsonl", None, "jsonl"),
+        ("rows.PARQUET", None, "parquet"),
+        ("rows.data", "parquet", "parquet"),
+    ],
+)
+def test_the_output_format_comes_from_the_suffix_or_the_argument(
+    path: str, fmt: str | None, expected: str
+) -> None:
+    assert format_for(path, fmt) == expected
+
+
+def test_an_unknown_output_suffix_is_refused_by_name() -> None:
+    with pytest.raises(ConfigurationError, match=r"rows\.csv"):
+        format_for("rows.csv", None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"chain_factory": shouting_chain()}, "chain_factory must be a callable"),
+        ({"rate_limit": RateLimit(requests_per_minute=60)}, "must be a ClusterRateLimit"),
+        ({"id_column": "status"}, "collide with a result column"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"format": "parquet"}, "format= applies to output_path="),
+    ],
+)
+def test_bad_options_fail_on_the_driver_before_any_actor_starts(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    call: dict[str, Any] = {"chain_factory": shouting_chain, "data": ["a"], **kwargs}
+    with pytest.raises(ConfigurationError, match=message):
+        run_on_ray(**call)
+
+
+def test_the_bar_counts_rows_and_failures_per_block() -> None:
+    bar = BlockBar(100, show=False, desc="x")
+    bar.add(64, ok=63, failed=1)
+    bar.add(36, ok=36, failed=0)
+    assert (bar.succeeded, bar.failed, bar.shown) == (99, 1, False)
+
+
+def test_the_public_surface_is_sorted_and_exported() -> None:
+    names = batchkit_ray.__all__
+    assert names == sorted(
+        names, key=lambda n: (0 if n.isupper() else 1 if n[0].isupper() else 2, n)
+    )
+    assert set(names) == {
+        "INSTALL_HINT",
+        "RESULT_COLUMNS",
+        "STATUS_FAILED",
+        "STATUS_OK",
+        "BatchkitMapper",
+        "ChainFactory",
+        "ClusterLimiterStats",
+        "ClusterRateLimit",
+        "run_on_ray",
+    }
+
+
+# -- on Ray ------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_mapper_in_map_batches_emits_ok_and_failed_rows_with_their_ids() -> None:
+    texts = ["good one", "bad one", "good two", "bad two", "good three"]
+    ds = ray.data.from_items([{"key": f"k{i}", "text": t} for i, t in enumerate(texts)])
+
+    rows = ds.map_batches(
+        BatchkitMapper,
+        fn_constructor_kwargs={
+            "chain_factory": shouting_chain,
+            "input_column": "text",
+            "id_column": "key",
+            "retry": None,
+        },
+        batch_size=2,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.5,
+    ).take_all()
+
+    by_key = {r["key"]: r for r in rows}
+    assert sorted(by_key) == [f"k{i}" for i in range(5)]
+    assert json.loads(by_key["k0"]["output"]) == "GOOD ONE"
+    assert by_key["k1"]["status"] == "failed" and by_key["k1"]["output"] is None
+    assert by_key["k1"]["error_type"] == "ValueError"
+    assert "cannot shout 'bad one'" in by_key["k1"]["error_message"]
+    assert [by_key[f"k{i}"]["status"] for i in range(5)] == ["ok", "failed"] * 2 + ["ok"]
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_run_on_ray_on_a_list_keeps_each_input_exactly_and_ids_are_positions() -> None:
+    inputs: list[Any] = ["text", {"a": 1}, {"b": [1, 2]}, 7, None, ["x"]] * 5
+
+    ds = run_on_ray(describing_chain, inputs, batch_size=4, concurrency=2, progress=False)
+
+    rows = sorted(ds.take_all(), key=lambda r: r["id"])
+    assert [r["id"] for r in rows] == list(range(len(inputs)))
+    for row, value in zip(rows, inputs, strict=True):
+        content = json.loads(row["output"])["lc"]["kwargs"]["content"]
+        assert content == f"{type(value).__name__}: {value!r}"  # no Arrow key-merging of dicts
+    assert ds.count() == len(inputs)
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_run_on_ray_on_a_dataset_passes_whole_rows_and_writes_jsonl(tmp_path: Path) -> None:
+    ds = ray.data.from_items(
+        [{"id": f"r{i}", "text": f"bad {i}" if i % 4 == 0 else f"t{i}"} for i in range(12)]
+    )
+    target = tmp_path / "out" / "rows.jsonl"
+
+    summary = run_on_ray(
+        lambda: RunnableLambda(lambda row: _shout(row["text"])),
+        ds,
+        input_column=None,
+        output_path=target,
+        retry=None,
+        progress=True,
+    )
+
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted(f"r{i}" for i in range(12))
+    assert {r["id"]: r["status"] for r in lines}["r4"] == "failed"
+    assert (summary.total, summary.succeeded, summary.failed) == (12, 9, 3)
+    assert not target.with_name("rows.jsonl.partial").exists()
+    assert ds.context.enable_progress_bars  # the caller's Dataset keeps Ray's bars
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_run_on_ray_writes_parquet_with_the_result_schema(tmp_path: Path) -> None:
+    target = tmp_path / "rows.parquet"
+
+    summary = run_on_ray(shouting_chain, ["a", "bad b", "c"], output_path=target, retry=None)
+
+    table = pq.read_table(target)
+    assert table.column_names == ["id", *RESULT_COLUMNS]
+    assert sorted(table.column("status").to_pylist()) == ["failed", "ok", "ok"]
+    assert summary.failed == 1
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_cluster_rate_limit_ships_its_handle_and_each_process_builds_one_limiter() -> None:
+    limit = ClusterRateLimit(requests_per_minute=6000, max_in_flight=4)
+    copy = pickle.loads(ray.cloudpickle.dumps(limit))
+
+    assert copy.limiter() is copy.limiter()
+    assert copy.limiter() is not limit.limiter()
+    assert copy.limiter().max_in_flight == 4  # the in-flight cap is per worker
+    assert limit.limiter().acquire()  # the sync path (ray.get) ...
+    assert copy.limiter().acquire()  # ... of two processes' limiters, one budget
+    assert limit.stats().requests == 2
+    limit.close()
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_the_shared_budget_is_corrected_by_the_tokens_responses_report() -> None:
+    limit = ClusterRateLimit(tokens_per_minute=1_000_000)
+    kit = batchkit(FakeChatModel(), rate_limit=limit.limiter(), progress=False)
+
+    results = kit.batch(["a short prompt", "another one"])
+
+    assert all(r.ok and r.usage for r in results)
+    # Estimates count 256 completion tokens; the fake model answers in a handful.
+    assert limit.stats().tokens_given_back > 400
+    limit.close()
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_limiter_whose_budget_is_gone_fails_the_call_instead_of_sending_it_unpaced() -> None:
+    limit = ClusterRateLimit(requests_per_minute=60)
+    limiter = limit.limiter()
+    limit.close()
+    llm = FakeChatModel()
+
+    results = batchkit(llm, rate_limit=limiter, retry=None, progress=False).batch(["a", "b"])
+
+    assert [r.ok for r in results] == [False, False]
+    assert all(r.error is not None and "Actor" in r.error.type for r in results)
+    assert llm.calls == 0
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_shared_limit_keeps_two_workers_together_under_the_provider_limit() -> None:
+    limit_per_window, window = 10, 0.5
+    config = FakeServerConfig(
+        requests_per_minute=limit_per_window, window_seconds=window, latency=0.02
+    )
+    with FakeOpenAIServer(config) as server:
+        # A 0.5 s window paced at 97% leaves 15 ms of slack per window, less than the
+        # scheduling jitter of seven processes on two CPUs (a 60 s window needs none).
+        limit = ClusterRateLimit(requests_per_minute=limit_per_window * 60 / window, headroom=0.9)
+        rows = run_on_ray(
+            partial(chat_chain, server.base_url),
+            [f"item {i}" for i in range(60)],
+            batch_size=6,
+            concurrency=2,
+            rate_limit=limit,
+            retry=RetryPolicy(max_attempts=5),
+            progress=False,
+        ).take_all()
+        stats = server.stats()
+
+    assert all(r["status"] == "ok" for r in rows) and len(rows) == 60
+    assert len({json.loads(r["output"]).split("|")[0] for r in rows}) == 2  # both workers ran
+    assert stats.max_admitted_in_window(window) <= limit_per_window
+    assert stats.rate_limited <= 1
+    admitted = sorted(stats.admitted_timestamps)
+    rate = (len(admitted) - 1) / (admitted[-1] - admitted[0])
+    assert rate >= 0.8 * limit_per_window / window  # paced near the limit, not far below
+    assert limit.stats().requests == stats.total_requests  # every request reserved a slot
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_without_it_two_workers_each_at_the_full_limit_run_into_429s() -> None:
+    limit_per_window, window = 10, 0.5
+    config = FakeServerConfig(
+        requests_per_minute=limit_per_window, window_seconds=window, latency=0.02
+    )
+    with FakeOpenAIServer(config) as server:
+        rows = run_on_ray(
+            partial(chat_chain, server.base_url, own_limit_rpm=limit_per_window * 60 / window),
+            [f"item {i}" for i in range(60)],
+            batch_size=6,
+            concurrency=2,
+            retry=RetryPolicy(max_attempts=8, initial_backoff=0.05, max_backoff=0.5),
+            progress=False,
+        ).take_all()
+        stats = server.stats()
+
+    assert len(rows) == 60
+    assert stats.rate_limited >= 10  # the server refused what the two budgets let through
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_worker_killed_mid_block_has_its_block_retried_without_lost_or_doubled_rows(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "killed"
+    inputs = [f"item {i}" for i in range(40)]
+
+    ds = run_on_ray(
+        partial(crashing_chain, str(marker), "item 25"),
+        inputs,
+        batch_size=10,
+        concurrency=2,
+        retry=None,
+        progress=False,
+    )
+
+    assert marker.exists()  # a worker did die
+    rows = ds.take_all()
+    assert sorted(r["id"] for r in rows) == list(range(40))
+    assert all(r["status"] == "ok" for r in rows)
+    assert {r["id"]: json.loads(r["output"]) for r in rows}[25] == "done item 25"
