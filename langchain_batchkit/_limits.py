@@ -138,6 +138,28 @@ class _Bucket:
         self.level = min(self.capacity, self.level + amount)
 
 
+def make_buckets(
+    requests_per_minute: float | None,
+    tokens_per_minute: float | None,
+    *,
+    burst: float,
+    headroom: float,
+    now: float,
+) -> tuple[_Bucket | None, _Bucket | None]:
+    """The request and token buckets of a budget (``None`` where there is no limit)."""
+    requests = (
+        _Bucket(requests_per_minute * headroom, burst, now)
+        if requests_per_minute is not None
+        else None
+    )
+    tokens = (
+        _Bucket(tokens_per_minute * headroom, tokens_per_minute * TOKEN_BURST_SECONDS / 60.0, now)
+        if tokens_per_minute is not None
+        else None
+    )
+    return requests, tokens
+
+
 @dataclass(frozen=True, slots=True)
 class LimiterStats:
     """What a :class:`RateLimit` has done so far.
@@ -241,17 +263,8 @@ class RateLimit(BaseRateLimiter):
         self._sync_sleep = sync_sleep
         self._lock = threading.Lock()
         now = clock()
-        self._requests = (
-            _Bucket(requests_per_minute * headroom, burst, now)
-            if requests_per_minute is not None
-            else None
-        )
-        self._tokens = (
-            _Bucket(
-                tokens_per_minute * headroom, tokens_per_minute * TOKEN_BURST_SECONDS / 60.0, now
-            )
-            if tokens_per_minute is not None
-            else None
+        self._requests, self._tokens = make_buckets(
+            requests_per_minute, tokens_per_minute, burst=burst, headroom=headroom, now=now
         )
         self._pace = 1.0  # multiplies both rates; lowered by 429s, recovers on successes
         self._pause_until = -math.inf

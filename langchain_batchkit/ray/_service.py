@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from langchain_batchkit._limits import TOKEN_BURST_SECONDS, _Bucket
+from langchain_batchkit._limits import make_buckets
 
 __all__ = ["ClusterLimiterStats", "RateLimitService"]
 
@@ -82,17 +82,8 @@ class RateLimitService:
     ) -> None:
         self._clock = clock
         now = clock()
-        self._requests = (
-            _Bucket(requests_per_minute * headroom, burst, now)
-            if requests_per_minute is not None
-            else None
-        )
-        self._tokens = (
-            _Bucket(
-                tokens_per_minute * headroom, tokens_per_minute * TOKEN_BURST_SECONDS / 60.0, now
-            )
-            if tokens_per_minute is not None
-            else None
+        self._requests, self._tokens = make_buckets(
+            requests_per_minute, tokens_per_minute, burst=burst, headroom=headroom, now=now
         )
         self._pause_until = -math.inf
         self._n_requests = self._n_waited = self._n_pauses = self._given_back = 0
