@@ -173,6 +173,7 @@ class LimiterStats:
         in_flight: requests currently in flight.
         max_in_flight: the most requests ever in flight at once.
         in_flight_cap: the current cap (``inf`` when none applies).
+        lowest_in_flight_cap: the lowest the cap has been (how hard it backed off).
     """
 
     requests: int
@@ -183,6 +184,7 @@ class LimiterStats:
     in_flight: int
     max_in_flight: int
     in_flight_cap: float
+    lowest_in_flight_cap: float
 
 
 class RateLimit(BaseRateLimiter):
@@ -269,6 +271,7 @@ class RateLimit(BaseRateLimiter):
         self._pace = 1.0  # multiplies both rates; lowered by 429s, recovers on successes
         self._pause_until = -math.inf
         self._cap = float(max_in_flight) if max_in_flight is not None else math.inf
+        self._lowest_cap = self._cap
         self._last_decrease = -math.inf
         self._in_flight = 0
         self._waiters: deque[_Waiter] = deque()
@@ -370,6 +373,7 @@ class RateLimit(BaseRateLimiter):
                 in_flight=self._in_flight,
                 max_in_flight=self._max_seen,
                 in_flight_cap=self._cap,
+                lowest_in_flight_cap=self._lowest_cap,
             )
 
     def estimate(self, messages: Sequence[BaseMessage], params: Mapping[str, Any]) -> int:
@@ -421,6 +425,7 @@ class RateLimit(BaseRateLimiter):
         self._last_decrease = now
         self._pace = max(0.1, self._pace * 0.9)
         self._cap = max(1.0, math.floor(min(self._cap, self._in_flight) * 0.5))
+        self._lowest_cap = min(self._lowest_cap, self._cap)
 
     def _pause(self, until: float) -> None:
         if until > self._pause_until:

@@ -140,9 +140,9 @@ async def test_adaptive_limiter_backs_off_and_recovers_over_http(
     stats = limit.stats()
     assert stats.rate_limited >= 1  # it met the limit ...
     assert stats.pauses >= 1  # ... paused for it ...
-    assert stats.in_flight_cap < 8  # ... and lowered its cap
+    assert stats.lowest_in_flight_cap < 8  # ... and lowered its cap
     assert server.stats().max_admitted_in_window(1.0) <= 5
-    assert server.stats().rate_limited < 10  # far fewer 429s than items
+    assert server.stats().rate_limited < 20  # far fewer 429s than items (40)
     assert all(n == 1 for n in server.stats().answers_per_prompt.values())
 
     # The pushback ends (another endpoint, same limiter): the cap climbs back.
