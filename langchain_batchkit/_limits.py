@@ -9,8 +9,12 @@ that fans out sends more requests than asked for (langchain-ai/langchain #15767)
 
 Waiting is by reservation, never by polling: each request reserves the next free
 slot of the request and token buckets under a lock, then sleeps exactly until
-then. The lock is a thread lock and sleeps happen on the caller's own loop, so
-one limiter can be shared by several batches, chains, threads and event loops.
+then. The lock is a thread lock and sleeps happen where the model call is: on its
+own loop for an async call, blocking its thread for a sync one (``chain.batch``'s
+worker threads, a sync step inside an async chain). So one limiter can be shared
+by several batches, chains, threads and event loops; the cap on requests in
+flight is a :class:`~langchain_batchkit._gate.Gate` that serves both kinds of waiter
+in one first-come-first-served line.
 
 Adaptive: a 429 pauses every new request until its ``Retry-After`` and halves
 the in-flight cap (at most once per cooldown); ``x-ratelimit-remaining-*``
@@ -25,19 +29,19 @@ import math
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.rate_limiters import BaseRateLimiter
 
 from langchain_batchkit._callbacks import ModelEventsOnly, usage_of_response
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._gate import Gate
 from langchain_batchkit._retry import is_rate_limit, retry_after_seconds
 
 __all__ = ["LimiterStats", "RateLimit", "estimate_tokens", "parse_reset"]
@@ -214,7 +218,7 @@ class RateLimit(BaseRateLimiter):
             :func:`estimate_tokens`.
         clock: monotonic seconds (inject a fake clock in tests).
         sleep: async sleep used for waits (inject a fake one in tests).
-        sync_sleep: blocking sleep for :meth:`acquire`.
+        sync_sleep: blocking sleep for :meth:`acquire` and for model calls made in threads.
 
     Example:
         >>> limit = RateLimit(requests_per_minute=500, tokens_per_minute=200_000)
@@ -270,13 +274,11 @@ class RateLimit(BaseRateLimiter):
         )
         self._pace = 1.0  # multiplies both rates; lowered by 429s, recovers on successes
         self._pause_until = -math.inf
-        self._cap = float(max_in_flight) if max_in_flight is not None else math.inf
-        self._lowest_cap = self._cap
+        self._gate = Gate(float(max_in_flight) if max_in_flight is not None else math.inf)
+        self._lowest_cap = self._gate.cap
         self._last_decrease = -math.inf
-        self._in_flight = 0
-        self._waiters: deque[_Waiter] = deque()
         self._calls: dict[UUID, int] = {}
-        self._n_requests = self._n_waited = self._n_429 = self._n_pauses = self._max_seen = 0
+        self._n_requests = self._n_waited = self._n_429 = self._n_pauses = 0
         self._wait_seconds = 0.0
         self.callback = _LimiterCallback(self)
 
@@ -308,9 +310,16 @@ class RateLimit(BaseRateLimiter):
 
     # -- the request gate used through callbacks --------------------------------------------
 
-    async def enter(self, run_id: UUID, tokens: int) -> None:
-        """Wait for a slot in flight and for the rate, then count the request as started."""
-        await self._take_slot()
+    async def enter(self, run_id: UUID, tokens: int, *, bind_to_task: bool = True) -> None:
+        """Wait for a slot in flight and for the rate, then count the request as started.
+
+        A cancelled model call never reports its end, so by default the slot is also
+        freed when the current task ends (:meth:`exit` is a no-op for calls that did
+        report). ``bind_to_task=False`` is for a task that is not the model call's
+        own (a throw-away loop running a sync call's callback): :meth:`exit` alone
+        frees the slot then.
+        """
+        await self._gate.acquire()
         try:
             delay = await self._areserve(tokens)
             while delay > 0:
@@ -319,15 +328,30 @@ class RateLimit(BaseRateLimiter):
                 # reservation stands, wait out the pause too.
                 delay = self._pause_remaining()
         except BaseException:
-            self._give_slot()
+            self._gate.release()
             raise
-        with self._lock:
-            self._calls[run_id] = tokens
+        self._started(run_id, tokens)
         task = asyncio.current_task()
-        if task is not None:
-            # A cancelled model call never reports its end; free its slot when the
-            # task that made it ends (exit() is a no-op for calls that did report).
+        if bind_to_task and task is not None:
             task.add_done_callback(lambda _: self.exit(run_id, error=_ENDED_UNREPORTED))
+
+    def enter_sync(self, run_id: UUID, tokens: int) -> None:
+        """The blocking twin of :meth:`enter`, for a model called from a worker thread.
+
+        The thread waits for a slot, then sleeps (``sync_sleep``) until its
+        reservation. The slot is freed by :meth:`exit` when the call reports its
+        end or error, on whichever thread that happens.
+        """
+        self._gate.acquire_sync()
+        try:
+            delay = self._reserve_blocking(tokens)
+            while delay > 0:
+                self._sync_sleep(delay)
+                delay = self._pause_remaining()
+        except BaseException:
+            self._gate.release()
+            raise
+        self._started(run_id, tokens)
 
     def exit(
         self,
@@ -352,12 +376,13 @@ class RateLimit(BaseRateLimiter):
                 self._on_pushback(now, retry_after)
             elif error is None and self.adaptive:
                 self._pace = min(1.0, self._pace + 0.02)
-                if self._cap != math.inf:
+                cap = self._gate.cap
+                if cap != math.inf:
                     ceiling = float(self.max_in_flight) if self.max_in_flight else math.inf
-                    self._cap = min(ceiling, self._cap + 1.0 / self._cap)
+                    self._gate.cap = min(ceiling, cap + 1.0 / cap)
                 if headers:
                     self._read_headers(now, headers)
-        self._give_slot()
+        self._gate.release()
         if retry_after is not None:
             self._share_pause(retry_after)
 
@@ -370,9 +395,9 @@ class RateLimit(BaseRateLimiter):
                 wait_seconds=self._wait_seconds,
                 rate_limited=self._n_429,
                 pauses=self._n_pauses,
-                in_flight=self._in_flight,
-                max_in_flight=self._max_seen,
-                in_flight_cap=self._cap,
+                in_flight=self._gate.in_flight,
+                max_in_flight=self._gate.max_seen,
+                in_flight_cap=self._gate.cap,
                 lowest_in_flight_cap=self._lowest_cap,
             )
 
@@ -384,14 +409,22 @@ class RateLimit(BaseRateLimiter):
 
     async def _areserve(self, tokens: int) -> float:
         """Reserve one request and ``tokens``; return the seconds to wait."""
+        return self._reserve_blocking(tokens)
+
+    def _reserve_blocking(self, tokens: int) -> float:
+        """:meth:`_areserve` for a blocking caller (the thread may wait on a remote budget)."""
         delay = self._reserve(tokens, blocking=True)
-        assert delay is not None
+        assert delay is not None  # a blocking reservation is always granted
         return delay
 
     def _share_pause(self, seconds: float) -> None:
         """A 429 asked everyone to wait ``seconds``; a shared limiter tells the others."""
 
     # -- internals (state changes happen under the lock) ------------------------------------------
+
+    def _started(self, run_id: UUID, tokens: int) -> None:
+        with self._lock:
+            self._calls[run_id] = tokens
 
     def _pause_remaining(self) -> float:
         with self._lock:
@@ -424,8 +457,9 @@ class RateLimit(BaseRateLimiter):
             return
         self._last_decrease = now
         self._pace = max(0.1, self._pace * 0.9)
-        self._cap = max(1.0, math.floor(min(self._cap, self._in_flight) * 0.5))
-        self._lowest_cap = min(self._lowest_cap, self._cap)
+        cap = max(1.0, math.floor(min(self._gate.cap, self._gate.in_flight) * 0.5))
+        self._gate.cap = cap
+        self._lowest_cap = min(self._lowest_cap, cap)
 
     def _pause(self, until: float) -> None:
         if until > self._pause_until:
@@ -433,7 +467,7 @@ class RateLimit(BaseRateLimiter):
             self._n_pauses += 1
 
     def _read_headers(self, now: float, headers: Mapping[str, str]) -> None:
-        for kind, in_flight_need in (("requests", self._in_flight - 1), ("tokens", None)):
+        for kind, in_flight_need in (("requests", self._gate.in_flight - 1), ("tokens", None)):
             remaining = headers.get(f"x-ratelimit-remaining-{kind}")
             reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
             if remaining is None or reset is None:
@@ -445,59 +479,6 @@ class RateLimit(BaseRateLimiter):
             need = in_flight_need if in_flight_need is not None else sum(self._calls.values())
             if left <= max(0, need):
                 self._pause(now + reset)
-
-    async def _take_slot(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._in_flight < self._cap and not self._waiters:
-                self._count_in()
-                return
-            waiter = _Waiter(loop)
-            self._waiters.append(waiter)
-        try:
-            await waiter.future
-        except BaseException:
-            with self._lock:
-                granted = waiter.granted  # counted in, maybe just as we were cancelled
-                if not granted and waiter in self._waiters:
-                    self._waiters.remove(waiter)
-            if granted:
-                self._give_slot()
-            raise
-
-    def _count_in(self) -> None:
-        self._in_flight += 1
-        self._max_seen = max(self._max_seen, self._in_flight)
-
-    def _give_slot(self) -> None:
-        wake: list[_Waiter] = []
-        with self._lock:
-            self._in_flight -= 1
-            while self._waiters and self._in_flight < self._cap:
-                waiter = self._waiters.popleft()
-                if waiter.future.done() or waiter.loop.is_closed():
-                    continue  # cancelled while queued, or its loop is gone: not counted in
-                waiter.granted = True
-                self._count_in()
-                wake.append(waiter)
-        for waiter in wake:
-            waiter.loop.call_soon_threadsafe(_grant, waiter.future)
-
-
-class _Waiter:
-    """A request queued for a slot in flight, on the loop it waits in."""
-
-    __slots__ = ("future", "granted", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.granted = False
-
-
-def _grant(future: asyncio.Future[None]) -> None:
-    if not future.done():  # else cancelled after being counted in: its waiter hands it on
-        future.set_result(None)
 
 
 def _positive(value: object) -> bool:
@@ -512,8 +493,21 @@ def _positive(value: object) -> bool:
 class _LimiterCallback(AsyncCallbackHandler, ModelEventsOnly):
     """Routes model-call callbacks of every nested run to one :class:`RateLimit`.
 
+    One handler object serves LangChain's async and sync callback managers (a sync
+    step nested in an async chain hands it from one to the other), and they call
+    it differently: the async manager awaits a coroutine function, the sync one
+    calls the method and runs a coroutine it gets back on a throw-away event loop,
+    ignoring its errors. So each event resolves when it is looked up: a coroutine
+    function when an event loop runs in this thread (the model call is on that
+    loop), a blocking function otherwise (a worker thread, which waits for its
+    turn right there).
+
     ``raise_error``: if the limiter itself fails, the model call fails (that item's
-    error) instead of LangChain logging it and sending the request unpaced.
+    error) instead of LangChain logging it and sending the request unpaced. The one
+    exception is a sync model call made on a loop's own thread (``llm.invoke`` in a
+    Jupyter cell): langchain-core runs the coroutine on a throw-away loop, where it
+    still waits its turn and holds its slot until the call ends, but core only logs
+    its errors.
     """
 
     run_inline = True
@@ -522,55 +516,83 @@ class _LimiterCallback(AsyncCallbackHandler, ModelEventsOnly):
     def __init__(self, limit: RateLimit) -> None:
         self._limit = limit
 
-    async def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        params = kwargs.get("invocation_params") or {}
-        flat = [m for group in messages for m in group]
-        await self._limit.enter(run_id, self._limit.estimate(flat, params))
+    @property
+    def on_chat_model_start(self) -> Callable[..., Any]:
+        """Wait for a chat request's turn (see the class docs for sync and async)."""
+        return self._starter(_chat_messages)
 
-    async def on_llm_start(
-        self,
-        serialized: dict[str, Any],
-        prompts: list[str],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        params = kwargs.get("invocation_params") or {}
-        from langchain_core.messages import HumanMessage
+    @property
+    def on_llm_start(self) -> Callable[..., Any]:
+        """Wait for a completion request's turn."""
+        return self._starter(_prompt_messages)
 
-        await self._limit.enter(
-            run_id, self._limit.estimate([HumanMessage(p) for p in prompts], params)
-        )
+    @property
+    def on_llm_end(self) -> Callable[..., Any]:
+        """Free the request's slot and learn from its usage and headers."""
+        return _awaitable_on_a_loop(self._ended)
 
-    async def on_llm_end(
-        self,
-        response: LLMResult,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
+    @property
+    def on_llm_error(self) -> Callable[..., Any]:
+        """Free the request's slot and learn from its error (a 429 backs off)."""
+        return _awaitable_on_a_loop(self._failed)
+
+    def _starter(self, as_messages: Callable[[Any], list[BaseMessage]]) -> Callable[..., Any]:
+        limit = self._limit
+        loop = _running_loop()
+
+        def tokens(inputs: Any, kwargs: Mapping[str, Any]) -> int:
+            return limit.estimate(as_messages(inputs), kwargs.get("invocation_params") or {})
+
+        if loop is None:
+
+            def start(serialized: Any, inputs: Any, *, run_id: UUID, **kw: Any) -> None:
+                limit.enter_sync(run_id, tokens(inputs, kw))
+
+            return start
+
+        async def astart(serialized: Any, inputs: Any, *, run_id: UUID, **kw: Any) -> None:
+            # On another loop, a sync manager called on this loop's thread runs us on a
+            # throw-away loop whose task ends at once: only exit() may free the slot.
+            on_own_loop = asyncio.get_running_loop() is loop
+            await limit.enter(run_id, tokens(inputs, kw), bind_to_task=on_own_loop)
+
+        return astart
+
+    def _ended(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         used, headers = _usage_and_headers(response)
         self._limit.exit(run_id, used_tokens=used, headers=headers)
 
-    async def on_llm_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def _failed(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._limit.exit(run_id, error=error)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _awaitable_on_a_loop(event: Callable[..., None]) -> Callable[..., Any]:
+    """``event`` in a worker thread; on a loop, a coroutine function doing the same.
+
+    Whoever calls an ``AsyncCallbackHandler``'s event on a loop may await it.
+    """
+    if _running_loop() is None:
+        return event
+
+    async def aevent(*args: Any, **kwargs: Any) -> None:
+        event(*args, **kwargs)
+
+    return aevent
+
+
+def _chat_messages(messages: list[list[BaseMessage]]) -> list[BaseMessage]:
+    return [m for group in messages for m in group]
+
+
+def _prompt_messages(prompts: list[str]) -> list[BaseMessage]:
+    return [HumanMessage(p) for p in prompts]
 
 
 def _usage_and_headers(response: LLMResult) -> tuple[int | None, Mapping[str, str] | None]:

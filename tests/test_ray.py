@@ -23,7 +23,7 @@ pytest.importorskip("ray.data")
 
 import pyarrow.parquet as pq  # type: ignore[import-untyped]  # noqa: E402
 from langchain_core.messages import AIMessage  # noqa: E402
-from langchain_core.runnables import Runnable, RunnableLambda  # noqa: E402
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda  # noqa: E402
 from langchain_openai import ChatOpenAI  # noqa: E402
 
 import langchain_batchkit.ray as batchkit_ray  # noqa: E402
@@ -402,6 +402,25 @@ def test_a_limiter_whose_budget_is_gone_fails_the_call_instead_of_sending_it_unp
     assert [r.ok for r in results] == [False, False]
     assert all(r.error is not None and "Actor" in r.error.type for r in results)
     assert llm.calls == 0
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_sync_model_calls_in_worker_threads_reserve_from_the_shared_budget() -> None:
+    limit = ClusterRateLimit(requests_per_minute=6000, max_in_flight=2)
+    limiter = limit.limiter()
+    llm = FakeChatModel()
+    config: RunnableConfig = {"callbacks": [limiter.callback], "max_concurrency": 4}
+
+    answers = llm.batch(["a", "b", "c", "d"], config=config)
+
+    assert [a.content for a in answers] == ["echo: a", "echo: b", "echo: c", "echo: d"]
+    assert limit.stats().requests == 4
+    assert llm.max_in_flight <= 2
+    assert limiter.stats().in_flight == 0
+    limit.close()
+    with pytest.raises(ray.exceptions.RayActorError):  # gone: fails, never sent unpaced
+        llm.invoke("e", config=config)
+    assert llm.calls == 4
 
 
 @pytest.mark.usefixtures("ray_cluster")

@@ -181,7 +181,9 @@ class _SharedBudgetLimit(RateLimit):
     """A :class:`RateLimit` whose requests and tokens are reserved from a Ray actor.
 
     The in-flight cap, the adaptive cap and the local pause stay in this process.
-    Messages the actor need
+    An async model call awaits its reservation on its loop; a sync one (a worker
+    thread) blocks on it with ``ray.get`` (the ``_reserve`` override below serves
+    both that and LangChain's ``acquire``). Messages the actor need
     not answer (a pause, tokens given back) are sent without waiting, and their
     replies are collected before the next reservation, so a failure there surfaces
     instead of vanishing. If the actor cannot be reached, the model call fails
