@@ -14,6 +14,13 @@ batcher owns no task. Each batch runs in its own task, tracked until it ends,
 and ``concurrency`` caps how many run at once. Time comes from an injectable
 clock and sleep (the loop's by default), so tests run on a :class:`FakeClock`.
 
+Sync ``invoke`` never makes an event loop of its own: from a thread beside the
+loop the batcher serves it joins that loop's batches; with no such loop it runs
+the target's own sync path (``batch``, or the sync batch function) as a batch of
+one, as langchain-core would. Running the target's async path on a private loop
+would bind the clients it caches (langchain-openai's pooled HTTP client) to that
+loop, and break the caller's next ``ainvoke`` on its own loop.
+
 Errors, per caller: a wrapped runnable runs with ``return_exceptions=True``, so
 each caller gets its own output or its own exception; an exception raised by the
 whole call (or a result list of the wrong length) goes to every caller of that
@@ -39,7 +46,6 @@ from typing import Any, Generic, TypeVar, cast
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from langchain_batchkit._errors import BatchkitError, ConfigurationError
-from langchain_batchkit._sync import run_sync
 
 __all__ = ["BatchOutputMismatchError", "BatcherStoppedError", "MicroBatcher"]
 
@@ -109,12 +115,16 @@ class _Call(Generic[InputT, OutputT]):
 
 
 class _LoopState(Generic[InputT, OutputT]):
-    """Everything bound to the one event loop the batcher currently serves."""
+    """Everything bound to the one event loop the batcher currently serves.
 
-    __slots__ = ("flusher", "loop", "queue", "running", "slots", "wakeup")
+    Made inside that loop, so ``thread`` is the id of the thread running it.
+    """
+
+    __slots__ = ("flusher", "loop", "queue", "running", "slots", "thread", "wakeup")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, concurrency: int | None) -> None:
         self.loop = loop
+        self.thread = threading.get_ident()
         self.queue: deque[_Call[InputT, OutputT]] = deque()
         self.wakeup = asyncio.Event()
         self.slots = asyncio.Semaphore(concurrency) if concurrency else None
@@ -124,6 +134,10 @@ class _LoopState(Generic[InputT, OutputT]):
     @property
     def idle(self) -> bool:
         return not self.queue and not self.running and self.flusher is None
+
+    def serves_another_thread(self) -> bool:
+        """True while the loop runs in a thread other than the caller's (calls can join it)."""
+        return self.loop.is_running() and self.thread != threading.get_ident()
 
 
 class MicroBatcher(Runnable[InputT, OutputT]):
@@ -138,7 +152,9 @@ class MicroBatcher(Runnable[InputT, OutputT]):
             caller's config kept), or a batch function taking a ``list`` of inputs and
             returning one result per input in order, async (awaited) or sync (run in
             ``executor``, off the loop). A batch function may put an ``Exception`` in
-            a caller's slot to fail that caller alone.
+            a caller's slot to fail that caller alone. Sync :meth:`invoke` with no
+            loop serving the batcher needs a sync path: a Runnable's ``batch`` or a
+            sync batch function.
         max_batch_size: most items per batch call; a full batch is flushed at once.
         max_queue_time: seconds the oldest queued item may wait for company (0: flush
             whatever arrived in the same loop iteration).
@@ -254,19 +270,26 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         """Sync twin of :meth:`ainvoke`, for threads beside the loop the batcher runs on.
 
         Called from another thread while the batcher serves a running loop, the item
-        joins that loop's batches. With no such loop it runs alone, as a batch of one.
+        joins that loop's batches. With no such loop it runs alone, as a batch of one,
+        on the target's own sync path: a Runnable's ``batch``, a sync batch function
+        called in this thread. It never runs the target on a private event loop: a
+        client the target caches (langchain-openai's pooled async HTTP client) is
+        bound to the loop that first used it, and would then fail on the caller's.
+
+        Raises:
+            BatcherStoppedError: the batcher was stopped.
+            ConfigurationError: the target is an async batch function and no loop
+                serves the batcher: ``await ainvoke`` instead.
+            Exception: this input's own error, or the error of its batch call.
         """
         _refuse_kwargs(kwargs)
         if self._stopped:
             raise BatcherStoppedError(f"{self._label} is stopped; it takes no new calls")
         state = self._state
-        if state is not None and state.loop.is_running() and not _runs_in_this_thread(state.loop):
+        if state is not None and state.serves_another_thread():
             submitted = asyncio.run_coroutine_threadsafe(self.ainvoke(input, config), state.loop)
             return submitted.result()
-        return run_sync(self._alone(input, ensure_config(config)))
-
-    async def _alone(self, input: InputT, config: RunnableConfig) -> OutputT:
-        [output] = await self._call_target([input], [config])
+        [output] = self._call_target_sync([input], [ensure_config(config)])
         if isinstance(output, Exception):
             raise output
         return output
@@ -431,7 +454,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         self, inputs: list[InputT], configs: list[RunnableConfig]
     ) -> Sequence[OutputT | Exception]:
         target = self.target
-        outputs: Sequence[OutputT | Exception]
+        outputs: object
         if isinstance(target, Runnable):
             outputs = await target.abatch(inputs, configs, return_exceptions=True)
         elif self._is_async_fn:
@@ -439,21 +462,51 @@ class MicroBatcher(Runnable[InputT, OutputT]):
             outputs = await fn(inputs)
         else:
             loop = asyncio.get_running_loop()
-            result: object = await loop.run_in_executor(self._executor, target, inputs)
-            if inspect.isawaitable(result):
-                result = await result
-            outputs = cast(Sequence[OutputT], result)
+            outputs = await loop.run_in_executor(self._executor, target, inputs)
+            if inspect.isawaitable(outputs):
+                outputs = await outputs
+        return self._checked(outputs, len(inputs))
+
+    def _call_target_sync(
+        self, inputs: list[InputT], configs: list[RunnableConfig]
+    ) -> Sequence[OutputT | Exception]:
+        """The target's sync path, in this thread: what :meth:`invoke` runs alone."""
+        target = self.target
+        if self._is_async_fn:
+            raise self._no_loop_error()
+        outputs: object
+        if isinstance(target, Runnable):
+            outputs = target.batch(inputs, configs, return_exceptions=True)
+        else:
+            outputs = target(inputs)
+            if inspect.isawaitable(outputs):
+                if inspect.iscoroutine(outputs):
+                    outputs.close()  # never awaited: closed, so no "never awaited" warning
+                raise self._no_loop_error()
+        return self._checked(outputs, len(inputs))
+
+    def _no_loop_error(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"{self._label}.invoke() cannot run the async batch function "
+            f"{_name_of(self.target)}: no event loop serves the batcher from another "
+            f"thread, and it never makes a private one. `await {self._label}.ainvoke(...)` "
+            "instead, or call invoke() from a thread beside the loop that serves the batcher"
+        )
+
+    def _checked(self, outputs: object, n_inputs: int) -> Sequence[OutputT | Exception]:
+        """``outputs`` as one result per input, or the error every caller of the batch gets."""
+        name = _name_of(self.target)
         if isinstance(outputs, str | bytes) or not isinstance(outputs, Sequence):
             raise BatchOutputMismatchError(
-                f"{_name_of(target)} must return a sequence with one result per input, "
+                f"{name} must return a sequence with one result per input, "
                 f"got {type(outputs).__name__}"
             )
-        if len(outputs) != len(inputs):
+        if len(outputs) != n_inputs:
             raise BatchOutputMismatchError(
-                f"{_name_of(target)} returned {len(outputs)} result(s) for {len(inputs)} "
+                f"{name} returned {len(outputs)} result(s) for {n_inputs} "
                 "input(s); results are matched to callers by position, so none can be used"
             )
-        return outputs
+        return cast(Sequence[OutputT | Exception], outputs)
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -468,13 +521,6 @@ def _name_of(target: object) -> str:
     if isinstance(target, Runnable):
         return target.get_name()
     return str(getattr(target, "__qualname__", None) or type(target).__name__)
-
-
-def _runs_in_this_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return getattr(loop, "_thread_id", None) == threading.get_ident()
 
 
 def _refuse_kwargs(kwargs: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from langchain_batchkit._errors import BatchkitError, ConfigurationError
 from langchain_batchkit._microbatch import (
@@ -20,7 +22,8 @@ from langchain_batchkit._microbatch import (
     BatchOutputMismatchError,
     MicroBatcher,
 )
-from langchain_batchkit.testing import FakeClock
+from langchain_batchkit.testing import FakeClock, FakeServerConfig
+from langchain_batchkit.testing.pytest_plugin import FakeServerFactory
 
 
 class Recorder:
@@ -318,6 +321,91 @@ def test_sync_invoke_without_a_running_loop_is_a_batch_of_one() -> None:
 
     assert b.invoke(2) == 6
     assert seen == [[2]]
+
+
+def two_path_lambda(paths: list[str]) -> RunnableLambda[int, int]:
+    """Triples its input, recording which path ran: the sync func or the async afunc."""
+
+    def func(x: int) -> int:
+        paths.append("sync")
+        return x * 3
+
+    async def afunc(x: int) -> int:
+        paths.append("async")
+        return x * 3
+
+    return RunnableLambda(func, afunc=afunc)
+
+
+def test_sync_invoke_without_a_loop_runs_a_runnables_sync_path() -> None:
+    paths: list[str] = []
+    b = MicroBatcher(two_path_lambda(paths), max_batch_size=8)
+
+    assert b.invoke(2) == 6
+    assert paths == ["sync"]
+
+
+def test_sync_invoke_without_a_loop_raises_the_inputs_own_error() -> None:
+    def refuse(x: int) -> int:
+        raise ValueError(f"refusing {x}")
+
+    b = MicroBatcher(RunnableLambda(refuse))
+
+    with pytest.raises(ValueError, match="refusing 2"):
+        b.invoke(2)
+
+
+def test_sync_invoke_without_a_loop_refuses_an_async_batch_function() -> None:
+    fn = Recorder()
+    b = MicroBatcher(fn)
+
+    with pytest.raises(ConfigurationError, match=r"await MicroBatcher\(Recorder\)\.ainvoke"):
+        b.invoke(1)
+    assert fn.batches == []
+
+
+def test_sync_invoke_refuses_a_sync_function_that_returns_an_awaitable() -> None:
+    recorder = Recorder()
+
+    def deferred(items: list[int]) -> Any:
+        return recorder(items)
+
+    with pytest.raises(ConfigurationError, match="ainvoke"):
+        MicroBatcher(deferred).invoke(1)
+    assert recorder.batches == []
+
+
+async def test_sync_invoke_on_the_serving_loops_own_thread_runs_alone_without_deadlock(
+    clock: FakeClock,
+) -> None:
+    paths: list[str] = []
+    b = batcher(two_path_lambda(paths), clock, max_batch_size=2, max_queue_time=0.0)
+    assert await b.ainvoke(1) == 3  # the batcher now serves this loop, in this thread
+
+    assert b.invoke(2) == 6
+
+    assert paths == ["async", "sync"]
+
+
+def test_sync_invoke_and_the_callers_own_loop_share_one_chatopenai(
+    fake_openai_server_factory: FakeServerFactory,
+) -> None:
+    # langchain-openai caches one pooled async client per model; had invoke() run the
+    # model's async path on a private loop, the caller's asyncio.run would find its
+    # connections bound to that other (closed) loop.
+    server = fake_openai_server_factory(FakeServerConfig())
+    llm = ChatOpenAI(
+        model="gpt-4o-mini", base_url=server.base_url, api_key=SecretStr("sk-test"), max_retries=0
+    )
+
+    first = MicroBatcher(llm).invoke("one")
+    second = asyncio.run(llm.ainvoke("two"))
+    third = MicroBatcher(llm).invoke("three")
+
+    assert [m.content for m in (first, second, third)] == ["echo: one", "echo: two", "echo: three"]
+    stats = server.stats()
+    assert dict(stats.responses_by_status) == {200: 3}
+    assert stats.dropped == 0
 
 
 # --------------------------------------------------------------------------- lifecycle

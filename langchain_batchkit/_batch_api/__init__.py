@@ -3,8 +3,9 @@
 Modules, one concern each: ``_chain`` (split a chain around its model),
 ``_requests`` (request lines, job planning), ``_responses`` (result lines,
 messages), ``_state`` (item and job transitions), ``_store`` (SQLite state),
-``_provider`` (the OpenAI calls), ``_jobs`` (the job loop), ``_options`` and
-``_errors`` (values), ``_runner`` (the public :class:`BatchAPIRunner`).
+``_provider`` (the OpenAI calls), ``_jobs`` (the job loop), ``_private_loop``
+(the job I/O of sync calls), ``_options`` and ``_errors`` (values), ``_runner``
+(the public :class:`BatchAPIRunner`).
 """
 
 from langchain_batchkit._batch_api._errors import (

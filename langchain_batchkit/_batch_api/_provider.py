@@ -2,9 +2,11 @@
 
 The client is a copy of the ChatOpenAI's ``root_async_client`` (same key, base
 URL, organization, headers, timeout and retries), given a fresh HTTP connection
-pool for the run unless the model brought its own ``http_async_client``: a run's
-event loop (a private one for sync calls) must not reuse connections opened on
-another loop. The key stays inside the client; nothing here reads or logs it.
+pool for the run: a run's event loop must not reuse connections opened on
+another loop. An async run on the caller's loop uses the model's own
+``http_async_client`` when it brought one (it belongs to that loop); a sync run,
+whose job I/O runs on a private loop, never does. The key stays inside the
+client; nothing here reads or logs it.
 """
 
 from __future__ import annotations
@@ -35,9 +37,17 @@ class OpenAIBatches:
         self._owned = owned
 
     @classmethod
-    def for_model(cls, model: ChatOpenAI) -> OpenAIBatches:
+    def for_model(cls, model: ChatOpenAI, *, private_loop: bool = False) -> OpenAIBatches:
+        """The model's client settings with a connection pool fit for the current loop.
+
+        Args:
+            model: the ChatOpenAI whose key, base URL and client settings are used.
+            private_loop: the calls run on a private loop (a sync run), so the model's
+                own ``http_async_client``, bound to the caller's loop, is never used: a
+                fresh default one is made (its proxy or TLS settings do not apply).
+        """
         root: openai.AsyncOpenAI = model.root_async_client
-        if model.http_async_client is not None:
+        if model.http_async_client is not None and not private_loop:
             return cls(root, owned=False)
         return cls(root.copy(http_client=openai.DefaultAsyncHttpxClient()), owned=True)
 

@@ -7,13 +7,23 @@ on the returned messages. The result is the same :class:`BatchResult` the online
 engine returns: one :class:`ItemResult` per input, keyed by index, with the
 model's token usage. Job state lives in SQLite, so a process that restarts with
 the same ``state_path`` resumes polling the jobs it already paid for.
+
+A run goes through three phases (:class:`_Run`): prepare the requests from the
+local steps before the model, drive the jobs, finish with the local steps after
+the model. The sync and async drivers differ only in how they run the local
+steps and where the job I/O runs. ``run`` never runs the user's chain on a
+private event loop: its local steps go through ``kit.batch`` (the chain's sync
+path), and only the runner's own job I/O runs on a private loop, with an openai
+client made for it. ``arun`` does everything on the caller's loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import openai
@@ -24,6 +34,7 @@ from langchain_batchkit._batch_api._chain import ChainParts, split_chain
 from langchain_batchkit._batch_api._errors import BatchStateError
 from langchain_batchkit._batch_api._jobs import JobLoop
 from langchain_batchkit._batch_api._options import BatchAPIOptions
+from langchain_batchkit._batch_api._private_loop import run_on_private_loop
 from langchain_batchkit._batch_api._provider import OpenAIBatches
 from langchain_batchkit._batch_api._requests import PreparedRequest, RequestBuilder
 from langchain_batchkit._batch_api._responses import message_from_body
@@ -31,8 +42,7 @@ from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._batch_api._store import JobStore, running_batch_ids
 from langchain_batchkit._errors import BatchkitError, ConfigurationError
 from langchain_batchkit._results import BatchResult, ItemError, ItemResult, TokenUsage
-from langchain_batchkit._runner import batchkit
-from langchain_batchkit._sync import run_sync
+from langchain_batchkit._runner import BatchKit, batchkit
 
 __all__ = ["BatchAPIRunner"]
 
@@ -105,43 +115,53 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         running event loop too (a Jupyter cell). Never raises because an item failed:
         rejected requests, expired or cancelled jobs and parser errors are item errors.
 
+        The local steps run on the chain's sync path (``kit.batch``), never on a
+        private event loop, so the chain's cached clients stay usable from the
+        caller's own loop. Only the job I/O runs on a private loop, through a client
+        made for this run: the model's ``http_async_client``, if it brought one, is
+        bound to the caller's loop and is not used; a default one is made instead
+        (use :meth:`arun` for that client's proxy or TLS settings to apply). A
+        KeyboardInterrupt while waiting cancels the job loop (the jobs keep running
+        at the provider; a run with the same ``state_path`` resumes them) and
+        propagates.
+
         Args:
             inputs: the chain's inputs (read into a list: every request is needed up front).
             config: RunnableConfig for the local steps (callbacks, tags, metadata).
         """
-        return run_sync(self.arun(inputs, config))
+        pairs = list(enumerate(inputs))
+        with self._exclusive():
+            return self._execute(_Run(self, pairs, config, self.state_path))
 
     async def arun(
         self, inputs: Iterable[InputT], config: RunnableConfig | None = None
     ) -> BatchResult[InputT, OutputT]:
-        """Async twin of :meth:`run`."""
+        """Async twin of :meth:`run`: local steps and job I/O on the caller's loop."""
         pairs = list(enumerate(inputs))
-        if self._running and self.state_path is not None:
-            raise BatchkitError(f"{self!r} is already running on this state file")
-        self._running = True
-        self._cancel_requested = False
-        try:
-            return await self._execute(pairs, config, self.state_path, n_items=len(pairs))
-        finally:
-            self._running = False
+        with self._exclusive():
+            return await self._aexecute(_Run(self, pairs, config, self.state_path))
 
     def cancel(self) -> list[str]:
         """Cancel the jobs of the running run and of the state file that are not finished.
 
         A run waiting on them then ends with their unfinished items as
         :class:`BatchJobUnfinishedError` errors (status ``"cancelled"``); answers that
-        arrived before the cancellation are kept. Returns the cancelled job ids.
+        arrived before the cancellation are kept. Returns the cancelled job ids. The
+        calls run on a private loop, with a client made for them (as in :meth:`run`).
         """
-        return run_sync(self.acancel())
+        return run_on_private_loop(self._cancel_jobs(private_loop=True))
 
     async def acancel(self) -> list[str]:
         """Async twin of :meth:`cancel`."""
+        return await self._cancel_jobs(private_loop=False)
+
+    async def _cancel_jobs(self, *, private_loop: bool) -> list[str]:
         self._cancel_requested = True
         batch_ids = set(self._live)
         if self.state_path is not None:
             batch_ids |= running_batch_ids(self.state_path)
         cancelled = []
-        async with OpenAIBatches.for_model(self.parts.model) as api:
+        async with OpenAIBatches.for_model(self.parts.model, private_loop=private_loop) as api:
             for batch_id in sorted(batch_ids):
                 try:
                     await api.cancel(batch_id)
@@ -152,165 +172,243 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
             logger.info("cancelled %d job(s): %s", len(cancelled), cancelled)
         return cancelled
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One run at a time on a state file; a new run clears an old cancellation."""
+        if self._running and self.state_path is not None:
+            raise BatchkitError(f"{self!r} is already running on this state file")
+        self._running = True
+        self._cancel_requested = False
+        try:
+            yield
+        finally:
+            self._running = False
+
     # -- BatchResult.retry_failed() ------------------------------------------------------
 
     def _rerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
-        return run_sync(self._arerun(pairs, config))
+        """Re-run some items (in new jobs, state in memory), keeping their indices."""
+        return self._execute(_Run(self, list(pairs), config, None))
 
     async def _arerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
-        """Re-run some items (in new jobs, state in memory), keeping their indices."""
-        return await self._execute(list(pairs), config, None, n_items=len(pairs))
+        """Async twin of :meth:`_rerun`."""
+        return await self._aexecute(_Run(self, list(pairs), config, None))
 
-    # -- one run -------------------------------------------------------------------------
+    # -- the two drivers of a run's phases -----------------------------------------------
 
-    async def _execute(
+    def _execute(self, run: _Run[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
+        """Sync: local steps through ``kit.batch`` here; job I/O on a private loop."""
+        before = run.before_model()
+        run.prepare(before.kit.batch(before.inputs, run.config) if before else None)
+        if run.requests:
+            run_on_private_loop(run.drive(private_loop=True))
+        after = run.after_model()
+        return run.finish(after.kit.batch(after.inputs, run.config) if after else None)
+
+    async def _aexecute(self, run: _Run[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
+        """Async: local steps through ``kit.abatch`` and job I/O, all on this loop."""
+        before = run.before_model()
+        run.prepare(await before.kit.abatch(before.inputs, run.config) if before else None)
+        if run.requests:
+            await run.drive(private_loop=False)
+        after = run.after_model()
+        return run.finish(await after.kit.abatch(after.inputs, run.config) if after else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalStep:
+    """Local steps of the chain to run over some inputs, results keyed by position."""
+
+    kit: BatchKit[Any, Any]
+    inputs: list[Any]
+
+
+class _Run(Generic[InputT, OutputT]):
+    """One run's state between its phases: the drivers only choose how each runs.
+
+    1. :meth:`before_model` names the local steps before the model; :meth:`prepare`
+       builds each item's request from their results.
+    2. :meth:`drive` runs the jobs (the only phase doing I/O here: the provider's
+       calls and the state file).
+    3. :meth:`after_model` turns answers into messages and names the local steps
+       after the model; :meth:`finish` builds the results from theirs.
+
+    A driver runs the named local steps (sync or async) and hands their results on.
+    """
+
+    __slots__ = (
+        "answered_at",
+        "config",
+        "failed",
+        "inputs",
+        "items",
+        "messages",
+        "pairs",
+        "requests",
+        "runner",
+        "start",
+        "state_path",
+    )
+
+    def __init__(
         self,
+        runner: BatchAPIRunner[InputT, OutputT],
         pairs: list[tuple[int, InputT]],
         config: RunnableConfig | None,
         state_path: str | None,
-        *,
-        n_items: int,
-    ) -> BatchResult[InputT, OutputT]:
-        clock = self.options.clock
-        start = clock()
-        inputs = dict(pairs)
-        failed_locally, requests = await self._prepare(pairs, config)
-        items: dict[int, ItemState] = {}
-        if requests:
-            store = JobStore(state_path)
-            try:
-                run_id = store.begin(n_items=n_items)
-                items, fresh = _reconcile(store.load_items(), requests, state_path)
-                store.save(items=fresh)
-                jobs = store.load_jobs()
-                if jobs:
-                    logger.info(
-                        "resuming run %s from %s: %d job(s), %d still running",
-                        run_id,
-                        state_path,
-                        len(jobs),
-                        sum(not job.collected for job in jobs),
-                    )
-                async with OpenAIBatches.for_model(self.parts.model) as api:
-                    await JobLoop(
-                        run_id=run_id,
-                        items=items,
-                        jobs=jobs,
-                        requests=requests,
-                        store=store,
-                        api=api,
-                        options=self.options,
-                        live=self._live,
-                        cancelled=lambda: self._cancel_requested,
-                    ).drive()
-            finally:
-                store.close()
-        finished = await self._finish(items, inputs, config, start)
-        return BatchResult(
-            [*failed_locally, *finished],
-            wall_time=clock() - start,
-            rerunner=self,
-            config=config,
-        )
+    ) -> None:
+        self.runner = runner
+        self.pairs = pairs
+        self.config = config
+        self.state_path = state_path
+        self.start = runner.options.clock()
+        self.inputs = dict(pairs)
+        self.failed: list[ItemResult[InputT, OutputT]] = []
+        self.requests: dict[int, PreparedRequest] = {}
+        self.items: dict[int, ItemState] = {}
+        self.messages: dict[int, AIMessage] = {}
+        self.answered_at = self.start
 
-    async def _prepare(
-        self, pairs: list[tuple[int, InputT]], config: RunnableConfig | None
-    ) -> tuple[list[ItemResult[InputT, OutputT]], dict[int, PreparedRequest]]:
-        """Run the local steps before the model and build each item's request."""
-        failed: list[ItemResult[InputT, OutputT]] = []
+    def _local(self, step: Runnable[Any, Any] | None, inputs: list[Any]) -> _LocalStep | None:
+        if step is None or not inputs:
+            return None
+        kit = batchkit(
+            step,
+            max_concurrency=self.runner.options.local_concurrency,
+            retry=None,
+            progress=False,
+        )
+        return _LocalStep(kit, inputs)
+
+    # -- 1. before the model -------------------------------------------------------------
+
+    def before_model(self) -> _LocalStep | None:
+        """The local steps before the model, over every input; None if there are none."""
+        return self._local(self.runner.parts.pre, [x for _, x in self.pairs])
+
+    def prepare(self, pre: BatchResult[Any, Any] | None) -> None:
+        """Build each item's request from its model input (``pre``'s output, or the input)."""
         model_inputs: dict[int, Any] = {}
-        if self.parts.pre is None:
-            model_inputs = dict(pairs)
+        if pre is None:
+            model_inputs = dict(self.pairs)
         else:
-            kit = batchkit(
-                self.parts.pre,
-                max_concurrency=self.options.local_concurrency,
-                retry=None,
-                progress=False,
-            )
-            results = await kit.abatch([x for _, x in pairs], config)
-            for position, (idx, x) in enumerate(pairs):
-                pre = results.by_index(position)
-                if pre.error is not None:
-                    failed.append(ItemResult(idx, x, error=pre.error))
+            for position, (idx, x) in enumerate(self.pairs):
+                done = pre.by_index(position)
+                if done.error is not None:
+                    self.failed.append(ItemResult(idx, x, error=done.error))
                 else:
-                    model_inputs[idx] = pre.output
-        inputs = dict(pairs)
-        requests: dict[int, PreparedRequest] = {}
+                    model_inputs[idx] = done.output
         for idx, model_input in model_inputs.items():
             try:
-                requests[idx] = self._builder.build(model_input)
+                self.requests[idx] = self.runner._builder.build(model_input)
             except Exception as exc:
-                failed.append(ItemResult(idx, inputs[idx], error=ItemError.from_exception(exc)))
-        return failed, requests
+                error = ItemError.from_exception(exc)
+                self.failed.append(ItemResult(idx, self.inputs[idx], error=error))
 
-    async def _finish(
-        self,
-        items: Mapping[int, ItemState],
-        inputs: Mapping[int, InputT],
-        config: RunnableConfig | None,
-        start: float,
-    ) -> list[ItemResult[InputT, OutputT]]:
-        """Turn answers into messages, run the local steps after the model, build results."""
-        now = self.options.clock()
-        results: list[ItemResult[InputT, OutputT]] = []
-        messages: dict[int, AIMessage] = {}
-        for idx, state in sorted(items.items()):
+    # -- 2. the jobs ---------------------------------------------------------------------
+
+    async def drive(self, *, private_loop: bool) -> None:
+        """Create, poll and collect the jobs of every request, through the state file.
+
+        Args:
+            private_loop: this runs on a private loop (a sync run): the client is made
+                without the model's ``http_async_client`` (see :class:`OpenAIBatches`).
+        """
+        runner = self.runner
+        store = JobStore(self.state_path)
+        try:
+            run_id = store.begin(n_items=len(self.pairs))
+            self.items, fresh = _reconcile(store.load_items(), self.requests, self.state_path)
+            store.save(items=fresh)
+            jobs = store.load_jobs()
+            if jobs:
+                logger.info(
+                    "resuming run %s from %s: %d job(s), %d still running",
+                    run_id,
+                    self.state_path,
+                    len(jobs),
+                    sum(not job.collected for job in jobs),
+                )
+            model = runner.parts.model
+            async with OpenAIBatches.for_model(model, private_loop=private_loop) as api:
+                await JobLoop(
+                    run_id=run_id,
+                    items=self.items,
+                    jobs=jobs,
+                    requests=self.requests,
+                    store=store,
+                    api=api,
+                    options=runner.options,
+                    live=runner._live,
+                    cancelled=lambda: runner._cancel_requested,
+                ).drive()
+        finally:
+            store.close()
+
+    # -- 3. after the model --------------------------------------------------------------
+
+    def after_model(self) -> _LocalStep | None:
+        """Turn answers into messages; the local steps after the model, over them."""
+        runner = self.runner
+        now = self.answered_at = runner.options.clock()
+        for idx, state in sorted(self.items.items()):
             error = state.error
             if state.status == "succeeded" and state.response is not None:
                 try:
-                    messages[idx] = message_from_body(
-                        self.parts.model, self._builder, state.response
+                    self.messages[idx] = message_from_body(
+                        runner.parts.model, runner._builder, state.response
                     )
                     continue
                 except Exception as exc:
                     error = ItemError.from_exception(exc)
-            results.append(self._result(state, inputs[idx], None, error, None, now - start))
-        outputs: dict[int, tuple[object, ItemError | None]] = {
-            idx: (message, None) for idx, message in messages.items()
-        }
-        if self.parts.post is not None and messages:
-            order = list(messages)
-            kit = batchkit(
-                self.parts.post,
-                max_concurrency=self.options.local_concurrency,
-                retry=None,
-                progress=False,
+            self.failed.append(
+                _result(state, self.inputs[idx], None, error, None, now - self.start)
             )
-            post = await kit.abatch([messages[idx] for idx in order], config)
-            for position, idx in enumerate(order):
-                done = post.by_index(position)
-                outputs[idx] = (done.output, done.error)
-        for idx, (output, error) in outputs.items():
-            state = items[idx]
-            latency = (state.finished_at or now) - start
-            usage = TokenUsage.from_output(messages[idx])
-            results.append(self._result(state, inputs[idx], output, error, usage, latency))
-        return results
+        return self._local(runner.parts.post, list(self.messages.values()))
 
-    @staticmethod
-    def _result(
-        state: ItemState,
-        input: InputT,
-        output: object,
-        error: ItemError | None,
-        usage: TokenUsage | None,
-        latency: float,
-    ) -> ItemResult[InputT, OutputT]:
-        return ItemResult(
-            index=state.index,
-            input=input,
-            output=cast(OutputT, output) if error is None else None,
-            error=error,
-            attempts=max(1, state.submissions),
-            latency=max(0.0, latency),
-            usage=usage,
-            history=tuple(state.history),
+    def finish(self, post: BatchResult[Any, Any] | None) -> BatchResult[InputT, OutputT]:
+        """The run's results: each message through ``post`` (if any), and every failure."""
+        results = list(self.failed)
+        for position, (idx, message) in enumerate(self.messages.items()):
+            output: object = message
+            error: ItemError | None = None
+            if post is not None:
+                done = post.by_index(position)
+                output, error = done.output, done.error
+            state = self.items[idx]
+            latency = (state.finished_at or self.answered_at) - self.start
+            usage = TokenUsage.from_output(message)
+            results.append(_result(state, self.inputs[idx], output, error, usage, latency))
+        return BatchResult(
+            results,
+            wall_time=self.runner.options.clock() - self.start,
+            rerunner=self.runner,
+            config=self.config,
         )
+
+
+def _result(
+    state: ItemState,
+    input: InputT,
+    output: object,
+    error: ItemError | None,
+    usage: TokenUsage | None,
+    latency: float,
+) -> ItemResult[InputT, OutputT]:
+    return ItemResult(
+        index=state.index,
+        input=input,
+        output=cast(OutputT, output) if error is None else None,
+        error=error,
+        attempts=max(1, state.submissions),
+        latency=max(0.0, latency),
+        usage=usage,
+        history=tuple(state.history),
+    )
 
 
 def _reconcile(
