@@ -22,7 +22,7 @@ from langchain_batchkit._concurrency import (
     concurrency_for_rate_limit,
     concurrency_for_size,
 )
-from langchain_batchkit._engine import InputSourceError
+from langchain_batchkit._drivers import InputSourceError
 from langchain_batchkit._errors import BatchFailedError, BatchkitError, ConfigurationError
 from langchain_batchkit._limits import LimiterStats, RateLimit, estimate_tokens
 from langchain_batchkit._microbatch import (

@@ -5,6 +5,7 @@ so ``except BatchkitError`` catches all of them and nothing else::
 
     BatchkitError
     ├── ConfigurationError        (also a ValueError): a bad option, named
+    ├── EventLoopMismatchError    (also a RuntimeError): a client bound to another loop
     └── BatchFailedError          raised by ``BatchResult.raise_for_errors()``
 
 Item failures are never raised by a batch run: they are recorded as
@@ -20,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from langchain_batchkit._results import ItemResult
 
-__all__ = ["BatchFailedError", "BatchkitError", "ConfigurationError", "redact_secrets"]
+__all__ = [
+    "BatchFailedError",
+    "BatchkitError",
+    "ConfigurationError",
+    "EventLoopMismatchError",
+    "redact_secrets",
+]
 
 # Whole tokens that are keys by their shape: OpenAI (sk-...), Google (AIza...),
 # Hugging Face (hf_...), GitHub (ghp_...), AWS access key ids (AKIA...).
@@ -61,6 +68,15 @@ class BatchkitError(Exception):
 
 class ConfigurationError(BatchkitError, ValueError):
     """An option was invalid; the message names the option and the accepted values."""
+
+
+class EventLoopMismatchError(BatchkitError, RuntimeError):
+    """A model's HTTP client belongs to another (or a closed) event loop.
+
+    langchain-openai caches one async client per model configuration; two
+    ``asyncio.run(...)`` calls with the same model make the second use the first
+    loop's connections. The run stops at once instead of failing every row.
+    """
 
 
 class BatchFailedError(BatchkitError):

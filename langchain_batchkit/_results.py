@@ -51,11 +51,18 @@ class ItemError:
         The live exception is kept, but its traceback frames are released once
         formatted, so a million failed items do not pin a million stacks in memory.
         """
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except Exception:  # a __str__ that raises must not lose the item
+            tb = f"{type(exc).__name__}: <the traceback could not be formatted>"
         exc.__traceback__ = None
+        try:
+            message = str(exc)
+        except Exception as broken:
+            message = f"<str() of this {type(exc).__name__} raised {type(broken).__name__}>"
         return cls(
             type=type(exc).__name__,
-            message=redact_secrets(str(exc)),
+            message=redact_secrets(message),
             traceback=redact_secrets(tb),
             module=type(exc).__module__,
             exception=exc,

@@ -19,10 +19,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from langchain_batchkit._clock import SYSTEM_CLOCK, Clock
 from langchain_batchkit._errors import ConfigurationError
 
 __all__ = [
     "RetryPolicy",
+    "clock_of",
     "is_rate_limit",
     "is_transient",
     "retry_after_seconds",
@@ -139,8 +145,10 @@ class RetryPolicy:
         honor_retry_after: wait what the server's ``Retry-After`` says when present.
         max_retry_after: the longest server-requested wait to accept (capped there).
         retry_on: an extra predicate: errors it returns True for are retried too.
-        sleep: the async sleep to wait with (inject a fake one in tests).
-        clock: the monotonic clock ``max_total_time`` is measured on.
+        sleep: the async sleep to wait with (kept for compatibility: pass ``clock=``).
+        clock: a :class:`Clock` (or a bare monotonic function) that measures
+            ``max_total_time`` and times the waits; inject a
+            :class:`~langchain_batchkit.testing.FakeClock` in tests.
         seed: seed for the jitter draws (``None``: random).
 
     Example:
@@ -157,9 +165,10 @@ class RetryPolicy:
     max_retry_after: float = 120.0
     retry_on: Callable[[BaseException], bool] | None = None
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
-    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+    clock: Clock | Callable[[], float] = field(default=SYSTEM_CLOCK, compare=False)
     seed: int | None = None
     _rng: random.Random = field(init=False, repr=False, compare=False)
+    _retrying: Retrying = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if type(self.max_attempts) is not int or self.max_attempts < 1:
@@ -178,12 +187,45 @@ class RetryPolicy:
         if self.retry_on is not None and not callable(self.retry_on):
             raise ConfigurationError("retry_on must be a callable taking an exception")
         object.__setattr__(self, "_rng", random.Random(self.seed))
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts) | _StopOnBudget(self),
+            wait=_PolicyWait(self),
+            # Cancellation and Ctrl-C are never retried, whatever retry_on says.
+            retry=retry_if_exception(lambda e: isinstance(e, Exception) and self.should_retry(e)),
+            reraise=True,
+        )
+        object.__setattr__(self, "_retrying", retrying)
 
     def should_retry(self, exc: BaseException) -> bool:
         """Is this error worth another attempt?"""
         if is_transient(exc):
             return True
         return self.retry_on is not None and bool(self.retry_on(exc))
+
+    def new_state(self, now: float) -> RetryCallState:
+        """The retry state of one item whose first attempt starts at ``now``."""
+        state = RetryCallState(self._retrying, None, (), {})
+        state.start_time = now
+        return state
+
+    def decide(self, state: RetryCallState, exc: Exception, now: float) -> float | None:
+        """After a failed attempt: seconds to wait before the next one, or ``None`` to stop.
+
+        Pure: tenacity's retry, wait and stop strategies read the error, the attempt
+        number and the item's elapsed time on ``now``; nothing sleeps here. The
+        state keeps the failed outcome (for ``on_retry`` handlers) until the next
+        attempt calls ``state.prepare_for_next_attempt()``.
+        """
+        state.set_exception((type(exc), exc, exc.__traceback__))
+        state.outcome_timestamp = now
+        retrying = self._retrying
+        if not retrying.retry(state):
+            return None
+        state.upcoming_sleep = retrying.wait(state)
+        if retrying.stop(state):
+            return None
+        state.idle_for += state.upcoming_sleep
+        return state.upcoming_sleep
 
     def delay(self, attempt: int, exc: BaseException | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).
@@ -205,6 +247,60 @@ class RetryPolicy:
     def none(cls) -> RetryPolicy:
         """A policy that never retries."""
         return cls(max_attempts=1)
+
+
+def clock_of(policy: RetryPolicy | None) -> Clock:
+    """The clock a policy measures time on, as a full :class:`Clock`."""
+    if policy is None:
+        return SYSTEM_CLOCK
+    clock, sleep = policy.clock, policy.sleep
+    if isinstance(clock, Clock) and (sleep is asyncio.sleep or sleep == clock.sleep):
+        return clock
+    return _ClockAdapter(clock, sleep)
+
+
+class _ClockAdapter:
+    """A :class:`Clock` from a bare ``now`` function and an async sleep (older options)."""
+
+    __slots__ = ("_now", "_sleep")
+
+    def __init__(self, now: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._now = now
+        self._sleep = sleep
+
+    def __call__(self) -> float:
+        return self._now()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+    def sleep_sync(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class _StopOnBudget(stop_base):
+    """Stop when the next wait would end past the item's ``max_total_time``."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        budget = self._policy.max_total_time
+        if budget is None:
+            return False
+        elapsed = (retry_state.outcome_timestamp or retry_state.start_time) - retry_state.start_time
+        return elapsed + retry_state.upcoming_sleep > budget
+
+
+class _PolicyWait(wait_base):
+    """The policy's delay for the attempt that just failed (Retry-After aware)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return self._policy.delay(retry_state.attempt_number, exc)
 
 
 def _check_number(

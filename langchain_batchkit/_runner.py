@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -15,119 +14,45 @@ from collections.abc import (
     Sequence,
     Sized,
 )
-from contextlib import aclosing
+from contextlib import aclosing, closing
 from typing import Any, Generic, TypeVar, cast
 
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import BaseModel
 
-from langchain_batchkit._callbacks import with_handler
-from langchain_batchkit._checkpoint import Checkpoint, fingerprint_of
+from langchain_batchkit._attempts import RunPlan
+from langchain_batchkit._checkpoint import Checkpoint
+from langchain_batchkit._clock import Clock
 from langchain_batchkit._concurrency import (
     AdaptiveConcurrency,
     MaxConcurrency,
     resolve_max_concurrency,
     validate_max_concurrency,
 )
-from langchain_batchkit._engine import Engine, IndexedSource, Resume
+from langchain_batchkit._drivers import Reader, invoke_async, invoke_sync
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._introspect import sdk_retrying_models
 from langchain_batchkit._limits import RateLimit
-from langchain_batchkit._progress import ProgressCallback, ProgressReporter
-from langchain_batchkit._results import (
-    BatchResult,
-    BatchSummary,
-    ItemResult,
-    RunReport,
-    TokenUsage,
-)
-from langchain_batchkit._retry import RetryPolicy
-from langchain_batchkit._sync import iterate_sync, run_sync
+from langchain_batchkit._options import DEFAULT_RETRY, OPTION_NAMES, KitOptions
+from langchain_batchkit._progress import ProgressCallback
+from langchain_batchkit._results import BatchResult, ItemResult, RunReport
+from langchain_batchkit._resume import Resume
+from langchain_batchkit._retry import RetryPolicy, clock_of
+from langchain_batchkit._runs import INDEX_METADATA_KEY, CallConfig, ItemConfigs, Run, Tally
+from langchain_batchkit._schema import item_result_schema
 
-__all__ = ["BatchKit", "batchkit"]
+__all__ = ["INDEX_METADATA_KEY", "BatchKit", "batchkit"]
 
 logger = logging.getLogger(__name__)
 
 #: How far ``"auto"`` may grow items in flight when a RateLimit paces the requests.
 AUTO_CEILING_WITH_RATE_LIMIT = 128
-#: The default retry policy: 3 attempts, exponential backoff with jitter, Retry-After.
-DEFAULT_RETRY = RetryPolicy()
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
-#: The metadata key that carries an item's input index into its run's trace.
-INDEX_METADATA_KEY = "batchkit_index"
-
 Inputs = Iterable[InputT] | AsyncIterable[InputT]
-CallConfig = RunnableConfig | Sequence[RunnableConfig] | None
-
-
-class _Configs:
-    """The RunnableConfig of each item: the caller's, plus the item's index in metadata."""
-
-    __slots__ = ("_base", "_per_item")
-
-    def __init__(self, config: CallConfig, handler: BaseCallbackHandler | None = None) -> None:
-        self._base: RunnableConfig | None = None
-        self._per_item: list[RunnableConfig] | None = None
-        if config is None or isinstance(config, dict):
-            self._base = _prepare(config, handler)
-        else:
-            self._per_item = [_prepare(c, handler) for c in config]
-
-    @property
-    def max_concurrency(self) -> int | None:
-        if self._base is not None:
-            return self._base.get("max_concurrency")
-        return self._per_item[0].get("max_concurrency") if self._per_item else None
-
-    def check_length(self, n_items: int | None) -> None:
-        if self._per_item is not None and n_items != len(self._per_item):
-            raise ConfigurationError(
-                f"got {len(self._per_item)} configs for "
-                f"{'an unsized input' if n_items is None else f'{n_items} inputs'}; "
-                "pass one config, or one per input"
-            )
-
-    def __call__(self, index: int) -> RunnableConfig:
-        base = (
-            self._base
-            if self._base is not None
-            else cast(list[RunnableConfig], self._per_item)[index]
-        )
-        config = base.copy()
-        metadata = base.get("metadata")
-        config["metadata"] = (
-            {**metadata, INDEX_METADATA_KEY: index} if metadata else {INDEX_METADATA_KEY: index}
-        )
-        return config
-
-
-def _prepare(config: RunnableConfig | None, handler: BaseCallbackHandler | None) -> RunnableConfig:
-    """The caller's config without its run id (several items cannot share one), and
-    with our handler added to its callbacks, so nested runs inherit it."""
-    prepared = ensure_config(config).copy()
-    prepared.pop("run_id", None)
-    return prepared if handler is None else with_handler(prepared, handler)
-
-
-def _size_of(inputs: object) -> int | None:
-    return len(inputs) if isinstance(inputs, Sized) else None
-
-
-async def _aenumerate(inputs: AsyncIterable[InputT]) -> AsyncIterator[tuple[int, InputT]]:
-    i = 0
-    async for value in inputs:
-        yield i, value
-        i += 1
-
-
-def _indexed(inputs: Inputs[InputT]) -> IndexedSource[InputT]:
-    if isinstance(inputs, AsyncIterable):
-        return _aenumerate(inputs)
-    return enumerate(inputs)
 
 
 class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, OutputT]):
@@ -139,71 +64,84 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
     ``(index, ItemResult)`` pairs as items finish. It can stand inside a larger
     LCEL chain, where failures flow on as values.
 
+    Sync calls run the chain's own sync path in worker threads, async calls run
+    tasks on the caller's loop; neither runs the chain on a private event loop.
+    Each item is one run named ``batchkit(<chain>)`` with the chain's run (one
+    per attempt) as its child. Every batch call also takes the kit's options
+    (``kit.batch(xs, progress=False)``) for that call only; other keywords go to
+    the chain.
+
     Create it with :func:`batchkit`.
 
     Attributes:
         bound: the wrapped Runnable.
-        last_run: the results of the most recent batch run on this kit, set when
-            the run ends, also when it ends by KeyboardInterrupt or cancellation
+        options: the kit's :class:`KitOptions` (read-only; see :meth:`with_options`).
+        last_run: the results of the most recent ``batch``/``abatch`` on this kit,
+            set when the run ends, also by KeyboardInterrupt or cancellation
             (then ``last_run.complete`` is False and it holds the finished items).
     """
 
     bound: Runnable[InputT, OutputT]
     last_run: BatchResult[InputT, OutputT] | None
 
-    def __init__(
-        self,
-        bound: Runnable[InputT, OutputT],
-        *,
-        max_concurrency: MaxConcurrency = "auto",
-        retry: RetryPolicy | None = DEFAULT_RETRY,
-        rate_limit: RateLimit | None = None,
-        checkpoint: str | os.PathLike[str] | Checkpoint | None = None,
-        key: Callable[[InputT], str] | None = None,
-        retry_failed: bool = False,
-        progress: bool | None = None,
-        on_progress: ProgressCallback | None = None,
-        desc: str | None = None,
-    ) -> None:
+    def __init__(self, bound: Runnable[InputT, OutputT], options: KitOptions | None = None):
         if not isinstance(bound, Runnable):
             raise ConfigurationError(
                 f"batchkit() wraps a Runnable (an LCEL chain, a model, a RunnableLambda); "
                 f"got {type(bound).__name__}"
             )
-        if progress is not None and not isinstance(progress, bool):
-            raise ConfigurationError(f"progress must be True, False or None, got {progress!r}")
-        if on_progress is not None and not callable(on_progress):
-            raise ConfigurationError("on_progress must be a callable taking a ProgressEvent")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
-        if retry is not None and retry.max_attempts > 1:
-            _warn_about_sdk_retries(bound, retry)
+        options = options or KitOptions()
+        if not isinstance(options, KitOptions):
+            raise ConfigurationError(f"options must be a KitOptions, got {options!r}")
         self.bound = bound
-        self.max_concurrency = validate_max_concurrency(max_concurrency)
-        self.progress = progress
-        self.on_progress = on_progress
-        self.desc = desc or bound.get_name()
+        self._options = options
         self.name = f"batchkit({bound.get_name()})"
         self.last_run = None
-        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
-            raise ConfigurationError(f"rate_limit must be a RateLimit or None, got {rate_limit!r}")
-        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
-            if not isinstance(checkpoint, str | os.PathLike):
-                raise ConfigurationError(
-                    f"checkpoint must be a path or a Checkpoint, got {type(checkpoint).__name__}"
-                )
-            checkpoint = Checkpoint(checkpoint)
-        if key is not None and not callable(key):
-            raise ConfigurationError("key must be a callable returning each input's str key")
-        if key is not None and checkpoint is None:
-            raise ConfigurationError("key= names items in a checkpoint: pass checkpoint= too")
-        self.retry = retry
-        self.rate_limit = rate_limit
-        self.checkpoint = checkpoint
-        self.key = key
-        self.retry_failed = retry_failed
-        self._handler = rate_limit.callback if rate_limit is not None else None
-        self._engine: Engine[InputT, OutputT] = Engine(bound, retry=retry)
+        if options.retry is not None and options.retry.max_attempts > 1:
+            _warn_about_sdk_retries(bound, options.retry)
+
+    # -- options (read-only) ---------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in OPTION_NAMES:
+            raise AttributeError(
+                f"kit options are read-only (setting {name} would not reach a running "
+                f"engine): use kit = kit.with_options({name}=...), or pass {name}= to the call"
+            )
+        super().__setattr__(name, value)
+
+    @property
+    def options(self) -> KitOptions:
+        """The kit's options, an immutable value."""
+        return self._options
+
+    def with_options(self, **changes: Any) -> BatchKit[InputT, OutputT]:
+        """A new kit over the same chain with some options changed.
+
+        Example:
+            >>> patient = kit.with_options(retry=RetryPolicy(max_attempts=6))  # doctest: +SKIP
+        """
+        return BatchKit(self.bound, self._options.replace(changes))
+
+    @property
+    def max_concurrency(self) -> MaxConcurrency:
+        return self._options.max_concurrency
+
+    @property
+    def retry(self) -> RetryPolicy | None:
+        return self._options.retry
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        return self._options.rate_limit
+
+    @property
+    def checkpoint(self) -> Checkpoint | None:
+        return self._options.checkpoint
+
+    @property
+    def desc(self) -> str:
+        return self._options.desc or self.bound.get_name()
 
     # -- Runnable plumbing -------------------------------------------------------------
 
@@ -218,6 +156,14 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return cast(type[BaseModel], self.bound.get_input_schema(config))
 
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        name = f"{self.bound.get_name()}ItemResult"
+        return item_result_schema(name, self.bound.InputType, self.bound.OutputType)
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        return self.bound.config_specs
+
     def __repr__(self) -> str:
         return f"BatchKit(bound={self.bound.get_name()}, max_concurrency={self.max_concurrency!r})"
 
@@ -226,14 +172,24 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
     def invoke(
         self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
     ) -> ItemResult[InputT, OutputT]:
-        """Run one input; return its ItemResult (never raises for the item's error)."""
-        return run_sync(self.ainvoke(input, config, **kwargs))
+        """Run one input in this thread; return its ItemResult (never raises for the item)."""
+        plan, _ = self._single(config, kwargs, sync=True)
+        return invoke_sync(plan, plan.new_item(0, 0, input, None))
 
     async def ainvoke(
         self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
     ) -> ItemResult[InputT, OutputT]:
         """Async twin of :meth:`invoke`."""
-        return await self._engine.run_item(0, input, _prepare(config, self._handler), kwargs)
+        plan, _ = self._single(config, kwargs, sync=False)
+        return await invoke_async(plan, plan.new_item(0, 0, input, None))
+
+    def _single(
+        self, config: RunnableConfig | None, kwargs: dict[str, Any], *, sync: bool
+    ) -> tuple[RunPlan[InputT, OutputT], KitOptions]:
+        opts, chain_kwargs = self._split(kwargs)
+        limit = opts.rate_limit
+        configs = ItemConfigs(config, limit.callback if limit else None, keep_run_id=True)
+        return self._plan_for(opts, configs, chain_kwargs), opts
 
     # -- batches -------------------------------------------------------------------------
 
@@ -247,11 +203,13 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
     ) -> BatchResult[InputT, OutputT]:
         """Run every input; return a BatchResult in input order. Never raises for an item.
 
-        Works inside a running event loop (a Jupyter cell). ``return_exceptions`` is
-        accepted for LCEL compatibility and has no effect: errors are always values.
+        Worker threads call the chain's sync path, at most ``max_concurrency`` at
+        once, so it works inside a running event loop (a Jupyter cell).
+        ``return_exceptions`` is accepted for LCEL compatibility and has no
+        effect: errors are always values. Kit options (``progress=False``,
+        ``max_concurrency=4``, ...) apply to this call; other keywords go to the chain.
         """
-        run = self._plan(inputs, config, kwargs)
-        return run_sync(self._collect(run))
+        return self._collect(self._make_run(inputs, config, kwargs, sync=True))
 
     async def abatch(
         self,
@@ -262,7 +220,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         **kwargs: Any | None,
     ) -> BatchResult[InputT, OutputT]:
         """Async twin of :meth:`batch`; also accepts iterables and async iterables."""
-        return await self._collect(self._plan(inputs, config, kwargs))
+        return await self._acollect(self._make_run(inputs, config, kwargs, sync=False))
 
     def batch_as_completed(  # type: ignore[override]
         self,
@@ -272,10 +230,10 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         return_exceptions: bool = False,
         **kwargs: Any | None,
     ) -> Iterator[tuple[int, ItemResult[InputT, OutputT]]]:
-        """Yield ``(index, ItemResult)`` as items finish; leaving early cancels the rest."""
-        run = self._plan(inputs, config, kwargs)
-        for result in iterate_sync(self._stream(run)):
-            yield result.index, result
+        """Yield ``(index, ItemResult)`` as items finish; leaving early starts nothing new."""
+        with closing(self._make_run(inputs, config, kwargs, sync=True).iterate()) as stream:
+            for result in stream:
+                yield result.index, result
 
     async def abatch_as_completed(  # type: ignore[override]
         self,
@@ -285,8 +243,9 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         return_exceptions: bool = False,
         **kwargs: Any | None,
     ) -> AsyncIterator[tuple[int, ItemResult[InputT, OutputT]]]:
-        """Async twin of :meth:`batch_as_completed`."""
-        async with aclosing(self._stream(self._plan(inputs, config, kwargs))) as stream:
+        """Async twin of :meth:`batch_as_completed`; leaving early cancels what runs."""
+        run = self._make_run(inputs, config, kwargs, sync=False)
+        async with aclosing(run.aiterate()) as stream:
             async for result in stream:
                 yield result.index, result
 
@@ -306,8 +265,11 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         most ``reorder_buffer`` finished items held back to restore input order
         (new items wait while it is full).
         """
-        run = self._plan(inputs, config, kwargs, ordered=ordered, reorder_buffer=reorder_buffer)
-        yield from iterate_sync(self._stream(run))
+        run = self._make_run(
+            inputs, config, kwargs, sync=True, ordered=ordered, reorder_buffer=reorder_buffer
+        )
+        with closing(run.iterate()) as stream:
+            yield from stream
 
     async def astream_results(
         self,
@@ -319,190 +281,194 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         **kwargs: Any,
     ) -> AsyncIterator[ItemResult[InputT, OutputT]]:
         """Async twin of :meth:`stream_results`; also accepts async iterables."""
-        run = self._plan(inputs, config, kwargs, ordered=ordered, reorder_buffer=reorder_buffer)
-        async with aclosing(self._stream(run)) as stream:
+        run = self._make_run(
+            inputs, config, kwargs, sync=False, ordered=ordered, reorder_buffer=reorder_buffer
+        )
+        async with aclosing(run.aiterate()) as stream:
             async for result in stream:
                 yield result
 
-    def run(self, inputs: Iterable[InputT], config: RunnableConfig | None = None) -> RunReport:
+    def run(
+        self, inputs: Iterable[InputT], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> RunReport:
         """Run every input and keep only counts (and failures): for inputs too big for a list.
 
         Results go to the checkpoint (if any) as they finish; read them back with
         ``kit.checkpoint.iter_results()`` / ``to_jsonl()``. Memory does not grow with
         the number of inputs (beyond failed items, of which the first 1,000 are kept).
         """
-        run = self._plan(inputs, config, {})
-        return run_sync(self._report(run))
+        run = self._make_run(inputs, config, kwargs, sync=True)
+        tally = Tally()
+        with closing(run.iterate()) as stream:
+            for result in stream:
+                tally.add(result)
+        return tally.report(run.options.checkpoint)
 
-    async def arun(self, inputs: Inputs[InputT], config: RunnableConfig | None = None) -> RunReport:
+    async def arun(
+        self, inputs: Inputs[InputT], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> RunReport:
         """Async twin of :meth:`run`."""
-        return await self._report(self._plan(inputs, config, {}))
+        run = self._make_run(inputs, config, kwargs, sync=False)
+        tally = Tally()
+        async with aclosing(run.aiterate()) as stream:
+            async for result in stream:
+                tally.add(result)
+        return tally.report(run.options.checkpoint)
 
     # -- the shared path -------------------------------------------------------------------
 
-    def _plan(
+    def _split(self, kwargs: dict[str, Any]) -> tuple[KitOptions, dict[str, Any]]:
+        """This call's options (the kit's, with the ones passed here) and the chain's kwargs."""
+        overrides = {k: v for k, v in kwargs.items() if k in OPTION_NAMES}
+        chain_kwargs = {k: v for k, v in kwargs.items() if k not in OPTION_NAMES}
+        return self._options.replace(overrides), chain_kwargs
+
+    def _plan_for(
+        self, opts: KitOptions, configs: ItemConfigs, kwargs: dict[str, Any]
+    ) -> RunPlan[InputT, OutputT]:
+        clock: Clock = opts.clock or clock_of(opts.retry)
+        return RunPlan(
+            self.bound,
+            config_for=configs,
+            kwargs=kwargs,
+            policy=opts.retry,
+            clock=clock,
+            name=self.name or self.bound.get_name(),
+            observed=configs.observed,
+        )
+
+    def _make_run(
         self,
-        inputs: Inputs[InputT] | Sequence[tuple[int, InputT]],
+        inputs: Inputs[InputT] | Sequence[tuple[int, InputT]] | None,
         config: CallConfig,
         kwargs: dict[str, Any],
         *,
+        sync: bool,
         indexed: bool = False,
         ordered: bool = False,
         reorder_buffer: int = 1000,
-    ) -> _Run[InputT]:
+    ) -> Run[InputT, OutputT]:
+        if inputs is None:
+            raise ConfigurationError(
+                "batch calls take an iterable of inputs (a list, a generator), got None; "
+                "pass [x] for one input, or use invoke(x)"
+            )
+        if sync and isinstance(inputs, AsyncIterable):
+            raise ConfigurationError(
+                "an async iterable needs the async entry points: await kit.abatch(...) "
+                "or kit.astream_results(...)"
+            )
         if type(reorder_buffer) is not int or reorder_buffer < 1:
             raise ConfigurationError(f"reorder_buffer must be an int >= 1, got {reorder_buffer!r}")
-        n_items = _size_of(inputs)
-        configs = _Configs(config, self._handler)
+        opts, chain_kwargs = self._split(kwargs)
+        n_items = len(inputs) if isinstance(inputs, Sized) else None
+        limit = opts.rate_limit
+        configs = ItemConfigs(config, limit.callback if limit else None)
         if not indexed:
             configs.check_length(n_items)
-        adaptive = None
-        if isinstance(self.max_concurrency, int):
-            concurrency = self.max_concurrency
-        elif configs.max_concurrency is not None:
-            value = validate_max_concurrency(configs.max_concurrency, "config['max_concurrency']")
-            concurrency = resolve_max_concurrency(value, n_items)
+        concurrency, adaptive = self._window_size(opts, configs, n_items)
+        if indexed:
+            source: Any = iter(cast(Sequence[tuple[int, InputT]], inputs))
+        elif isinstance(inputs, AsyncIterable):
+            source = _aenumerate(inputs)
         else:
-            concurrency = resolve_max_concurrency(self.max_concurrency, n_items)
-            if self.max_concurrency == "auto":
-                # Behind a RateLimit the limiter paces requests, so items may grow past
-                # the table value; without one, pushback lowers it and successes restore it.
-                ceiling = AUTO_CEILING_WITH_RATE_LIMIT if self.rate_limit else concurrency
-                adaptive = AdaptiveConcurrency(concurrency, ceiling)
-        source = (
-            iter(cast(Sequence[tuple[int, InputT]], inputs))
-            if indexed
-            else _indexed(cast(Inputs[InputT], inputs))
+            source = enumerate(cast(Iterable[InputT], inputs))
+        resume = None
+        if opts.checkpoint is not None:
+            resume = Resume(opts.checkpoint, opts.key, include_failed=opts.retry_failed or indexed)
+        return Run(
+            self.bound,
+            self._plan_for(opts, configs, chain_kwargs),
+            Reader(source),
+            options=opts,
+            config=config,
+            n_items=n_items,
+            concurrency=concurrency,
+            adaptive=adaptive,
+            resume=resume,
+            ordered=ordered,
+            reorder_buffer=reorder_buffer,
         )
-        resume = (
-            Resume(self.checkpoint, self.key, include_failed=self.retry_failed or indexed)
-            if self.checkpoint is not None
-            else None
-        )
-        run = _Run(source, configs, config, n_items, concurrency, kwargs, adaptive)
-        run.resume, run.ordered, run.reorder_buffer = resume, ordered, reorder_buffer
-        return run
 
-    async def _stream(self, run: _Run[InputT]) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
-        reporter = ProgressReporter(
-            run.n_items, show_bar=self.progress, callback=self.on_progress, desc=self.desc
-        )
-        stream = self._engine.stream(
-            run.source,
-            concurrency=run.concurrency,
-            config_for=run.configs,
-            reporter=reporter,
-            kwargs=run.kwargs,
-            adaptive=run.adaptive,
-            resume=run.resume,
-            ordered=run.ordered,
-            reorder_buffer=run.reorder_buffer,
-            on_unyielded=run.on_unyielded,
-        )
-        if run.resume is not None:
-            run.resume.checkpoint.open(fingerprint_of(self.bound))
-        try:
-            async with aclosing(stream):
-                async for result in stream:
-                    yield result
-        finally:
-            reporter.close()
-            if run.resume is not None:
-                run.resume.checkpoint.close()
+    @staticmethod
+    def _window_size(
+        opts: KitOptions, configs: ItemConfigs, n_items: int | None
+    ) -> tuple[int, AdaptiveConcurrency | None]:
+        setting = opts.max_concurrency
+        if isinstance(setting, int):
+            return setting, None
+        if configs.max_concurrency is not None:
+            value = validate_max_concurrency(configs.max_concurrency, "config['max_concurrency']")
+            return resolve_max_concurrency(value, n_items), None
+        concurrency = resolve_max_concurrency(setting, n_items)
+        if setting != "auto":
+            return concurrency, None
+        # Behind a RateLimit the limiter paces requests, so items may grow past the
+        # table value; without one, pushback lowers it and successes restore it.
+        ceiling = AUTO_CEILING_WITH_RATE_LIMIT if opts.rate_limit else concurrency
+        return concurrency, AdaptiveConcurrency(concurrency, ceiling)
 
-    async def _collect(self, run: _Run[InputT]) -> BatchResult[InputT, OutputT]:
+    def _collect(self, run: Run[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         started = time.perf_counter()
         collected: list[ItemResult[InputT, OutputT]] = []
-        complete = False
         run.on_unyielded = collected.append  # finished as the run was interrupted: kept
+        complete = False
         try:
-            async with aclosing(self._stream(run)) as stream:
+            with closing(run.iterate()) as stream:
+                for result in stream:
+                    collected.append(result)
+            complete = True
+        finally:
+            self._keep(run, collected, time.perf_counter() - started, complete)
+        assert self.last_run is not None
+        return self.last_run
+
+    async def _acollect(self, run: Run[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
+        started = time.perf_counter()
+        collected: list[ItemResult[InputT, OutputT]] = []
+        run.on_unyielded = collected.append
+        complete = False
+        try:
+            async with aclosing(run.aiterate()) as stream:
                 async for result in stream:
                     collected.append(result)
             complete = True
         finally:
-            self.last_run = BatchResult(
-                collected,
-                wall_time=time.perf_counter() - started,
-                complete=complete,
-                rerunner=self,
-                config=run.config if isinstance(run.config, dict) else None,
-            )
+            self._keep(run, collected, time.perf_counter() - started, complete)
+        assert self.last_run is not None
         return self.last_run
 
-    async def _report(self, run: _Run[InputT]) -> RunReport:
-        started = time.perf_counter()
-        ok = failed = attempts = 0
-        usage = TokenUsage()
-        failures: list[ItemResult[Any, Any]] = []
-        async with aclosing(self._stream(run)) as stream:
-            async for result in stream:
-                if result.error is None:
-                    ok += 1
-                else:
-                    failed += 1
-                    if len(failures) < RunReport.MAX_FAILURES:
-                        failures.append(result)
-                attempts += result.attempts
-                if result.usage is not None:
-                    usage = usage + result.usage
-        wall = time.perf_counter() - started
-        total = ok + failed
-        summary = BatchSummary(
-            total, ok, failed, wall, total / wall if wall > 0 else 0.0, attempts, usage
+    def _keep(
+        self,
+        run: Run[InputT, OutputT],
+        collected: list[ItemResult[InputT, OutputT]],
+        wall: float,
+        complete: bool,
+    ) -> None:
+        self.last_run = BatchResult(
+            collected,
+            wall_time=wall,
+            complete=complete,
+            rerunner=self,
+            config=run.config if isinstance(run.config, dict) else None,
         )
-        return RunReport(summary, failures, self.checkpoint)
 
     def _rerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
-        run = self._plan(pairs, config, {}, indexed=True)
-        return run_sync(self._collect(run))
+        return self._collect(self._make_run(pairs, config, {}, sync=True, indexed=True))
 
     async def _arerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
-        return await self._collect(self._plan(pairs, config, {}, indexed=True))
+        return await self._acollect(self._make_run(pairs, config, {}, sync=False, indexed=True))
 
 
-class _Run(Generic[InputT]):
-    """Everything one batch run needs, decided before it starts."""
-
-    __slots__ = (
-        "adaptive",
-        "concurrency",
-        "config",
-        "configs",
-        "kwargs",
-        "n_items",
-        "on_unyielded",
-        "ordered",
-        "reorder_buffer",
-        "resume",
-        "source",
-    )
-
-    def __init__(
-        self,
-        source: IndexedSource[InputT],
-        configs: _Configs,
-        config: CallConfig,
-        n_items: int | None,
-        concurrency: int,
-        kwargs: dict[str, Any],
-        adaptive: AdaptiveConcurrency | None = None,
-    ) -> None:
-        self.source = source
-        self.configs = configs
-        self.config = config
-        self.n_items = n_items
-        self.concurrency = concurrency
-        self.kwargs = kwargs
-        self.adaptive = adaptive
-        self.resume: Resume | None = None
-        self.on_unyielded: Callable[[ItemResult[Any, Any]], None] | None = None
-        self.ordered = False
-        self.reorder_buffer = 1000
+async def _aenumerate(inputs: AsyncIterable[InputT]) -> AsyncIterator[tuple[int, InputT]]:
+    i = 0
+    async for value in inputs:
+        yield i, value
+        i += 1
 
 
 def _warn_about_sdk_retries(bound: Runnable[Any, Any], retry: RetryPolicy) -> None:
@@ -532,6 +498,7 @@ def batchkit(
     progress: bool | None = None,
     on_progress: ProgressCallback | None = None,
     desc: str | None = None,
+    clock: Clock | None = None,
 ) -> BatchKit[InputT, OutputT]:
     """Wrap ``runnable`` so it runs safely over many inputs.
 
@@ -560,24 +527,28 @@ def batchkit(
             length), ``True`` always, ``False`` never.
         on_progress: called with a :class:`ProgressEvent` per finished item.
         desc: the bar's label (default: the runnable's name).
+        clock: the :class:`Clock` retry waits are measured on (default: the retry
+            policy's clock, the system clock unless one was injected).
 
     Returns:
-        A :class:`BatchKit`.
+        A :class:`BatchKit`; every option is also accepted per call
+        (``kit.batch(xs, progress=False)``) and by :meth:`BatchKit.with_options`.
 
     Example:
         >>> kit = batchkit(prompt | llm | StrOutputParser())   # doctest: +SKIP
         >>> results = kit.batch(topics)                         # doctest: +SKIP
         >>> print(results.summary()); results.failed            # doctest: +SKIP
     """
-    return BatchKit(
-        runnable,
+    options = KitOptions(
         max_concurrency=max_concurrency,
         retry=retry,
         rate_limit=rate_limit,
-        checkpoint=checkpoint,
+        checkpoint=cast(Any, checkpoint),
         key=key,
         retry_failed=retry_failed,
         progress=progress,
         on_progress=on_progress,
         desc=desc,
+        clock=clock,
     )
+    return BatchKit(runnable, options)

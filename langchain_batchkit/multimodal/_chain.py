@@ -11,10 +11,11 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from langchain_batchkit._concurrency import MaxConcurrency
 from langchain_batchkit._limits import RateLimit
+from langchain_batchkit._options import DEFAULT_RETRY
 from langchain_batchkit._progress import ProgressCallback
 from langchain_batchkit._results import BatchResult
 from langchain_batchkit._retry import RetryPolicy
-from langchain_batchkit._runner import DEFAULT_RETRY, BatchKit, batchkit
+from langchain_batchkit._runner import BatchKit, batchkit
 from langchain_batchkit.multimodal._expand import expand_images
 from langchain_batchkit.multimodal._messages import DEFAULT_PROMPT, MessageBuilder, Prompt
 from langchain_batchkit.multimodal._sources import (

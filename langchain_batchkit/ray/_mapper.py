@@ -10,8 +10,9 @@ from langchain_core.runnables import Runnable
 
 from langchain_batchkit._concurrency import MaxConcurrency
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._options import DEFAULT_RETRY
 from langchain_batchkit._retry import RetryPolicy
-from langchain_batchkit._runner import DEFAULT_RETRY, BatchKit, batchkit
+from langchain_batchkit._runner import BatchKit, batchkit
 from langchain_batchkit._serialize import loads_value
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._limiter import ClusterRateLimit

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from langchain_batchkit._concurrency import MaxConcurrency, validate_max_concurrency
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._options import DEFAULT_RETRY
 from langchain_batchkit._results import BatchResult, BatchSummary
 from langchain_batchkit._retry import RetryPolicy
-from langchain_batchkit._runner import DEFAULT_RETRY
 from langchain_batchkit._serialize import dumps_value
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._limiter import ClusterRateLimit

@@ -1,0 +1,243 @@
+"""One item's attempts: its state, and the pure decision after each attempt.
+
+Both drivers run an attempt the same way (call the chain, capture its output or
+error) and hand the outcome to :meth:`RunPlan.settle`, which decides without
+I/O: the item's final :class:`ItemResult`, or the seconds to wait before the
+next attempt (tenacity's strategies, see :meth:`RetryPolicy.decide`). A few
+errors say the whole run is wrong rather than the item (a keyword the chain
+rejects, an async-only chain on the sync path, an HTTP client bound to another
+event loop): they stop the run at once with one clear error instead of turning
+into N failed rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import Runnable, RunnableConfig
+from tenacity import RetryCallState
+
+from langchain_batchkit._callbacks import UsageCollector, with_handler
+from langchain_batchkit._clock import Clock
+from langchain_batchkit._errors import ConfigurationError, EventLoopMismatchError
+from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
+from langchain_batchkit._retry import RetryPolicy, status_code_of
+
+__all__ = ["ItemRun", "RunPlan", "run_stopper"]
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+
+class ItemRun(Generic[InputT, OutputT]):
+    """The mutable state of one item while it runs; owned by one attempt at a time."""
+
+    __slots__ = (
+        "attempts",
+        "config",
+        "history",
+        "index",
+        "key",
+        "last_error",
+        "not_before",
+        "retry_state",
+        "run_manager",
+        "seq",
+        "started",
+        "usage",
+        "value",
+    )
+
+    def __init__(
+        self, seq: int, index: int, value: InputT, key: str | None, config: RunnableConfig
+    ) -> None:
+        self.seq = seq
+        self.index = index
+        self.value = value
+        self.key = key
+        self.config = config
+        self.attempts = 0
+        self.started = 0.0
+        self.not_before = 0.0
+        self.history: list[ItemError] = []
+        self.last_error: ItemError | None = None
+        self.retry_state: RetryCallState | None = None
+        self.run_manager: Any = None
+        self.usage: UsageCollector | None = None
+
+    def begin_attempt(self, now: float) -> RunnableConfig:
+        """Count one more attempt; return the config the chain is called with."""
+        if self.attempts == 0:
+            self.started = now
+            self.usage = UsageCollector()
+            self.config = with_handler(self.config, self.usage, first=True)
+        elif self.retry_state is not None and self.retry_state.outcome is not None:
+            self.retry_state.prepare_for_next_attempt()
+        self.attempts += 1
+        return self.config
+
+
+class RunPlan(Generic[InputT, OutputT]):
+    """What every attempt of one run shares: the chain, its keywords, retries, time.
+
+    Args:
+        runnable: the chain called once per attempt.
+        config_for: the RunnableConfig of the item with a given index.
+        kwargs: extra keyword arguments for the chain's ``invoke``/``ainvoke``.
+        policy: the retry policy (``None``: one attempt).
+        clock: the run's clock.
+        name: the name of the kit's own run per item.
+        observed: whether any callback handler watches chain runs: the kit's own
+            run per item is created only then (nobody else could see it).
+    """
+
+    __slots__ = ("clock", "config_for", "kwargs", "name", "observed", "policy", "runnable")
+
+    def __init__(
+        self,
+        runnable: Runnable[InputT, OutputT],
+        *,
+        config_for: Callable[[int], RunnableConfig],
+        kwargs: Mapping[str, Any],
+        policy: RetryPolicy | None,
+        clock: Clock,
+        name: str,
+        observed: bool,
+    ) -> None:
+        self.runnable = runnable
+        self.config_for = config_for
+        self.kwargs = dict(kwargs)
+        self.policy = policy if policy is not None and policy.max_attempts > 1 else None
+        self.clock = clock
+        self.name = name
+        self.observed = observed
+
+    def new_item(
+        self, seq: int, index: int, value: InputT, key: str | None
+    ) -> ItemRun[InputT, OutputT]:
+        """A staged item, with its config built."""
+        return ItemRun(seq, index, value, key, self.config_for(index))
+
+    def settle(
+        self,
+        item: ItemRun[InputT, OutputT],
+        output: OutputT | None,
+        exc: Exception | None,
+        *,
+        sync: bool,
+    ) -> ItemResult[InputT, OutputT] | float:
+        """The item's result, or seconds to wait before its next attempt.
+
+        Raises:
+            ConfigurationError / EventLoopMismatchError: the error is the run's, not
+                the item's (see :func:`run_stopper`): every item would fail alike.
+        """
+        now = self.clock()
+        collected = item.usage.usage if item.usage is not None else None
+        if exc is None:
+            usage = collected or TokenUsage.from_output(output)
+            return self._result(item, output, None, usage, now)
+        stopper = run_stopper(exc, self.kwargs, sync=sync, chain=self.runnable.get_name())
+        if stopper is not None:
+            raise stopper from exc
+        error = ItemError.from_exception(exc)
+        delay: float | None = None
+        if self.policy is not None:
+            if item.retry_state is None:
+                item.retry_state = self.policy.new_state(item.started)
+            delay = self.policy.decide(item.retry_state, exc, now)
+        if delay is None:
+            return self._result(item, None, error, collected, now)
+        item.history.append(error)
+        item.last_error = error
+        item.not_before = now + delay
+        return delay
+
+    def _result(
+        self,
+        item: ItemRun[InputT, OutputT],
+        output: OutputT | None,
+        error: ItemError | None,
+        usage: TokenUsage | None,
+        now: float,
+    ) -> ItemResult[InputT, OutputT]:
+        return ItemResult(
+            item.index,
+            item.value,
+            output,
+            error,
+            item.attempts,
+            now - item.started,
+            usage,
+            tuple(item.history),
+        )
+
+
+_ASYNC_ONLY = "Cannot invoke a coroutine function synchronously"
+_LOOP_MISMATCH = re.compile(
+    r"Event loop is closed|bound to a different event loop|attached to a different loop"
+    r"|different event loop|got Future .* attached to a different loop"
+)
+
+
+def run_stopper(
+    exc: BaseException, kwargs: Mapping[str, Any], *, sync: bool, chain: str
+) -> Exception | None:
+    """The error that stops the whole run, if ``exc`` is not the item's own fault.
+
+    * an async-only chain called through a sync entry point (core's own message);
+    * a keyword argument of the batch call that the chain (a ``TypeError``) or
+      the provider (HTTP 400 naming it) rejects;
+    * a ``RuntimeError`` from an HTTP client whose connections belong to another,
+      or a closed, event loop (langchain-openai caches one async client per model).
+    """
+    message = _safe_str(exc)
+    if sync and isinstance(exc, TypeError) and _ASYNC_ONLY in message:
+        return ConfigurationError(
+            f"{chain} has only an async implementation, so the sync entry points "
+            "(batch, invoke, stream_results, run) cannot call it: use `await kit.abatch(...)` "
+            "(or ainvoke / astream_results / arun)"
+        )
+    if kwargs:
+        rejected = [name for name in kwargs if _names(message, name)]
+        keyword_error = isinstance(exc, TypeError) and "keyword argument" in message
+        if rejected and (keyword_error or status_code_of(exc) == 400):
+            return ConfigurationError(
+                f"the chain rejected keyword argument(s) {', '.join(map(repr, rejected))} "
+                f"passed to the batch call ({type(exc).__name__}: {message[:300]}). Keywords "
+                "that are not batchkit options go to the chain's invoke; bind them on the "
+                "chain instead (chain.bind(...)) or drop them"
+            )
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            break
+        if isinstance(cause, RuntimeError) and _LOOP_MISMATCH.search(_safe_str(cause)):
+            return EventLoopMismatchError(
+                f"{chain}'s HTTP client belongs to another (or a closed) event loop: "
+                f"{type(cause).__name__}: {_safe_str(cause)[:200]}. langchain-openai caches one "
+                "async client per model configuration, bound to the loop that first used it, "
+                "so two asyncio.run(...) calls (or two loops) cannot share one model. Run every "
+                "async call inside one event loop, or use the sync kit.batch(...)"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _names(message: str, name: str) -> bool:
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message) is not None
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def observed(handlers: list[BaseCallbackHandler]) -> bool:
+    """Does any handler watch chain runs (or retries)?"""
+    return any(not (h.ignore_chain and h.ignore_retry) for h in handlers)

@@ -1,0 +1,106 @@
+"""One frozen value holds a kit's options, validated once.
+
+``batchkit(chain, **options)`` builds it, ``kit.options`` shows it,
+``kit.with_options(...)`` returns a new kit with some changed, and every batch
+call accepts the same names for that call only (``kit.batch(xs, progress=False)``).
+Nothing on a kit is settable after construction, so no setting silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_batchkit._checkpoint import Checkpoint
+from langchain_batchkit._clock import Clock
+from langchain_batchkit._concurrency import MaxConcurrency, validate_max_concurrency
+from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._limits import RateLimit
+from langchain_batchkit._progress import ProgressCallback
+from langchain_batchkit._retry import RetryPolicy
+
+__all__ = ["DEFAULT_RETRY", "OPTION_NAMES", "KitOptions"]
+
+#: The default retry policy: 3 attempts, exponential backoff with jitter, Retry-After.
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class KitOptions:
+    """Everything that decides how a kit runs its chain; an immutable value.
+
+    Attributes:
+        max_concurrency: items in flight: an int, ``"auto"`` or a preset name.
+        retry: how transient failures are retried per item (``None``: never).
+        rate_limit: a shared :class:`RateLimit` pacing every model request.
+        checkpoint: a :class:`Checkpoint` (a path is turned into one).
+        key: each input's checkpoint key; default its index.
+        retry_failed: on resume, run the items stored as failed again.
+        progress: ``None`` bar for 10+ items, ``True`` always, ``False`` never.
+        on_progress: called with a ``ProgressEvent`` per finished item or retry.
+        desc: the bar's label (default: the chain's name).
+        clock: the :class:`Clock` for waits; default: the retry policy's clock.
+    """
+
+    max_concurrency: MaxConcurrency = "auto"
+    retry: RetryPolicy | None = DEFAULT_RETRY
+    rate_limit: RateLimit | None = None
+    checkpoint: Checkpoint | None = field(default=None)
+    key: Callable[[Any], str] | None = None
+    retry_failed: bool = False
+    progress: bool | None = None
+    on_progress: ProgressCallback | None = None
+    desc: str | None = None
+    clock: Clock | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_concurrency", validate_max_concurrency(self.max_concurrency))
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy or None, got {self.retry!r}")
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise ConfigurationError(
+                f"rate_limit must be a RateLimit or None, got {self.rate_limit!r}"
+            )
+        checkpoint: object = self.checkpoint
+        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+            if not isinstance(checkpoint, str | os.PathLike):
+                raise ConfigurationError(
+                    f"checkpoint must be a path or a Checkpoint, got {type(checkpoint).__name__}"
+                )
+            object.__setattr__(self, "checkpoint", Checkpoint(checkpoint))
+        if self.key is not None and not callable(self.key):
+            raise ConfigurationError("key must be a callable returning each input's str key")
+        if self.key is not None and self.checkpoint is None:
+            raise ConfigurationError("key= names items in a checkpoint: pass checkpoint= too")
+        if not isinstance(self.retry_failed, bool):
+            raise ConfigurationError(
+                f"retry_failed must be True or False, got {self.retry_failed!r}"
+            )
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ConfigurationError(f"progress must be True, False or None, got {self.progress!r}")
+        if self.on_progress is not None and not callable(self.on_progress):
+            raise ConfigurationError("on_progress must be a callable taking a ProgressEvent")
+        if self.desc is not None and not isinstance(self.desc, str):
+            raise ConfigurationError(f"desc must be a str or None, got {self.desc!r}")
+        if self.clock is not None and not isinstance(self.clock, Clock):
+            raise ConfigurationError(
+                "clock must be a Clock (callable for the time, with sleep and sleep_sync), "
+                f"got {self.clock!r}"
+            )
+
+    def replace(self, changes: Mapping[str, Any]) -> KitOptions:
+        """A copy with ``changes`` applied and validated; unknown names raise."""
+        unknown = set(changes) - OPTION_NAMES
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {', '.join(sorted(unknown))}; options are "
+                f"{', '.join(sorted(OPTION_NAMES))}"
+            )
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+#: The names ``batchkit()``, ``with_options()`` and every batch call accept as options.
+OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(KitOptions))

@@ -1,0 +1,237 @@
+"""One batch call, decided before it starts: configs, window, reader, and its lifecycle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from contextlib import aclosing, closing
+from typing import Any, Generic, TypeVar, cast
+
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+
+from langchain_batchkit._attempts import RunPlan, observed
+from langchain_batchkit._callbacks import with_handler
+from langchain_batchkit._checkpoint import fingerprint_of
+from langchain_batchkit._concurrency import AdaptiveConcurrency
+from langchain_batchkit._drivers import Reader, drive_tasks, drive_threads
+from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._options import KitOptions
+from langchain_batchkit._progress import ProgressReporter
+from langchain_batchkit._results import BatchSummary, ItemResult, RunReport, TokenUsage
+from langchain_batchkit._resume import Resume
+from langchain_batchkit._window import Window
+
+__all__ = ["INDEX_METADATA_KEY", "ItemConfigs", "Run", "Tally", "prepare_config"]
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+#: The metadata key that carries an item's input index into its run's trace.
+INDEX_METADATA_KEY = "batchkit_index"
+
+CallConfig = RunnableConfig | Sequence[RunnableConfig] | None
+
+
+def prepare_config(
+    config: RunnableConfig | None, handler: BaseCallbackHandler | None, *, keep_run_id: bool
+) -> RunnableConfig:
+    """The caller's config, with our handler added to its callbacks (nested runs inherit
+    it) and, for a batch, without its run id (several items cannot share one)."""
+    prepared = ensure_config(config).copy()
+    if not keep_run_id:
+        prepared.pop("run_id", None)
+    return prepared if handler is None else with_handler(prepared, handler)
+
+
+def is_observed(config: RunnableConfig | None) -> bool:
+    """Would any callback handler (given, from the environment, or a tracing context)
+    see the kit's own run? Without one, creating it would be wasted work."""
+    config = config or {}
+    manager = CallbackManager.configure(
+        inheritable_callbacks=config.get("callbacks"),
+        inheritable_tags=config.get("tags"),
+        inheritable_metadata=config.get("metadata"),
+    )
+    return observed(manager.handlers)
+
+
+class ItemConfigs:
+    """The RunnableConfig of each item: the caller's, plus the item's index in metadata."""
+
+    __slots__ = ("_base", "_per_item", "observed")
+
+    def __init__(
+        self,
+        config: CallConfig,
+        handler: BaseCallbackHandler | None = None,
+        *,
+        keep_run_id: bool = False,
+    ) -> None:
+        self._base: RunnableConfig | None = None
+        self._per_item: list[RunnableConfig] | None = None
+        if config is None or isinstance(config, dict):
+            self.observed = is_observed(config)
+            self._base = prepare_config(config, handler, keep_run_id=keep_run_id)
+        else:
+            configs = list(config)
+            self.observed = any(is_observed(c) for c in configs)
+            self._per_item = [prepare_config(c, handler, keep_run_id=False) for c in configs]
+
+    @property
+    def max_concurrency(self) -> int | None:
+        if self._base is not None:
+            return self._base.get("max_concurrency")
+        return self._per_item[0].get("max_concurrency") if self._per_item else None
+
+    def check_length(self, n_items: int | None) -> None:
+        if self._per_item is not None and n_items != len(self._per_item):
+            raise ConfigurationError(
+                f"got {len(self._per_item)} configs for "
+                f"{'an unsized input' if n_items is None else f'{n_items} inputs'}; "
+                "pass one config, or one per input"
+            )
+
+    def __call__(self, index: int) -> RunnableConfig:
+        base = (
+            self._base
+            if self._base is not None
+            else cast(list[RunnableConfig], self._per_item)[index]
+        )
+        config = base.copy()
+        metadata = base.get("metadata")
+        config["metadata"] = (
+            {**metadata, INDEX_METADATA_KEY: index} if metadata else {INDEX_METADATA_KEY: index}
+        )
+        return config
+
+
+class Run(Generic[InputT, OutputT]):
+    """Everything one batch call needs; iterate it once, sync or async.
+
+    The bar and the window are created when iteration starts, so a stream that is
+    never iterated leaves nothing open.
+    """
+
+    __slots__ = (
+        "adaptive",
+        "bound",
+        "concurrency",
+        "config",
+        "n_items",
+        "on_unyielded",
+        "options",
+        "ordered",
+        "plan",
+        "reader",
+        "reorder_buffer",
+        "resume",
+    )
+
+    def __init__(
+        self,
+        bound: Runnable[InputT, OutputT],
+        plan: RunPlan[InputT, OutputT],
+        reader: Reader[InputT],
+        *,
+        options: KitOptions,
+        config: CallConfig,
+        n_items: int | None,
+        concurrency: int,
+        adaptive: AdaptiveConcurrency | None,
+        resume: Resume | None,
+        ordered: bool,
+        reorder_buffer: int,
+    ) -> None:
+        self.bound = bound
+        self.plan = plan
+        self.reader = reader
+        self.options = options
+        self.config = config
+        self.n_items = n_items
+        self.concurrency = concurrency
+        self.adaptive = adaptive
+        self.resume = resume
+        self.ordered = ordered
+        self.reorder_buffer = reorder_buffer
+        self.on_unyielded: Callable[[ItemResult[Any, Any]], None] | None = None
+
+    def _open(self) -> tuple[Window[InputT, OutputT], ProgressReporter]:
+        if self.resume is not None:
+            self.resume.checkpoint.open(fingerprint_of(self.bound))
+        opts = self.options
+        reporter = ProgressReporter(
+            self.n_items,
+            show_bar=opts.progress,
+            callback=opts.on_progress,
+            desc=opts.desc or self.bound.get_name(),
+        )
+        window = Window(
+            self.plan,
+            concurrency=self.concurrency,
+            adaptive=self.adaptive,
+            resume=self.resume,
+            reporter=reporter,
+            ordered=self.ordered,
+            reorder_buffer=self.reorder_buffer,
+        )
+        return window, reporter
+
+    def _close(self, reporter: ProgressReporter) -> None:
+        reporter.close()
+        if self.resume is not None:
+            self.resume.checkpoint.close()
+
+    def iterate(self) -> Generator[ItemResult[InputT, OutputT], None, None]:
+        """Run with worker threads calling the chain's sync path."""
+        window, reporter = self._open()
+        try:
+            with closing(
+                drive_threads(window, self.plan, self.reader, self.on_unyielded)
+            ) as stream:
+                yield from stream
+        finally:
+            self._close(reporter)
+
+    async def aiterate(self) -> AsyncGenerator[ItemResult[InputT, OutputT], None]:
+        """Run with tasks on the running loop calling the chain's async path."""
+        window, reporter = self._open()
+        try:
+            stream = drive_tasks(window, self.plan, self.reader, self.on_unyielded)
+            async with aclosing(stream):
+                async for result in stream:
+                    yield result
+        finally:
+            self._close(reporter)
+
+
+class Tally:
+    """Counts for :meth:`BatchKit.run`: not every output, just totals and some failures."""
+
+    __slots__ = ("attempts", "failed", "failures", "ok", "started", "usage")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.ok = self.failed = self.attempts = 0
+        self.usage = TokenUsage()
+        self.failures: list[ItemResult[Any, Any]] = []
+
+    def add(self, result: ItemResult[Any, Any]) -> None:
+        if result.error is None:
+            self.ok += 1
+        else:
+            self.failed += 1
+            if len(self.failures) < RunReport.MAX_FAILURES:
+                self.failures.append(result)
+        self.attempts += result.attempts
+        if result.usage is not None:
+            self.usage = self.usage + result.usage
+
+    def report(self, checkpoint: Any) -> RunReport:
+        wall = time.perf_counter() - self.started
+        total = self.ok + self.failed
+        summary = BatchSummary(
+            total, self.ok, self.failed, wall, total / wall if wall > 0 else 0.0,
+            self.attempts, self.usage,
+        )  # fmt: skip
+        return RunReport(summary, self.failures, checkpoint)
