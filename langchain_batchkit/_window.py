@@ -52,6 +52,7 @@ class Window(Generic[InputT, OutputT]):
         "_concurrency",
         "_delayed",
         "_fresh",
+        "_handing",
         "_held",
         "_next_out",
         "_plan",
@@ -91,6 +92,7 @@ class Window(Generic[InputT, OutputT]):
         # (read order, checkpoint key if the result is new and must be recorded, result)
         self._ready: deque[tuple[int, str | None, ItemResult[InputT, OutputT]]] = deque()
         self._held: dict[int, ItemResult[InputT, OutputT]] = {}
+        self._handing: ItemResult[InputT, OutputT] | None = None
         self._next_out = 0
         self._seq = 0
         self.in_flight = 0
@@ -214,6 +216,7 @@ class Window(Generic[InputT, OutputT]):
             seq, key, result = self._ready.popleft()
             result = self._settle(key, result)
             if not self.ordered:
+                self._handing = None
                 yield result
                 continue
             self._held[seq] = result
@@ -231,6 +234,8 @@ class Window(Generic[InputT, OutputT]):
         if self._adaptive is not None:
             self._adaptive.observe(pushed_back(result))
         if self._reporter is not None:
+            # A callback may raise KeyboardInterrupt: the result is kept (see close).
+            self._handing = result if not self.ordered else None
             self._reporter.item_done(result)
         return result
 
@@ -248,6 +253,9 @@ class Window(Generic[InputT, OutputT]):
     def close(self, on_unyielded: Callable[[ItemResult[Any, Any]], None] | None) -> None:
         """The run ends (maybe early): record and hand over what finished but was not yielded."""
         leftovers = list(self._held.values())
+        if self._handing is not None:
+            leftovers.append(self._handing)
+            self._handing = None
         while self._ready:
             _, key, result = self._ready.popleft()
             if key is not None and self._resume is not None:
