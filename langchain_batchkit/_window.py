@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 from langchain_batchkit._attempts import ItemRun, RunPlan
 from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._progress import ProgressReporter
-from langchain_batchkit._results import ItemResult
+from langchain_batchkit._results import ItemError, ItemResult
 from langchain_batchkit._resume import Resume
 from langchain_batchkit._retry import is_rate_limit
 
@@ -204,8 +204,13 @@ class Window(Generic[InputT, OutputT]):
         """An attempt ended: the item finished, or waits ``verdict`` seconds to retry."""
         self.in_flight -= 1
         if isinstance(verdict, ItemResult):
+            if self._adaptive is not None:
+                self._adaptive.observe(pushed_back(verdict) and not verdict.ok)
             self._ready.append((item.seq, item.key, verdict))
             return
+        error = item.last_error
+        if self._adaptive is not None and error is not None and _is_rate_limit_error(error):
+            self._adaptive.observe(True)  # slow the rest of the batch at the first 429
         heapq.heappush(self._delayed, (item.not_before, item.seq, item))
         if self._reporter is not None and item.last_error is not None:
             self._reporter.retry_scheduled(item.index, item.last_error)
@@ -231,8 +236,6 @@ class Window(Generic[InputT, OutputT]):
         if key is not None and self._resume is not None:
             result = replace(result, key=key)
             self._resume.checkpoint.record(key, result)
-        if self._adaptive is not None:
-            self._adaptive.observe(pushed_back(result))
         if self._reporter is not None:
             # A callback may raise KeyboardInterrupt: the result is kept (see close).
             self._handing = result if not self.ordered else None
@@ -273,7 +276,10 @@ class Window(Generic[InputT, OutputT]):
 def pushed_back(result: ItemResult[Any, Any]) -> bool:
     """Did the provider push back (429) on any attempt of this item?"""
     errors = (*result.history, result.error) if result.error else result.history
-    return any(
-        is_rate_limit(e.exception) if e.exception is not None else e.type.endswith("RateLimitError")
-        for e in errors
-    )
+    return any(_is_rate_limit_error(e) for e in errors)
+
+
+def _is_rate_limit_error(error: ItemError) -> bool:
+    if error.exception is not None:
+        return is_rate_limit(error.exception)
+    return error.type.endswith("RateLimitError")
