@@ -25,7 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from langchain_batchkit._clock import SYSTEM_CLOCK, Clock
+from langchain_batchkit._clock import SYSTEM_CLOCK, Clock, as_clock
 from langchain_batchkit._errors import ConfigurationError
 
 __all__ = [
@@ -345,29 +345,7 @@ def clock_of(policy: RetryPolicy | None) -> Clock:
     """The clock a policy measures time on, as a full :class:`Clock`."""
     if policy is None:
         return SYSTEM_CLOCK
-    clock, sleep = policy.clock, policy.sleep
-    if isinstance(clock, Clock) and (sleep is asyncio.sleep or sleep == clock.sleep):
-        return clock
-    return _ClockAdapter(clock, sleep)
-
-
-class _ClockAdapter:
-    """A :class:`Clock` from a bare ``now`` function and an async sleep (older options)."""
-
-    __slots__ = ("_now", "_sleep")
-
-    def __init__(self, now: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> None:
-        self._now = now
-        self._sleep = sleep
-
-    def __call__(self) -> float:
-        return self._now()
-
-    async def sleep(self, seconds: float) -> None:
-        await self._sleep(seconds)
-
-    def sleep_sync(self, seconds: float) -> None:
-        time.sleep(seconds)
+    return as_clock(policy.clock, policy.sleep)
 
 
 class ItemRetryState(RetryCallState):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from langchain_batchkit._clock import SYSTEM_CLOCK, Clock, as_clock
 from langchain_batchkit._errors import ConfigurationError
 
 __all__ = ["BatchAPIOptions"]
@@ -79,8 +79,11 @@ class BatchAPIOptions:
             ``batchkit_run`` and ``batchkit_job``).
         local_concurrency: items in flight at once for the steps that run locally
             (prompt building before the model, parsers after it).
-        sleep: the async sleep between checks (inject a fake one in tests).
-        clock: monotonic seconds for wall time and latencies.
+        clock: the :class:`~langchain_batchkit.Clock` for waits between checks, wall
+            time and latencies (inject a ``FakeClock`` in tests; a bare ``now``
+            function is accepted too, with ``sleep``).
+        sleep: kept for compatibility: the async sleep, when ``clock`` is a bare
+            function.
 
     Example:
         >>> BatchAPIOptions(max_requests_per_job=10_000, poll_max_wait=120).poll_wait(10)
@@ -97,7 +100,7 @@ class BatchAPIOptions:
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     local_concurrency: int = 16
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
-    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+    clock: Clock | Callable[[], float] = field(default=SYSTEM_CLOCK, compare=False)
 
     def __post_init__(self) -> None:
         _positive_int("max_requests_per_job", self.max_requests_per_job)
@@ -122,6 +125,10 @@ class BatchAPIOptions:
             raise ConfigurationError("BatchAPIOptions.sleep must be an async callable")
         if not callable(self.clock):
             raise ConfigurationError("BatchAPIOptions.clock must be a callable returning seconds")
+        object.__setattr__(self, "timer", as_clock(self.clock, self.sleep))
+
+    timer: Clock = field(init=False, repr=False, compare=False)
+    """The one :class:`Clock` made of ``clock`` and ``sleep``."""
 
     def poll_wait(self, checks: int) -> float:
         """Seconds to wait after the ``checks``-th status check with no job finished."""

@@ -265,7 +265,7 @@ class _Run(Generic[InputT, OutputT]):
         self.pairs = pairs
         self.config = config
         self.state_path = state_path
-        self.start = runner.options.clock()
+        self.start = runner.options.timer()
         self.inputs = dict(pairs)
         self.failed: list[ItemResult[InputT, OutputT]] = []
         self.requests: dict[int, PreparedRequest] = {}
@@ -354,7 +354,7 @@ class _Run(Generic[InputT, OutputT]):
     def after_model(self) -> _LocalStep | None:
         """Turn answers into messages; the local steps after the model, over them."""
         runner = self.runner
-        now = self.answered_at = runner.options.clock()
+        now = self.answered_at = runner.options.timer()
         for idx, state in sorted(self.items.items()):
             error = state.error
             if state.status == "succeeded" and state.response is not None:
@@ -385,7 +385,7 @@ class _Run(Generic[InputT, OutputT]):
             results.append(_result(state, self.inputs[idx], output, error, usage, latency))
         return BatchResult(
             results,
-            wall_time=self.runner.options.clock() - self.start,
+            wall_time=self.runner.options.timer() - self.start,
             rerunner=self.runner,
             config=self.config,
         )
