@@ -15,6 +15,7 @@ Item failures are never raised by a batch run: they are recorded as
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,11 @@ __all__ = [
     "BatchkitError",
     "ConfigurationError",
     "EventLoopMismatchError",
+    "describe_exception",
+    "exception_message",
+    "exception_traceback",
     "redact_secrets",
+    "safe_repr",
 ]
 
 # Whole tokens that are keys by their shape: OpenAI (sk-...), Google (AIza...),
@@ -60,6 +65,52 @@ def redact_secrets(text: str) -> str:
     for pattern in _NAMED_SECRETS:
         text = pattern.sub(r"\1***", text)
     return text
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a placeholder naming its type when that ``repr`` raises.
+
+    Inputs and outputs are the user's objects: showing one must never raise.
+
+    Example:
+        >>> class Broken:
+        ...     def __repr__(self) -> str:
+        ...         raise RuntimeError
+        >>> safe_repr(Broken())
+        '<Broken object: repr() raised RuntimeError>'
+    """
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} object: repr() raised {type(exc).__name__}>"
+
+
+def exception_message(exc: BaseException) -> str:
+    """``str(exc)`` with secrets redacted; never raises, even when ``__str__`` does."""
+    try:
+        message = str(exc)
+    except Exception as broken:
+        message = f"<str() of this {type(exc).__name__} raised {type(broken).__name__}>"
+    return redact_secrets(message)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` with secrets redacted, for logs; never raises.
+
+    Logging ``%r`` of a provider error would print its arguments, and so the API
+    key an error body echoes; this is what batchkit logs instead.
+    """
+    message = exception_message(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def exception_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc`` (its causes too), secrets redacted; never raises."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        text = f"{type(exc).__name__}: <the traceback could not be formatted>"
+    return redact_secrets(text)
 
 
 class BatchkitError(Exception):

@@ -6,15 +6,21 @@ nothing here rebuilds a result list by position.
 
 from __future__ import annotations
 
+import dataclasses
 import html
-import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 
-from langchain_batchkit._errors import BatchFailedError, redact_secrets
+from langchain_batchkit._errors import (
+    BatchFailedError,
+    exception_message,
+    exception_traceback,
+    redact_secrets,
+    safe_repr,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -51,19 +57,13 @@ class ItemError:
         The live exception is kept, but its traceback frames are released once
         formatted, so a million failed items do not pin a million stacks in memory.
         """
-        try:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        except Exception:  # a __str__ that raises must not lose the item
-            tb = f"{type(exc).__name__}: <the traceback could not be formatted>"
+        tb = exception_traceback(exc)  # neither raises, whatever __str__ does
+        message = exception_message(exc)
         exc.__traceback__ = None
-        try:
-            message = str(exc)
-        except Exception as broken:
-            message = f"<str() of this {type(exc).__name__} raised {type(broken).__name__}>"
         return cls(
             type=type(exc).__name__,
-            message=redact_secrets(message),
-            traceback=redact_secrets(tb),
+            message=message,
+            traceback=tb,
             module=type(exc).__module__,
             exception=exc,
         )
@@ -98,7 +98,7 @@ class TokenUsage:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ItemResult(Generic[InputT, OutputT]):
     """The outcome of one input: its output or its error, never both.
 
@@ -129,6 +129,12 @@ class ItemResult(Generic[InputT, OutputT]):
     def ok(self) -> bool:
         """True when the item produced an output."""
         return self.error is None
+
+    def __repr__(self) -> str:
+        # The dataclass repr, except that an input or output whose repr raises is
+        # shown as a placeholder: a result must always be printable.
+        shown = (f"{f.name}={safe_repr(getattr(self, f.name))}" for f in dataclasses.fields(self))
+        return f"{type(self).__qualname__}({', '.join(shown)})"
 
     def to_record(self) -> dict[str, Any]:
         """A flat dict for tables and JSON export."""
@@ -389,5 +395,5 @@ def _by_index(r: ItemResult[Any, Any]) -> int:
 
 
 def _short(value: object, limit: int = 120) -> str:
-    text = redact_secrets(value if isinstance(value, str) else repr(value))
+    text = redact_secrets(value if isinstance(value, str) else safe_repr(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"

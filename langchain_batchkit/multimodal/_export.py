@@ -47,7 +47,7 @@ class CaptionRecord:
         output = result.output
         return cls(
             index=result.index,
-            source=describe_source(result.input),
+            source=_name_of(result.input),
             caption=output if output is None or isinstance(output, str) else str(output),
             ok=error is None,
             error_type=error.type if error else None,
@@ -58,6 +58,14 @@ class CaptionRecord:
     def as_dict(self) -> dict[str, str | int | bool | None]:
         """The record as a dict keyed by :data:`CAPTION_COLUMNS`, in that order."""
         return {name: getattr(self, name) for name in CAPTION_COLUMNS}
+
+
+def _name_of(source: object) -> str:
+    """:func:`describe_source`, or a placeholder when naming the source raises."""
+    try:
+        return describe_source(source)
+    except Exception as exc:  # a user's path-like whose __fspath__ raises
+        return f"<{type(source).__name__} object: its name raised {type(exc).__name__}>"
 
 
 def _records(results: Iterable[ItemResult[Any, Any]]) -> Iterator[CaptionRecord]:
