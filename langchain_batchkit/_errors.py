@@ -9,14 +9,17 @@ so ``except BatchkitError`` catches all of them and nothing else::
     └── BatchFailedError          raised by ``BatchResult.raise_for_errors()``
 
 Item failures are never raised by a batch run: they are recorded as
-:class:`~langchain_batchkit.ItemError` values on each result.
+:class:`~langchain_batchkit.ItemError` values on each result. The cause chained to a
+``BatchFailedError`` is a :class:`RedactedError`, a text-only stand-in for the first
+failed item's exception (never raised itself, so not part of the tree).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ __all__ = [
     "BatchkitError",
     "ConfigurationError",
     "EventLoopMismatchError",
+    "RedactedError",
     "describe_exception",
     "exception_message",
     "exception_traceback",
@@ -147,3 +151,40 @@ class BatchFailedError(BatchkitError):
         if len(self.failed) > len(shown):
             lines.append(f"  ... and {len(self.failed) - len(shown)} more")
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Callable[..., BatchFailedError], tuple[Any, ...]]:
+        # The default would call __init__ with the message alone, and fail to load.
+        return type(self), (self.failed, self.total)
+
+
+class RedactedError(Exception):
+    """A text-only stand-in for an item's exception: its type's name, its redacted message.
+
+    ``BatchResult.raise_for_errors()`` chains one (``raise BatchFailedError(...) from
+    stand_in``) instead of the item's live exception: a provider error's arguments,
+    body and request headers can hold the API key, and the traceback of an uncaught
+    exception prints its causes. The stand-in's class has the original's name and
+    module, so the traceback reads as before, with the key redacted; on Python 3.11+
+    a note carries the item's redacted traceback.
+
+    Example:
+        >>> cause = RedactedError.named("AuthenticationError", "openai", "Error code: 401 - ***")
+        >>> type(cause).__name__, str(cause), isinstance(cause, RedactedError)
+        ('AuthenticationError', 'Error code: 401 - ***', True)
+    """
+
+    @classmethod
+    def named(cls, type_name: str, module: str, message: str, tb_text: str = "") -> RedactedError:
+        """A stand-in whose class is named ``type_name`` and lives in ``module``."""
+        namespace = {"__module__": module or "builtins", "__qualname__": type_name}
+        stand_in: RedactedError = type(type_name, (cls,), namespace)(message)
+        if tb_text and sys.version_info >= (3, 11):
+            stand_in.add_note(
+                f"(batchkit: a redacted copy; the item's traceback:)\n{tb_text.rstrip()}"
+            )
+        return stand_in
+
+    def __reduce__(self) -> tuple[Callable[..., RedactedError], tuple[str, str, str]]:
+        # Its class is made per call, so pickle rebuilds it by name instead of by reference.
+        named = type(self)
+        return RedactedError.named, (named.__qualname__, named.__module__, str(self))

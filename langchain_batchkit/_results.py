@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -16,6 +16,7 @@ from langchain_core.runnables import RunnableConfig
 
 from langchain_batchkit._errors import (
     BatchFailedError,
+    RedactedError,
     exception_message,
     exception_traceback,
     redact_secrets,
@@ -40,8 +41,9 @@ class ItemError:
         message: ``str(exception)``, with anything resembling an API key redacted.
         traceback: the formatted traceback, redacted likewise.
         module: the module that defines the exception class.
-        exception: the live exception when this process captured it (``None`` after a
-            round trip through a checkpoint); not part of equality or the repr.
+        exception: the live exception when this process captured it; not part of
+            equality or the repr, and ``None`` after a round trip through a checkpoint
+            or a pickle (its arguments and request headers can carry the API key).
     """
 
     type: str
@@ -70,6 +72,15 @@ class ItemError:
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
+
+    def __reduce__(self) -> tuple[Callable[..., ItemError], tuple[str, str, str, str]]:
+        # Text only: the live exception (an openai error holds its request, and the
+        # request its ``authorization`` header) never reaches a pickle.
+        return ItemError, (self.type, self.message, self.traceback, self.module)
+
+    def stand_in(self) -> RedactedError:
+        """An exception of this error's type name and redacted message, to chain or raise."""
+        return RedactedError.named(self.type, self.module, self.message, self.traceback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +225,10 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
     after an interrupt it holds only the items that finished (``complete`` is
     False), still sorted by index: use :meth:`by_index` there.
 
+    It pickles as its results alone: not the kit that made it (the chain, its HTTP
+    clients, their API key) nor the live exceptions, so an unpickled BatchResult
+    cannot :meth:`retry_failed`.
+
     Example:
         >>> results = kit.batch(inputs)               # doctest: +SKIP
         >>> results.failed[0].error                   # doctest: +SKIP
@@ -224,6 +239,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
     complete: bool
     _rerunner: Rerunner[InputT, OutputT] | None
     _config: RunnableConfig | None
+    _unpickled: bool = False
 
     def __init__(
         self,
@@ -265,11 +281,16 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         raise KeyError(f"no result for input index {index}")
 
     def raise_for_errors(self) -> BatchResult[InputT, OutputT]:
-        """Raise one :class:`BatchFailedError` naming every failed index, or return self."""
+        """Raise one :class:`BatchFailedError` naming every failed index, or return self.
+
+        Its ``__cause__`` is the first failed item's error as a :class:`RedactedError`
+        (same type name, redacted message), not the live exception, which may carry
+        the API key into a printed traceback; ``.failed`` has every ItemResult.
+        """
         failed = self.failed
         if failed:
             first = failed[0].error
-            cause = first.exception if first else None
+            cause = first.stand_in() if first else None
             raise BatchFailedError(failed, len(self)) from cause
         return self
 
@@ -279,25 +300,62 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         Each re-run item keeps its original index; its ``attempts`` add up across
         runs and ``history`` keeps the earlier errors. Items that succeeded are
         not called again.
+
+        Raises:
+            RuntimeError: items failed, and this BatchResult was not made by a kit,
+                or was unpickled (a pickle does not hold the kit).
         """
-        rerunner, pairs = self._retry_plan()
+        pairs = [(r.index, r.input) for r in self.failed]
         if not pairs:
             return self
-        return self._merge(rerunner._rerun(pairs, config or self._config))
+        return self._merge(self._rerunner_or_raise()._rerun(pairs, config or self._config))
 
     async def aretry_failed(
         self, config: RunnableConfig | None = None
     ) -> BatchResult[InputT, OutputT]:
         """Async twin of :meth:`retry_failed`."""
-        rerunner, pairs = self._retry_plan()
+        pairs = [(r.index, r.input) for r in self.failed]
         if not pairs:
             return self
+        rerunner = self._rerunner_or_raise()
         return self._merge(await rerunner._arerun(pairs, config or self._config))
 
-    def _retry_plan(self) -> tuple[Rerunner[InputT, OutputT], list[tuple[int, InputT]]]:
-        if self._rerunner is None:
-            raise RuntimeError("this BatchResult was not made by a batchkit runner")
-        return self._rerunner, [(r.index, r.input) for r in self.failed]
+    def _rerunner_or_raise(self) -> Rerunner[InputT, OutputT]:
+        if self._rerunner is not None:
+            return self._rerunner
+        if self._unpickled:
+            raise RuntimeError(
+                "this BatchResult was unpickled, and a pickle keeps the results but not the "
+                "kit (its chain, clients and API key), so it cannot retry_failed(); run the "
+                "failed inputs with a kit: kit.batch([r.input for r in results.failed])"
+            )
+        raise RuntimeError("this BatchResult was not made by a batchkit runner")
+
+    def __reduce__(
+        self,
+    ) -> tuple[
+        type[BatchResult[InputT, OutputT]], tuple[list[ItemResult[InputT, OutputT]]], dict[str, Any]
+    ]:
+        state = {
+            "wall_time": self.wall_time,
+            "complete": self.complete,
+            "_rerunner": None,
+            "_config": None,
+            "_unpickled": True,
+        }
+        return type(self), (list(self),), state
+
+    def __copy__(self) -> BatchResult[InputT, OutputT]:
+        # A copy in this process may keep the kit: only a pickle must drop it.
+        copied = type(self)(
+            self,
+            wall_time=self.wall_time,
+            complete=self.complete,
+            rerunner=self._rerunner,
+            config=self._config,
+        )
+        copied._unpickled = self._unpickled
+        return copied
 
     def _merge(self, again: BatchResult[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         merged = {r.index: r for r in self}
