@@ -8,6 +8,7 @@ import base64
 import csv
 import io
 import json
+import os
 import pickle
 import sys
 import threading
@@ -614,6 +615,129 @@ def test_to_jsonl_streams_one_object_per_result_as_they_come(
     assert [tuple(obj) for obj in lines] == [CAPTION_COLUMNS] * 3
     assert lines[1]["source"] == "<bytes 122>" and lines[1]["ok"] is True
     assert lines[2]["caption"] is None and lines[2]["error_type"] == "ImageSourceError"
+
+
+# -- exports of names that are not UTF-8, written atomically ---------------------------------
+
+NON_UTF8_NAME = "caf\udce9.jpg"  # what os.listdir gives for the bytes b"caf\xe9.jpg"
+
+
+def _captioned(*pairs: tuple[Any, str | None]) -> list[ItemResult[Any, str]]:
+    return [ItemResult(i, source, caption) for i, (source, caption) in enumerate(pairs)]
+
+
+def test_to_csv_writes_a_non_utf8_file_name_as_its_original_bytes(tmp_path: Path) -> None:
+    path = to_csv(_captioned((NON_UTF8_NAME, "a café")), tmp_path / "captions.csv")
+
+    assert b"caf\xe9.jpg" in path.read_bytes()  # the name's own bytes
+    assert "a café".encode() in path.read_bytes()  # everything else is UTF-8
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        rows = list(csv.reader(f))
+    assert rows[1][1] == NON_UTF8_NAME
+    assert os.fsencode(rows[1][1]) == b"caf\xe9.jpg"
+
+
+def test_to_jsonl_escapes_a_non_utf8_file_name_so_its_bytes_can_be_recovered(
+    tmp_path: Path,
+) -> None:
+    path = to_jsonl(_captioned((NON_UTF8_NAME, "a café")), tmp_path / "captions.jsonl")
+
+    text = path.read_bytes().decode("utf-8")  # still valid UTF-8
+    assert "\\udce9" in text and "a café" in text
+    record = json.loads(text)
+    assert record["source"] == NON_UTF8_NAME
+    assert os.fsencode(record["source"]) == b"caf\xe9.jpg"
+
+
+def test_a_lone_surrogate_that_is_no_file_byte_is_escaped_in_both_exports(
+    tmp_path: Path,
+) -> None:
+    results = _captioned(("a.png", "half an emoji \ud83d"))
+
+    csv_path = to_csv(results, tmp_path / "captions.csv")
+    jsonl_path = to_jsonl(results, tmp_path / "captions.jsonl")
+
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        assert list(csv.reader(f))[1][2] == "half an emoji \\ud83d"
+    assert json.loads(jsonl_path.read_text(encoding="utf-8"))["caption"] == "half an emoji \ud83d"
+
+
+def test_a_folder_with_a_non_utf8_file_name_exports_a_name_that_opens_the_file(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    try:
+        fd = os.open(os.fsencode(folder) + b"/caf\xe9.png", os.O_WRONLY | os.O_CREAT)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not take non-UTF-8 names")
+    os.write(fd, PNG)
+    os.close(fd)
+
+    results = caption_images(str(folder), llm=describing_model(), progress=False)
+    csv_path = to_csv(results, tmp_path / "captions.csv")
+    jsonl_path = to_jsonl(results, tmp_path / "captions.jsonl")
+
+    assert results.outputs == ["image/png detail=None"]
+    with csv_path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        from_csv = list(csv.reader(f))[1][1]
+    from_jsonl = json.loads(jsonl_path.read_text(encoding="utf-8"))["source"]
+    for name in (from_csv, from_jsonl):
+        assert Path(name).read_bytes() == PNG
+        assert os.fsencode(name).endswith(b"/caf\xe9.png")
+
+
+class _ExportCrash(Exception):
+    pass
+
+
+def _crashing_after_one_row() -> Iterator[ItemResult[Any, str]]:
+    yield ItemResult(0, "a.png", "first")
+    raise _ExportCrash
+
+
+@pytest.mark.parametrize("export", [to_csv, to_jsonl])
+def test_an_export_that_fails_midway_leaves_the_old_file_and_no_half_file(
+    export: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "captions.out"
+    path.write_text("the previous export\n", encoding="utf-8")
+
+    with pytest.raises(_ExportCrash):
+        export(_crashing_after_one_row(), path)
+
+    assert path.read_text(encoding="utf-8") == "the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.out"]  # no temp file left
+
+
+@pytest.mark.parametrize("export", [to_csv, to_jsonl])
+def test_an_interrupted_export_leaves_no_file_at_all(export: Any, tmp_path: Path) -> None:
+    def interrupted() -> Iterator[ItemResult[Any, str]]:
+        yield ItemResult(0, "a.png", "first")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export(interrupted(), tmp_path / "captions.out")
+
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("export", [to_csv, to_jsonl])
+def test_an_export_replaces_the_file_only_when_complete(export: Any, tmp_path: Path) -> None:
+    path = tmp_path / "captions.out"
+    path.write_text("the previous export\n", encoding="utf-8")
+    seen: list[str] = []
+
+    def watching() -> Iterator[ItemResult[Any, str]]:
+        for i in range(3):
+            seen.append(path.read_text(encoding="utf-8"))  # what a reader sees meanwhile
+            yield ItemResult(i, f"{i}.png", f"caption {i}")
+
+    export(watching(), path)
+
+    assert seen == ["the previous export\n"] * 3
+    assert "caption 2" in path.read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.out"]
 
 
 # -- public surface -------------------------------------------------------------------------
