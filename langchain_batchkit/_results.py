@@ -331,11 +331,9 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             )
         raise RuntimeError("this BatchResult was not made by a batchkit runner")
 
-    def __reduce__(
-        self,
-    ) -> tuple[
-        type[BatchResult[InputT, OutputT]], tuple[list[ItemResult[InputT, OutputT]]], dict[str, Any]
-    ]:
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The results only: the kit holds the chain, its HTTP clients and their key
+        # (and often cannot be pickled at all); the config may hold callbacks.
         state = {
             "wall_time": self.wall_time,
             "complete": self.complete,
