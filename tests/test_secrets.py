@@ -19,12 +19,15 @@ from typing import Any
 
 import httpx2
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 
 from langchain_batchkit import (
     BatchFailedError,
     BatchResult,
+    ConfigurationError,
+    ItemResult,
     MicroBatcher,
     ProgressEvent,
     RetryPolicy,
@@ -279,3 +282,65 @@ def test_an_unpickled_result_with_nothing_failed_still_has_nothing_to_retry() ->
     loaded = pickle.loads(pickle.dumps(kit.batch([1, 2])))
 
     assert loaded.retry_failed() is loaded
+
+
+# -- leaks that live in modules owned elsewhere: strict xfails, so a fix shows up ----------
+
+
+def _rejecting_seed(request: httpx2.Request) -> httpx2.Response:
+    key = request.headers["authorization"].removeprefix("Bearer ")
+    error = {
+        "message": f"Unrecognized request argument supplied: seed (key {key})",
+        "type": "invalid_request_error",
+        "param": "seed",
+        "code": None,
+    }
+    return httpx2.Response(400, json={"error": error})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_attempts.run_stopper puts the unredacted str(exc) in the ConfigurationError and "
+    "settle() chains the live exception (raise stopper from exc)",
+)
+def test_no_key_when_a_keyword_the_provider_rejects_stops_the_run() -> None:
+    llm = ChatOpenAI(
+        base_url="https://api.example.test/v1",
+        api_key=SECRET,  # type: ignore[arg-type]
+        model="gpt-4o-mini",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_rejecting_seed)),
+    )
+
+    with pytest.raises(ConfigurationError, match="seed") as info:
+        batchkit(llm, progress=False).batch(["x"], seed=1)
+
+    assert_no_key(str(info.value), "".join(traceback.format_exception(info.value)))
+
+
+class _ReRaisingHandler(BaseCallbackHandler):
+    """A callback handler that re-raises the live error of the item it is told about."""
+
+    raise_error = True
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        if isinstance(outputs, ItemResult) and outputs.error and outputs.error.exception:
+            raise outputs.error.exception
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_drivers._guard/_aguard log a raising callback handler with exc_info=True, "
+    "which formats the live exception unredacted",
+)
+def test_no_key_in_the_log_when_a_callback_handler_reraises_an_items_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kit = batchkit(echoing_chat(), retry=None, progress=False)
+
+    with caplog.at_level(logging.DEBUG):
+        results = kit.batch(["401"], config={"callbacks": [_ReRaisingHandler()]})
+
+    assert results[0].error is not None
+    assert any("callback handler raised" in t for t in package_log(caplog))
+    assert_no_key(*package_log(caplog))
