@@ -9,13 +9,17 @@ so ``except BatchkitError`` catches all of them and nothing else::
     └── BatchFailedError          raised by ``BatchResult.raise_for_errors()``
 
 Item failures are never raised by a batch run: they are recorded as
-:class:`~langchain_batchkit.ItemError` values on each result.
+:class:`~langchain_batchkit.ItemError` values on each result. The cause chained to a
+``BatchFailedError`` is a :class:`RedactedError`, a text-only stand-in for the first
+failed item's exception (never raised itself, so not part of the tree).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import sys
+import traceback
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,7 +30,12 @@ __all__ = [
     "BatchkitError",
     "ConfigurationError",
     "EventLoopMismatchError",
+    "RedactedError",
+    "describe_exception",
+    "exception_message",
+    "exception_traceback",
     "redact_secrets",
+    "safe_repr",
 ]
 
 # Whole tokens that are keys by their shape: OpenAI (sk-...), Google (AIza...),
@@ -60,6 +69,52 @@ def redact_secrets(text: str) -> str:
     for pattern in _NAMED_SECRETS:
         text = pattern.sub(r"\1***", text)
     return text
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a placeholder naming its type when that ``repr`` raises.
+
+    Inputs and outputs are the user's objects: showing one must never raise.
+
+    Example:
+        >>> class Broken:
+        ...     def __repr__(self) -> str:
+        ...         raise RuntimeError
+        >>> safe_repr(Broken())
+        '<Broken object: repr() raised RuntimeError>'
+    """
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} object: repr() raised {type(exc).__name__}>"
+
+
+def exception_message(exc: BaseException) -> str:
+    """``str(exc)`` with secrets redacted; never raises, even when ``__str__`` does."""
+    try:
+        message = str(exc)
+    except Exception as broken:
+        message = f"<str() of this {type(exc).__name__} raised {type(broken).__name__}>"
+    return redact_secrets(message)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` with secrets redacted, for logs; never raises.
+
+    Logging ``%r`` of a provider error would print its arguments, and so the API
+    key an error body echoes; this is what batchkit logs instead.
+    """
+    message = exception_message(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def exception_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc`` (its causes too), secrets redacted; never raises."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        text = f"{type(exc).__name__}: <the traceback could not be formatted>"
+    return redact_secrets(text)
 
 
 class BatchkitError(Exception):
@@ -96,3 +151,40 @@ class BatchFailedError(BatchkitError):
         if len(self.failed) > len(shown):
             lines.append(f"  ... and {len(self.failed) - len(shown)} more")
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Callable[..., BatchFailedError], tuple[Any, ...]]:
+        # The default would call __init__ with the message alone, and fail to load.
+        return type(self), (self.failed, self.total)
+
+
+class RedactedError(Exception):
+    """A text-only stand-in for an item's exception: its type's name, its redacted message.
+
+    ``BatchResult.raise_for_errors()`` chains one (``raise BatchFailedError(...) from
+    stand_in``) instead of the item's live exception: a provider error's arguments,
+    body and request headers can hold the API key, and the traceback of an uncaught
+    exception prints its causes. The stand-in's class has the original's name and
+    module, so the traceback reads as before, with the key redacted; on Python 3.11+
+    a note carries the item's redacted traceback.
+
+    Example:
+        >>> cause = RedactedError.named("AuthenticationError", "openai", "Error code: 401 - ***")
+        >>> type(cause).__name__, str(cause), isinstance(cause, RedactedError)
+        ('AuthenticationError', 'Error code: 401 - ***', True)
+    """
+
+    @classmethod
+    def named(cls, type_name: str, module: str, message: str, tb_text: str = "") -> RedactedError:
+        """A stand-in whose class is named ``type_name`` and lives in ``module``."""
+        namespace = {"__module__": module or "builtins", "__qualname__": type_name}
+        stand_in: RedactedError = type(type_name, (cls,), namespace)(message)
+        if tb_text and sys.version_info >= (3, 11):
+            stand_in.add_note(
+                f"(batchkit: a redacted copy; the item's traceback:)\n{tb_text.rstrip()}"
+            )
+        return stand_in
+
+    def __reduce__(self) -> tuple[Callable[..., RedactedError], tuple[str, str, str]]:
+        # Its class is made per call, so pickle rebuilds it by name instead of by reference.
+        named = type(self)
+        return RedactedError.named, (named.__qualname__, named.__module__, str(self))

@@ -45,7 +45,12 @@ from typing import Any, Generic, TypeVar, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
-from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._errors import (
+    BatchkitError,
+    ConfigurationError,
+    describe_exception,
+    exception_traceback,
+)
 
 __all__ = ["BatchOutputMismatchError", "BatcherStoppedError", "MicroBatcher"]
 
@@ -371,7 +376,11 @@ class MicroBatcher(Runnable[InputT, OutputT]):
                 if not state.queue:
                     return
         except Exception as exc:  # a bug here must not leave callers waiting forever
-            logger.exception("%s: the flusher failed; failing the queued calls", self._label)
+            logger.error(
+                "%s: the flusher failed; failing the queued calls:\n%s",
+                self._label,
+                exception_traceback(exc),
+            )
             while state.queue:
                 call = state.queue.popleft()
                 if not call.future.done():
@@ -435,7 +444,10 @@ class MicroBatcher(Runnable[InputT, OutputT]):
                 call.future.cancel(_FORCED)
             raise
         except Exception as exc:
-            logger.debug("%s: a batch of %d failed: %r", self._label, len(batch), exc)
+            # Redacted text, never %r: a provider error's repr carries what its body echoed.
+            logger.debug(
+                "%s: a batch of %d failed: %s", self._label, len(batch), describe_exception(exc)
+            )
             for call in batch:
                 if not call.future.done():
                     call.future.set_exception(exc)

@@ -6,15 +6,22 @@ nothing here rebuilds a result list by position.
 
 from __future__ import annotations
 
+import dataclasses
 import html
-import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 
-from langchain_batchkit._errors import BatchFailedError, redact_secrets
+from langchain_batchkit._errors import (
+    BatchFailedError,
+    RedactedError,
+    exception_message,
+    exception_traceback,
+    redact_secrets,
+    safe_repr,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -34,8 +41,9 @@ class ItemError:
         message: ``str(exception)``, with anything resembling an API key redacted.
         traceback: the formatted traceback, redacted likewise.
         module: the module that defines the exception class.
-        exception: the live exception when this process captured it (``None`` after a
-            round trip through a checkpoint); not part of equality or the repr.
+        exception: the live exception when this process captured it; not part of
+            equality or the repr, and ``None`` after a round trip through a checkpoint
+            or a pickle (its arguments and request headers can carry the API key).
     """
 
     type: str
@@ -51,25 +59,28 @@ class ItemError:
         The live exception is kept, but its traceback frames are released once
         formatted, so a million failed items do not pin a million stacks in memory.
         """
-        try:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        except Exception:  # a __str__ that raises must not lose the item
-            tb = f"{type(exc).__name__}: <the traceback could not be formatted>"
+        tb = exception_traceback(exc)  # neither raises, whatever __str__ does
+        message = exception_message(exc)
         exc.__traceback__ = None
-        try:
-            message = str(exc)
-        except Exception as broken:
-            message = f"<str() of this {type(exc).__name__} raised {type(broken).__name__}>"
         return cls(
             type=type(exc).__name__,
-            message=redact_secrets(message),
-            traceback=redact_secrets(tb),
+            message=message,
+            traceback=tb,
             module=type(exc).__module__,
             exception=exc,
         )
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
+
+    def __reduce__(self) -> tuple[Callable[..., ItemError], tuple[str, str, str, str]]:
+        # Text only: the live exception (an openai error holds its request, and the
+        # request its ``authorization`` header) never reaches a pickle.
+        return ItemError, (self.type, self.message, self.traceback, self.module)
+
+    def stand_in(self) -> RedactedError:
+        """An exception of this error's type name and redacted message, to chain or raise."""
+        return RedactedError.named(self.type, self.module, self.message, self.traceback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +109,7 @@ class TokenUsage:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ItemResult(Generic[InputT, OutputT]):
     """The outcome of one input: its output or its error, never both.
 
@@ -129,6 +140,12 @@ class ItemResult(Generic[InputT, OutputT]):
     def ok(self) -> bool:
         """True when the item produced an output."""
         return self.error is None
+
+    def __repr__(self) -> str:
+        # The dataclass repr, except that an input or output whose repr raises is
+        # shown as a placeholder: a result must always be printable.
+        shown = (f"{f.name}={safe_repr(getattr(self, f.name))}" for f in dataclasses.fields(self))
+        return f"{type(self).__qualname__}({', '.join(shown)})"
 
     def to_record(self) -> dict[str, Any]:
         """A flat dict for tables and JSON export."""
@@ -208,6 +225,10 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
     after an interrupt it holds only the items that finished (``complete`` is
     False), still sorted by index: use :meth:`by_index` there.
 
+    It pickles as its results alone: not the kit that made it (the chain, its HTTP
+    clients, their API key) nor the live exceptions, so an unpickled BatchResult
+    cannot :meth:`retry_failed`.
+
     Example:
         >>> results = kit.batch(inputs)               # doctest: +SKIP
         >>> results.failed[0].error                   # doctest: +SKIP
@@ -218,6 +239,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
     complete: bool
     _rerunner: Rerunner[InputT, OutputT] | None
     _config: RunnableConfig | None
+    _unpickled: bool = False
 
     def __init__(
         self,
@@ -259,11 +281,16 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         raise KeyError(f"no result for input index {index}")
 
     def raise_for_errors(self) -> BatchResult[InputT, OutputT]:
-        """Raise one :class:`BatchFailedError` naming every failed index, or return self."""
+        """Raise one :class:`BatchFailedError` naming every failed index, or return self.
+
+        Its ``__cause__`` is the first failed item's error as a :class:`RedactedError`
+        (same type name, redacted message), not the live exception, which may carry
+        the API key into a printed traceback; ``.failed`` has every ItemResult.
+        """
         failed = self.failed
         if failed:
             first = failed[0].error
-            cause = first.exception if first else None
+            cause = first.stand_in() if first else None
             raise BatchFailedError(failed, len(self)) from cause
         return self
 
@@ -273,25 +300,60 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         Each re-run item keeps its original index; its ``attempts`` add up across
         runs and ``history`` keeps the earlier errors. Items that succeeded are
         not called again.
+
+        Raises:
+            RuntimeError: items failed, and this BatchResult was not made by a kit,
+                or was unpickled (a pickle does not hold the kit).
         """
-        rerunner, pairs = self._retry_plan()
+        pairs = [(r.index, r.input) for r in self.failed]
         if not pairs:
             return self
-        return self._merge(rerunner._rerun(pairs, config or self._config))
+        return self._merge(self._rerunner_or_raise()._rerun(pairs, config or self._config))
 
     async def aretry_failed(
         self, config: RunnableConfig | None = None
     ) -> BatchResult[InputT, OutputT]:
         """Async twin of :meth:`retry_failed`."""
-        rerunner, pairs = self._retry_plan()
+        pairs = [(r.index, r.input) for r in self.failed]
         if not pairs:
             return self
+        rerunner = self._rerunner_or_raise()
         return self._merge(await rerunner._arerun(pairs, config or self._config))
 
-    def _retry_plan(self) -> tuple[Rerunner[InputT, OutputT], list[tuple[int, InputT]]]:
-        if self._rerunner is None:
-            raise RuntimeError("this BatchResult was not made by a batchkit runner")
-        return self._rerunner, [(r.index, r.input) for r in self.failed]
+    def _rerunner_or_raise(self) -> Rerunner[InputT, OutputT]:
+        if self._rerunner is not None:
+            return self._rerunner
+        if self._unpickled:
+            raise RuntimeError(
+                "this BatchResult was unpickled, and a pickle keeps the results but not the "
+                "kit (its chain, clients and API key), so it cannot retry_failed(); run the "
+                "failed inputs with a kit: kit.batch([r.input for r in results.failed])"
+            )
+        raise RuntimeError("this BatchResult was not made by a batchkit runner")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The results only: the kit holds the chain, its HTTP clients and their key
+        # (and often cannot be pickled at all); the config may hold callbacks.
+        state = {
+            "wall_time": self.wall_time,
+            "complete": self.complete,
+            "_rerunner": None,
+            "_config": None,
+            "_unpickled": True,
+        }
+        return type(self), (list(self),), state
+
+    def __copy__(self) -> BatchResult[InputT, OutputT]:
+        # A copy in this process may keep the kit: only a pickle must drop it.
+        copied = type(self)(
+            self,
+            wall_time=self.wall_time,
+            complete=self.complete,
+            rerunner=self._rerunner,
+            config=self._config,
+        )
+        copied._unpickled = self._unpickled
+        return copied
 
     def _merge(self, again: BatchResult[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         merged = {r.index: r for r in self}
@@ -389,5 +451,5 @@ def _by_index(r: ItemResult[Any, Any]) -> int:
 
 
 def _short(value: object, limit: int = 120) -> str:
-    text = redact_secrets(value if isinstance(value, str) else repr(value))
+    text = redact_secrets(value if isinstance(value, str) else safe_repr(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -4,7 +4,8 @@ Sources are http(s) URLs (sent as is), data URLs, local paths (``str``/``Path``)
 folders and glob patterns (expanded to their image files), ``bytes``, and PIL images
 (``pip install 'langchain-batchkit[images]'``). Each image is read and checked inside
 its own item, so a broken one is that item's :class:`ImageSourceError` and the rest
-of the batch runs.
+of the batch runs. :func:`caption_images` takes every :func:`batchkit` option, a
+checkpoint included (keyed by :func:`image_key`, each image's path or URL).
 
 Example:
     >>> from langchain_batchkit.multimodal import caption_images, to_csv   # doctest: +SKIP
@@ -18,6 +19,7 @@ from langchain_batchkit.multimodal._chain import (
     acaption_images,
     caption_images,
     image_caption_chain,
+    image_key,
 )
 from langchain_batchkit.multimodal._expand import expand_images
 from langchain_batchkit.multimodal._export import (
@@ -62,6 +64,7 @@ __all__ = [
     "detect_image_mime",
     "expand_images",
     "image_caption_chain",
+    "image_key",
     "image_message",
     "image_part",
     "image_url",
