@@ -32,7 +32,7 @@ from langchain_core.runnables.config import (
 )
 
 from langchain_batchkit._attempts import ItemRun, RunPlan
-from langchain_batchkit._errors import BatchkitError
+from langchain_batchkit._errors import BatchkitError, exception_traceback
 from langchain_batchkit._results import ItemError, ItemResult
 from langchain_batchkit._window import Window
 
@@ -202,20 +202,29 @@ def _child_config(item: ItemRun[Any, Any], config: Any) -> Any:
 
 
 def _guard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Fire a callback event; a raising handler is logged, never the batch's end."""
+    """Fire a callback event; a raising handler is logged (redacted), never the batch's end."""
     try:
         return fn(*args, **kwargs)
-    except Exception:
-        logger.warning("a callback handler raised in %s; ignored", fn.__name__, exc_info=True)
+    except Exception as exc:
+        _log_handler_error(fn, exc)
         return None
 
 
 async def _aguard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return await fn(*args, **kwargs)
-    except Exception:
-        logger.warning("a callback handler raised in %s; ignored", fn.__name__, exc_info=True)
+    except Exception as exc:
+        _log_handler_error(fn, exc)
         return None
+
+
+def _log_handler_error(fn: Callable[..., Any], exc: Exception) -> None:
+    # The handler may re-raise an item's error, which carries the request's key.
+    logger.warning(
+        "a callback handler raised in %s; ignored:\n%s",
+        getattr(fn, "__name__", "?"),
+        exception_traceback(exc),
+    )
 
 
 # -- one item -------------------------------------------------------------------------------

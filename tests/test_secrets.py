@@ -110,7 +110,7 @@ def failed_run(
     clock = FakeClock()
     kit = batchkit(
         echoing_chat(),
-        retry=RetryPolicy(max_attempts=2, sleep=clock.sleep, clock=clock, seed=0),
+        retry=RetryPolicy(max_attempts=2, max_rate_limited=1, clock=clock, seed=0),
         progress=True,
     )
     results = kit.batch(PROMPTS) if request.param == "sync" else asyncio.run(kit.abatch(PROMPTS))
@@ -284,7 +284,7 @@ def test_an_unpickled_result_with_nothing_failed_still_has_nothing_to_retry() ->
     assert loaded.retry_failed() is loaded
 
 
-# -- leaks that live in modules owned elsewhere: strict xfails, so a fix shows up ----------
+# -- leaks in how a run stops and how handler errors are logged -----------------------------
 
 
 def _rejecting_seed(request: httpx2.Request) -> httpx2.Response:
@@ -298,11 +298,6 @@ def _rejecting_seed(request: httpx2.Request) -> httpx2.Response:
     return httpx2.Response(400, json={"error": error})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_attempts.run_stopper puts the unredacted str(exc) in the ConfigurationError and "
-    "settle() chains the live exception (raise stopper from exc)",
-)
 def test_no_key_when_a_keyword_the_provider_rejects_stops_the_run() -> None:
     llm = ChatOpenAI(
         base_url="https://api.example.test/v1",
@@ -328,11 +323,6 @@ class _ReRaisingHandler(BaseCallbackHandler):
             raise outputs.error.exception
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_drivers._guard/_aguard log a raising callback handler with exc_info=True, "
-    "which formats the live exception unredacted",
-)
 def test_no_key_in_the_log_when_a_callback_handler_reraises_an_items_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
