@@ -1,22 +1,28 @@
 """Checkpoint and resume: every finished item committed to an embedded SQLite file.
 
 One row per item key: status, input, output, error and attempts, written in
-batched transactions (WAL journal) so throughput stays high. A run that crashes
-loses at most the items finished since the last commit (``chunk_size``) plus
-those in flight; running again with the same checkpoint skips every committed
-item and returns each item exactly once. The file is locked for writing while a
-run has it open, so two runs never mix their results in one file.
+batched transactions (WAL journal) so throughput stays high. A transaction
+commits when ``chunk_size`` rows are buffered or the oldest has waited
+``flush_interval`` seconds, so a run that crashes loses at most the items in
+flight plus about one interval of finished work; running again with the same
+checkpoint skips every committed item and returns each item exactly once.
+
+A run holds an OS lock on ``<file>.lock`` while it writes, so two runs never mix
+their results in one file; other processes may read the committed rows meanwhile
+(``Checkpoint(path).counts()``, or any SQLite reader).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sqlite3
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -74,12 +80,15 @@ class Checkpoint:
     """An embedded SQLite file holding every finished item of a batch, by key.
 
     Args:
-        path: the file (created if missing).
-        chunk_size: finished items per transaction: larger is faster, smaller loses
-            less work to a crash.
+        path: the file (created if missing); ``<path>.lock`` is created beside it.
+        chunk_size: commit once this many finished items are buffered: larger is
+            faster, smaller loses less work to a crash.
+        flush_interval: commit once the oldest buffered item has waited this many
+            seconds, whichever comes first (``math.inf``: on ``chunk_size`` only).
         fingerprint: identifies the job; by default derived from the chain. A file
             written for another fingerprint is refused: pass the same string on
             purpose to resume with a chain you changed compatibly.
+        clock: monotonic seconds, for ``flush_interval`` (injectable for tests).
 
     Example:
         >>> kit = batchkit(chain, checkpoint="run.sqlite")      # doctest: +SKIP
@@ -88,20 +97,44 @@ class Checkpoint:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, chunk_size: int = 500, fingerprint: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        chunk_size: int = 500,
+        flush_interval: float = 1.0,
+        fingerprint: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if type(chunk_size) is not int or chunk_size < 1:
             raise ConfigurationError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+        if (
+            not isinstance(flush_interval, int | float)
+            or isinstance(flush_interval, bool)
+            or not flush_interval > 0
+        ):
+            raise ConfigurationError(
+                f"flush_interval must be seconds > 0 (math.inf: commit on chunk_size only), "
+                f"got {flush_interval!r}"
+            )
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise ConfigurationError(f"fingerprint must be a string, got {fingerprint!r}")
+        if not callable(clock):
+            raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
         self.path = Path(path)
         self.chunk_size = chunk_size
+        self.flush_interval = float(flush_interval)
         self.fingerprint = fingerprint
+        self._clock = clock
         self._db: sqlite3.Connection | None = None
+        self._lock: _FileLock | None = None
         self._pending: list[tuple[Any, ...]] = []
+        self._oldest = 0.0  # when the first buffered row was recorded
 
     def __repr__(self) -> str:
-        return f"Checkpoint({str(self.path)!r}, chunk_size={self.chunk_size})"
+        return (
+            f"Checkpoint({str(self.path)!r}, chunk_size={self.chunk_size}, "
+            f"flush_interval={self.flush_interval})"
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,14 +143,15 @@ class Checkpoint:
         if self._db is not None:
             raise CheckpointError(f"checkpoint {self.path} is already open by a running batch")
         expected = self.fingerprint or fingerprint
+        lock = _FileLock.acquire(self.path)
         try:
             db = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
         except sqlite3.Error as exc:
+            lock.release()
             raise CheckpointError(f"cannot open checkpoint {self.path}: {exc}") from exc
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")  # held until close: one run per file
             db.execute("BEGIN IMMEDIATE")
             _create(db)
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
@@ -133,11 +167,13 @@ class Checkpoint:
             db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             db.close()
+            lock.release()
             raise _explain(self.path, exc) from exc
         if meta:
             version = meta.get("schema_version")
             if version != str(SCHEMA_VERSION):
                 db.close()
+                lock.release()
                 raise CheckpointError(
                     f"checkpoint {self.path} has layout version {version}, this langchain-batchkit "
                     f"writes version {SCHEMA_VERSION}; use a new file or the matching release"
@@ -145,12 +181,13 @@ class Checkpoint:
             stored = meta.get("fingerprint") or None
             if expected and stored and stored != expected:
                 db.close()
+                lock.release()
                 raise CheckpointError(
                     f"checkpoint {self.path} was written by a different chain (fingerprint "
                     f"{stored}, this one is {expected}); use a new file, or pass "
                     f"Checkpoint(..., fingerprint={stored!r}) to resume on purpose"
                 )
-        self._db = db
+        self._db, self._lock = db, lock
 
     def close(self) -> None:
         """Commit what is buffered and release the file."""
@@ -161,6 +198,9 @@ class Checkpoint:
         finally:
             self._db.close()
             self._db = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     # -- reading and writing during a run -------------------------------------------------------
 
@@ -184,9 +224,13 @@ class Checkpoint:
         return found
 
     def record(self, key: str, result: ItemResult[Any, Any]) -> None:
-        """Buffer one finished item; commits every ``chunk_size`` items."""
+        """Buffer one finished item; commits every ``chunk_size`` items or ``flush_interval``."""
+        now = self._clock()
+        pending = self._pending
+        if not pending:
+            self._oldest = now
         usage = result.usage
-        self._pending.append(
+        pending.append(
             (
                 key,
                 result.index,
@@ -203,8 +247,23 @@ class Checkpoint:
                 time.time(),
             )
         )
-        if len(self._pending) >= self.chunk_size:
+        if len(pending) >= self.chunk_size or now - self._oldest >= self.flush_interval:
             self.flush()
+
+    def flush_if_due(self) -> float | None:
+        """Commit the buffer if its oldest row has waited ``flush_interval``.
+
+        For a driver about to wait: returns the seconds until the buffer must be
+        committed (wait at most that long, then call again), or ``None`` when
+        nothing buffered is due on time.
+        """
+        if not self._pending or math.isinf(self.flush_interval):
+            return None
+        wait = self._oldest + self.flush_interval - self._clock()
+        if wait > 0:
+            return wait
+        self.flush()
+        return None
 
     def flush(self) -> None:
         """Commit the buffered items in one transaction."""
@@ -294,6 +353,50 @@ class Checkpoint:
         except sqlite3.DatabaseError as exc:
             raise _explain(self.path, exc) from exc
         return db, True
+
+
+class _FileLock:
+    """An OS lock on ``<checkpoint>.lock`` while a run writes: one run per file.
+
+    Not SQLite's exclusive locking mode, which would lock readers out too. The OS
+    drops the lock when the process dies, so a killed run never leaves a stale one.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, path: Path) -> _FileLock:
+        try:
+            fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CheckpointError(f"cannot open checkpoint {path}: {exc}") from exc
+        try:
+            _lock_fd(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise CheckpointError(
+                f"checkpoint {path} is locked: another run is writing it (one run per file)"
+            ) from exc
+        return cls(fd)
+
+    def release(self) -> None:
+        os.close(self._fd)  # closing the descriptor releases the lock
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _lock_fd(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _create(db: sqlite3.Connection) -> None:
