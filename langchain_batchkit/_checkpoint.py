@@ -9,7 +9,8 @@ checkpoint skips every committed item and returns each item exactly once.
 
 A run holds an OS lock on ``<file>.lock`` while it writes, so two runs never mix
 their results in one file; other processes may read the committed rows meanwhile
-(``Checkpoint(path).counts()``, or any SQLite reader).
+(``Checkpoint(path).counts()``, or any SQLite reader). A row SQLite refuses costs
+that row only: the transaction is rolled back and the chunk written row by row.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from langchain_core.runnables import Runnable
 
 from langchain_batchkit._errors import BatchkitError, ConfigurationError
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
-from langchain_batchkit._serialize import dumps_value, loads_value, to_jsonable
+from langchain_batchkit._serialize import dumps_value, json_text, loads_value, to_jsonable
 
 __all__ = ["Checkpoint", "CheckpointError", "fingerprint_of"]
 
@@ -57,6 +59,21 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_idx ON items (idx);
 """
+_INSERT = "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+#: What a single row's values (not the file) can make SQLite refuse: text it cannot
+#: encode, a constraint, a value too big or of an unsupported type.
+_ROW_ERRORS = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
+
+Row = tuple[Any, ...]
 
 
 class CheckpointError(BatchkitError):
@@ -127,7 +144,7 @@ class Checkpoint:
         self._clock = clock
         self._db: sqlite3.Connection | None = None
         self._lock: _FileLock | None = None
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: list[Row] = []
         self._oldest = 0.0  # when the first buffered row was recorded
 
     def __repr__(self) -> str:
@@ -211,13 +228,13 @@ class Checkpoint:
         db = self._require()
         found: dict[str, ItemResult[Any, Any]] = {}
         for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
+            chunk = [_db_key(k) for k in keys[start : start + 500]]
             marks = ",".join("?" * len(chunk))
             status = "" if include_failed else " AND ok = 1"
             rows = db.execute(f"SELECT * FROM items WHERE key IN ({marks}){status}", chunk)
             for row in rows:
                 try:
-                    found[row[0]] = _row_to_result(row)
+                    found[_from_db_key(row[0])] = _row_to_result(row)
                 except Exception as exc:  # unreadable now (class moved?): run it again
                     logger.warning("checkpoint row %r cannot be read back (%s); re-running it",
                                    row[0], exc)  # fmt: skip
@@ -232,7 +249,7 @@ class Checkpoint:
         usage = result.usage
         pending.append(
             (
-                key,
+                _db_key(key),
                 result.index,
                 int(result.ok),
                 dumps_value(result.input),
@@ -266,20 +283,30 @@ class Checkpoint:
         return None
 
     def flush(self) -> None:
-        """Commit the buffered items in one transaction."""
+        """Commit the buffered items in one transaction.
+
+        A row SQLite refuses does not cost its chunk: the transaction is rolled back
+        and the rows written one at a time; the refused row is stored as that item's
+        failure instead (or, if even that fails, skipped with its key logged, and the
+        item runs again on resume).
+        """
         if not self._pending:
             return
         db = self._require()
+        rows, self._pending = self._pending, []
         try:
-            db.execute("BEGIN")
-            db.executemany(
-                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                self._pending,
-            )
-            db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
+            try:
+                with _transaction(db):
+                    db.executemany(_INSERT, rows)
+            except _ROW_ERRORS as exc:
+                logger.warning(
+                    "checkpoint %s: committing %d rows failed (%s: %s); writing them one by one",
+                    self.path, len(rows), type(exc).__name__, exc,
+                )  # fmt: skip
+                self._write_each(db, rows)
+        except sqlite3.DatabaseError as exc:  # the file's fault, not a row's: keep the rows
+            self._pending = rows + self._pending
             raise _explain(self.path, exc) from exc
-        self._pending.clear()
 
     # -- reading afterwards ---------------------------------------------------------------------
 
@@ -313,7 +340,7 @@ class Checkpoint:
                 record = result.to_record()
                 record["input"] = to_jsonable(record["input"])
                 record["output"] = to_jsonable(record["output"])
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.write(json_text(record) + "\n")
                 n += 1
         return n
 
@@ -335,6 +362,32 @@ class Checkpoint:
         return pd.concat(frames, ignore_index=True)
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _write_each(self, db: sqlite3.Connection, rows: list[Row]) -> None:
+        with _transaction(db):
+            for row in rows:
+                try:
+                    with _savepoint(db):
+                        db.execute(_INSERT, row)
+                    continue
+                except _ROW_ERRORS as exc:
+                    cause = f"{type(exc).__name__}: {exc}"
+                key = _from_db_key(row[0])
+                try:
+                    with _savepoint(db):
+                        db.execute(_INSERT, _error_row(row, cause))
+                except _ROW_ERRORS as again:
+                    logger.error(
+                        "checkpoint %s: the row for key %r cannot be written (%s), nor an "
+                        "error row (%s: %s); skipped: the item runs again on resume",
+                        self.path, key, cause, type(again).__name__, again,
+                    )  # fmt: skip
+                else:
+                    logger.error(
+                        "checkpoint %s: the row for key %r cannot be written (%s); stored as "
+                        "a failed item instead (retry_failed=True runs it again)",
+                        self.path, key, cause,
+                    )  # fmt: skip
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:
@@ -399,10 +452,54 @@ else:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """Commit on success; on any failure roll back, so the next transaction can begin."""
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.warning("rolling back a checkpoint transaction failed", exc_info=True)
+        raise
+
+
+@contextmanager
+def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("SAVEPOINT one_row")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK TO one_row")
+        db.execute("RELEASE one_row")
+        raise
+    db.execute("RELEASE one_row")
+
+
 def _create(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA.strip().split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+def _db_key(key: str) -> str | bytes:
+    """The key as SQLite stores it: text, or (when UTF-8 cannot encode it: lone
+    surrogates) a BLOB of its ``surrogatepass`` bytes, which never equals a text key."""
+    if key.isascii():
+        return key
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogatepass")
+    return key
+
+
+def _from_db_key(stored: str | bytes) -> str:
+    return stored if isinstance(stored, str) else stored.decode("utf-8", "surrogatepass")
 
 
 def _explain(path: Path, exc: sqlite3.DatabaseError) -> CheckpointError:
@@ -425,6 +522,17 @@ def _error_dict(error: ItemError) -> dict[str, str]:
 
 def _dump_error(error: ItemError) -> str:
     return json.dumps(_error_dict(error))
+
+
+def _error_row(row: Row, cause: str) -> Row:
+    """The failure row stored for an item whose own row SQLite refused."""
+    error = {
+        "type": "CheckpointWriteError",
+        "message": f"the item finished but its row could not be stored: {cause}",
+        "module": __name__,
+    }
+    key, idx, _, _, _, _, attempts, latency, _, _, *rest = row  # rest: written_at, ...
+    return (key, idx, 0, None, None, json.dumps(error), attempts, latency, None, None, *rest)
 
 
 def _load_error(data: dict[str, str]) -> ItemError:
@@ -456,5 +564,5 @@ def _row_to_result(row: tuple[Any, ...], *, lenient: bool = False) -> ItemResult
         latency=latency,
         usage=TokenUsage(*json.loads(usage)) if usage else None,
         history=tuple(_load_error(h) for h in json.loads(history)) if history else (),
-        key=key,
+        key=_from_db_key(key),
     )

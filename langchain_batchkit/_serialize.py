@@ -4,7 +4,10 @@ Plain JSON values stay themselves; LangChain objects (messages, documents, promp
 values) go through langchain-core's own serialisation (``dumpd``/``load``);
 pydantic models store their class path and JSON data; bytes are base64. A value
 none of these can express is stored as its ``repr`` (and loads as that string),
-with a warning: the item's record is never lost for want of a format.
+with a warning: the item's record is never lost for want of a format. Text that
+UTF-8 cannot encode (lone surrogates: a file name ``os.listdir`` decoded with
+``surrogateescape``) is stored with JSON ``\\u`` escapes, so it still round-trips
+exactly.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pydantic import BaseModel
 
 from langchain_batchkit._errors import redact_secrets
 
-__all__ = ["dumps_value", "loads_value", "to_jsonable"]
+__all__ = ["dumps_value", "json_text", "loads_value", "to_jsonable"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +95,24 @@ def to_jsonable(value: Any) -> Any:
 
 
 def dumps_value(value: Any) -> str:
-    """Encode ``value`` as a JSON string (see the module docstring for the formats)."""
-    return json.dumps(_encode(value), ensure_ascii=False, separators=(",", ":"))
+    """Encode ``value`` as a JSON string (see the module docstring for the formats).
+
+    The text is valid UTF-8 (what SQLite stores): lone surrogates are escaped.
+    """
+    return json_text(_encode(value))
+
+
+def json_text(data: Any) -> str:
+    """Compact JSON that UTF-8 can encode: non-ASCII text kept as is, but lone
+    surrogates (which UTF-8 cannot hold) written as ``\\u`` escapes, which
+    ``json.loads`` turns back into the very same string."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def _decode(data: dict[str, Any]) -> Any:

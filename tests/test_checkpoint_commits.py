@@ -1,11 +1,14 @@
-"""When a checkpoint commits: on count or on time.
+"""When a checkpoint commits: on count or on time, and never all-or-nothing.
 
 A row only survives a crash once it is committed, so rows must not wait for a
-full chunk when items finish slowly.
+full chunk when items finish slowly, and one row SQLite refuses must cost that
+row, not its chunk and every commit after it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import signal
@@ -185,3 +188,108 @@ def test_a_killed_slow_run_redoes_at_most_in_flight_plus_one_interval(tmp_path: 
     # (20 items at full speed); the rest is slack for a loaded machine.
     assert len(redone) <= 5 + 40, f"{len(redone)} items were run twice"
     assert Checkpoint(path).counts() == (400, 0)
+
+
+# -- one bad row costs that row, not its chunk -----------------------------------------------------
+
+
+def test_lone_surrogates_in_inputs_and_outputs_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    names = ["plain.jpg", "caf\udce9.jpg", "ok.png", "\ud800half.txt"]  # os.listdir on bytes
+    kit: Any = batchkit(RunnableLambda(lambda s: s + "\udcff"), checkpoint=path, progress=False)
+    assert not kit.batch(names).failed
+    stored = list(Checkpoint(path).iter_results())
+    assert [r.input for r in stored] == names
+    assert [r.output for r in stored] == [n + "\udcff" for n in names]
+    assert Checkpoint(path).to_jsonl(tmp_path / "out.jsonl") == 4  # valid UTF-8, exact
+    exported = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["input"] for line in exported] == names
+
+
+def test_lone_surrogate_keys_resume(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    names = ["caf\udce9.jpg", "café.jpg", "plain.jpg"]
+    calls: list[str] = []
+
+    def upper(s: str) -> str:
+        calls.append(s)
+        return s.upper()
+
+    def kit() -> Any:
+        return batchkit(RunnableLambda(upper), checkpoint=path, key=lambda s: s, progress=False)
+
+    kit().batch(names[:2])
+    results = kit().batch(names)
+    assert calls == [*names[:2], "plain.jpg"]
+    assert [r.key for r in results] == names
+    assert sorted(r.key or "" for r in Checkpoint(path).iter_results()) == sorted(names)
+
+
+def _refuse_inserts(path: Path, when: str) -> None:
+    """Make SQLite refuse some rows, as a constraint or an odd value would."""
+    ckpt = Checkpoint(path)
+    ckpt.open()
+    ckpt.close()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON items WHEN {when} "
+            "BEGIN SELECT RAISE(ABORT, 'row refused by test'); END"
+        )
+        db.commit()
+
+
+def test_a_row_sqlite_refuses_becomes_its_items_error_row_and_the_rest_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "run.sqlite"
+    _refuse_inserts(path, "NEW.key = '3' AND NEW.ok = 1")
+    ckpt = Checkpoint(path, chunk_size=4)
+    with caplog.at_level(logging.WARNING):
+        kit: Any = batchkit(RunnableLambda(lambda x: x * 2), checkpoint=ckpt)
+        results = kit.batch(range(10))
+    assert results.outputs == [x * 2 for x in range(10)]  # the run itself is unharmed
+    stored = {r.index: r for r in Checkpoint(path).iter_results()}
+    assert sorted(stored) == list(range(10))  # later chunks committed too
+    assert stored[3].error is not None and "row refused by test" in stored[3].error.message
+    assert all(stored[i].ok for i in range(10) if i != 3)
+    assert "'3'" in caplog.text and "row refused by test" in caplog.text
+
+
+def test_a_row_that_cannot_be_written_at_all_is_skipped_with_its_key_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "run.sqlite"
+    _refuse_inserts(path, "NEW.key = '3'")
+    ckpt = Checkpoint(path, chunk_size=4)
+    with caplog.at_level(logging.WARNING):
+        kit: Any = batchkit(RunnableLambda(lambda x: x * 2), checkpoint=ckpt)
+        kit.batch(range(10))
+    assert sorted(r.index for r in Checkpoint(path).iter_results()) == [
+        i for i in range(10) if i != 3
+    ]
+    assert "'3'" in caplog.text and "skipped" in caplog.text
+
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+    calls: list[int] = []
+
+    def double(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    resumed = batchkit(RunnableLambda(double), checkpoint=path)
+    assert resumed.batch(range(10)).outputs == [x * 2 for x in range(10)]
+    assert calls == [3]  # the skipped row is simply run again
+
+
+def test_a_failed_commit_is_rolled_back_so_the_next_commit_works(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    _refuse_inserts(path, "NEW.key = '0'")
+    ckpt = Checkpoint(path, chunk_size=1)
+    ckpt.open()
+    ckpt.record("0", done(0))
+    ckpt.record("1", done(1))
+    ckpt.record("2", done(2))
+    ckpt.close()
+    assert committed(path) == 2
