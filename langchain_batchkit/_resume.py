@@ -8,7 +8,7 @@ from typing import Any
 from langchain_batchkit._checkpoint import Checkpoint, CheckpointError
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._results import ItemResult
-from langchain_batchkit._serialize import dumps_value
+from langchain_batchkit._serialize import dumps_value, safe_repr
 
 __all__ = ["Resume"]
 
@@ -64,5 +64,5 @@ class Resume:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    text = safe_repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -4,7 +4,8 @@ Plain JSON values stay themselves; LangChain objects (messages, documents, promp
 values) go through langchain-core's own serialisation (``dumpd``/``load``);
 pydantic models store their class path and JSON data; bytes are base64. A value
 none of these can express is stored as its ``repr`` (and loads as that string),
-with a warning: the item's record is never lost for want of a format. Text that
+with a warning: the item's record is never lost for want of a format. A ``repr``
+that raises leaves a placeholder naming the type. Text that
 UTF-8 cannot encode (lone surrogates: a file name ``os.listdir`` decoded with
 ``surrogateescape``) is stored with JSON ``\\u`` escapes, so it still round-trips
 exactly.
@@ -26,7 +27,7 @@ from pydantic import BaseModel
 
 from langchain_batchkit._errors import redact_secrets
 
-__all__ = ["dumps_value", "json_text", "loads_value", "to_jsonable"]
+__all__ = ["dumps_value", "json_text", "loads_value", "safe_repr", "to_jsonable"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ def _is_plain_json(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a placeholder naming the type when that ``repr`` raises."""
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__}: repr() raised {type(exc).__name__}>"
+
+
 def _encode(value: Any) -> dict[str, Any]:
     try:
         encoded = _try_encode(value)
@@ -54,12 +63,12 @@ def _encode(value: Any) -> dict[str, Any]:
         logger.warning(
             "a %s value failed to serialise (%s); keeping its repr", type(value).__name__, exc
         )
-        return {"repr": redact_secrets(repr(value))}
+        return {"repr": redact_secrets(safe_repr(value))}
     if encoded is None:
         logger.warning(
             "a %s value cannot be stored as JSON; keeping its repr instead", type(value).__name__
         )
-        return {"repr": redact_secrets(repr(value))}
+        return {"repr": redact_secrets(safe_repr(value))}
     return encoded
 
 
@@ -95,11 +104,18 @@ def to_jsonable(value: Any) -> Any:
 
 
 def dumps_value(value: Any) -> str:
-    """Encode ``value`` as a JSON string (see the module docstring for the formats).
+    """Encode ``value`` as a JSON string (see the module docstring); never raises.
 
     The text is valid UTF-8 (what SQLite stores): lone surrogates are escaped.
     """
-    return json_text(_encode(value))
+    try:
+        return json_text(_encode(value))
+    except Exception as exc:  # a str or int subclass that JSON itself chokes on
+        logger.warning(
+            "a %s value cannot be stored (%s: %s); storing a placeholder",
+            type(value).__name__, type(exc).__name__, exc,
+        )  # fmt: skip
+        return json.dumps({"repr": f"<{type(value).__name__}: could not be stored>"})
 
 
 def json_text(data: Any) -> str:
