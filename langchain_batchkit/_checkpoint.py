@@ -1,11 +1,12 @@
 """Checkpoint and resume: every finished item committed to an embedded SQLite file.
 
-One row per item key: status, input, output, error and attempts, written in
-batched transactions (WAL journal) so throughput stays high. A transaction
-commits when ``chunk_size`` rows are buffered or the oldest has waited
-``flush_interval`` seconds, so a run that crashes loses at most the items in
-flight plus about one interval of finished work; running again with the same
-checkpoint skips every committed item and returns each item exactly once.
+One row per item key: status, input, output, error, attempts, a fingerprint of
+the input and the run that wrote it, written in batched transactions (WAL
+journal) so throughput stays high. A transaction commits when ``chunk_size``
+rows are buffered or the oldest has waited ``flush_interval`` seconds, so a run
+that crashes loses at most the items in flight plus about one interval of
+finished work; running again with the same checkpoint skips every committed item
+and returns each item exactly once.
 
 A run holds an OS lock on ``<file>.lock`` while it writes, so two runs never mix
 their results in one file; other processes may read the committed rows meanwhile
@@ -25,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,21 @@ from langchain_core.runnables import Runnable
 
 from langchain_batchkit._errors import BatchkitError, ConfigurationError
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
-from langchain_batchkit._serialize import dumps_value, json_text, loads_value, to_jsonable
+from langchain_batchkit._serialize import (
+    dumps_value,
+    fingerprint_value,
+    json_text,
+    loads_value,
+    to_jsonable,
+)
 
-__all__ = ["Checkpoint", "CheckpointError", "fingerprint_of"]
+__all__ = ["Checkpoint", "CheckpointError", "StoredRow", "fingerprint_of"]
 
 logger = logging.getLogger(__name__)
 
-#: Bumped when the table layout changes; an older or newer file is refused.
-SCHEMA_VERSION = 1
+#: Bumped when the table layout changes. Layout 1 files are migrated in place (two
+#: columns added); any other version is refused.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,11 +64,17 @@ CREATE TABLE IF NOT EXISTS items (
     latency REAL NOT NULL,
     usage TEXT,
     history TEXT,
-    written_at REAL NOT NULL
+    written_at REAL NOT NULL,
+    input_fp TEXT,
+    run INTEGER
 );
 CREATE INDEX IF NOT EXISTS items_idx ON items (idx);
 """
-_INSERT = "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS = (
+    "key, idx, ok, input, output, error, attempts, latency, usage, history, written_at, "
+    "input_fp, run"
+)
+_INSERT = f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"
 
 #: What a single row's values (not the file) can make SQLite refuse: text it cannot
 #: encode, a constraint, a value too big or of an unsupported type.
@@ -91,6 +106,42 @@ def fingerprint_of(runnable: Runnable[Any, Any]) -> str:
     """
     text = _ADDRESS.sub("", repr(runnable))
     return sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """One stored item as a new run sees it; the result is decoded only when used.
+
+    Attributes:
+        key: the item's key.
+        index: its input index in the run that last wrote (or resumed) it.
+        ok: whether it succeeded.
+        input_fingerprint: :func:`fingerprint_value` of its input (``None`` in rows
+            a layout-1 release wrote).
+        input_text: its stored input, as JSON text.
+        this_run: written or resumed by the run that has the file open now.
+    """
+
+    key: str
+    index: int
+    ok: bool
+    input_fingerprint: str | None
+    input_text: str | None
+    this_run: bool
+    row: Row = field(repr=False)
+
+    def result(self) -> ItemResult[Any, Any] | None:
+        """The stored result, or ``None`` when it cannot be read back (run it again)."""
+        try:
+            return _row_to_result(self.row)
+        except Exception as exc:  # unreadable now (class moved?): run it again
+            logger.warning("checkpoint row %r cannot be read back (%s); re-running it",
+                           self.key, exc)  # fmt: skip
+            return None
+
+    def stored_input(self) -> Any:
+        """The stored input, decoded as far as possible (for messages)."""
+        return _load(self.input_text, lenient=True)
 
 
 class Checkpoint:
@@ -144,6 +195,7 @@ class Checkpoint:
         self._clock = clock
         self._db: sqlite3.Connection | None = None
         self._lock: _FileLock | None = None
+        self._run = 0
         self._pending: list[Row] = []
         self._oldest = 0.0  # when the first buffered row was recorded
 
@@ -162,49 +214,25 @@ class Checkpoint:
         expected = self.fingerprint or fingerprint
         lock = _FileLock.acquire(self.path)
         try:
-            db = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
-        except sqlite3.Error as exc:
-            lock.release()
-            raise CheckpointError(f"cannot open checkpoint {self.path}: {exc}") from exc
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE")
-            _create(db)
-            meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            if not meta:
-                db.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [
-                        ("schema_version", str(SCHEMA_VERSION)),
-                        ("fingerprint", expected or ""),
-                        ("created_at", str(time.time())),
-                    ],
-                )
-            db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            lock.release()
-            raise _explain(self.path, exc) from exc
-        if meta:
-            version = meta.get("schema_version")
-            if version != str(SCHEMA_VERSION):
+            try:
+                db = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise CheckpointError(f"cannot open checkpoint {self.path}: {exc}") from exc
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                with _transaction(db, "BEGIN IMMEDIATE"):
+                    run = _prepare(db, self.path, expected)
+            except BaseException as exc:
                 db.close()
-                lock.release()
-                raise CheckpointError(
-                    f"checkpoint {self.path} has layout version {version}, this langchain-batchkit "
-                    f"writes version {SCHEMA_VERSION}; use a new file or the matching release"
-                )
-            stored = meta.get("fingerprint") or None
-            if expected and stored and stored != expected:
-                db.close()
-                lock.release()
-                raise CheckpointError(
-                    f"checkpoint {self.path} was written by a different chain (fingerprint "
-                    f"{stored}, this one is {expected}); use a new file, or pass "
-                    f"Checkpoint(..., fingerprint={stored!r}) to resume on purpose"
-                )
-        self._db, self._lock = db, lock
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise _explain(self.path, exc) from exc
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        self._db, self._lock, self._run = db, lock, run
+        self._pending = []
 
     def close(self) -> None:
         """Commit what is buffered and release the file."""
@@ -213,31 +241,43 @@ class Checkpoint:
         try:
             self.flush()
         finally:
+            if self._pending:
+                logger.error("checkpoint %s: %d finished item(s) could not be committed",
+                             self.path, len(self._pending))  # fmt: skip
             self._db.close()
             self._db = None
+            self._pending = []
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
 
     # -- reading and writing during a run -------------------------------------------------------
 
+    def lookup(self, keys: Sequence[str]) -> dict[str, StoredRow]:
+        """The stored rows for those of ``keys`` that have one (committed rows only)."""
+        db = self._require()
+        found: dict[str, StoredRow] = {}
+        for start in range(0, len(keys), 500):
+            chunk = [_db_key(k) for k in keys[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(f"SELECT {_COLUMNS} FROM items WHERE key IN ({marks})", chunk)
+            for row in rows:
+                key = _from_db_key(row[0])
+                found[key] = StoredRow(
+                    key, row[1], bool(row[2]), row[11], row[3], row[12] == self._run, row
+                )
+        return found
+
     def finished(
         self, keys: Sequence[str], *, include_failed: bool
     ) -> dict[str, ItemResult[Any, Any]]:
         """Stored results for those of ``keys`` already finished (ok, or failed too)."""
-        db = self._require()
         found: dict[str, ItemResult[Any, Any]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = [_db_key(k) for k in keys[start : start + 500]]
-            marks = ",".join("?" * len(chunk))
-            status = "" if include_failed else " AND ok = 1"
-            rows = db.execute(f"SELECT * FROM items WHERE key IN ({marks}){status}", chunk)
-            for row in rows:
-                try:
-                    found[_from_db_key(row[0])] = _row_to_result(row)
-                except Exception as exc:  # unreadable now (class moved?): run it again
-                    logger.warning("checkpoint row %r cannot be read back (%s); re-running it",
-                                   row[0], exc)  # fmt: skip
+        for key, stored in self.lookup(keys).items():
+            if stored.ok or include_failed:
+                result = stored.result()
+                if result is not None:
+                    found[key] = result
         return found
 
     def record(self, key: str, result: ItemResult[Any, Any]) -> None:
@@ -246,24 +286,7 @@ class Checkpoint:
         pending = self._pending
         if not pending:
             self._oldest = now
-        usage = result.usage
-        pending.append(
-            (
-                _db_key(key),
-                result.index,
-                int(result.ok),
-                dumps_value(result.input),
-                dumps_value(result.output) if result.ok else None,
-                _dump_error(result.error) if result.error else None,
-                result.attempts,
-                result.latency,
-                json.dumps([usage.input_tokens, usage.output_tokens, usage.total_tokens])
-                if usage
-                else None,
-                json.dumps([_error_dict(e) for e in result.history]) if result.history else None,
-                time.time(),
-            )
-        )
+        pending.append(self._row(key, result))
         if len(pending) >= self.chunk_size or now - self._oldest >= self.flush_interval:
             self.flush()
 
@@ -314,7 +337,7 @@ class Checkpoint:
         """Every stored item in index order, read in chunks (never all at once)."""
         db, owned = self._reader()
         try:
-            cursor = db.execute("SELECT * FROM items ORDER BY idx")
+            cursor = db.execute(f"SELECT {_COLUMNS} FROM items ORDER BY idx")
             while rows := cursor.fetchmany(1000):
                 for row in rows:
                     yield _row_to_result(row, lenient=True)
@@ -362,6 +385,26 @@ class Checkpoint:
         return pd.concat(frames, ignore_index=True)
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _row(self, key: str, result: ItemResult[Any, Any]) -> Row:
+        usage = result.usage
+        return (
+            _db_key(key),
+            result.index,
+            int(result.ok),
+            dumps_value(result.input),
+            dumps_value(result.output) if result.ok else None,
+            _dump_error(result.error) if result.error else None,
+            result.attempts,
+            result.latency,
+            json.dumps([usage.input_tokens, usage.output_tokens, usage.total_tokens])
+            if usage
+            else None,
+            json.dumps([_error_dict(e) for e in result.history]) if result.history else None,
+            time.time(),
+            fingerprint_value(result.input),
+            self._run,
+        )
 
     def _write_each(self, db: sqlite3.Connection, rows: list[Row]) -> None:
         with _transaction(db):
@@ -480,10 +523,42 @@ def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("RELEASE one_row")
 
 
-def _create(db: sqlite3.Connection) -> None:
+def _prepare(db: sqlite3.Connection, path: Path, expected: str | None) -> int:
+    """Create, migrate or check the layout and the job; count this run. Returns its id."""
     for statement in _SCHEMA.strip().split(";"):
         if statement.strip():
             db.execute(statement)
+    meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+    if not meta:
+        meta = {
+            "schema_version": str(SCHEMA_VERSION),
+            "fingerprint": expected or "",
+            "created_at": str(time.time()),
+        }
+        db.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+    version = meta.get("schema_version")
+    if version == "1":  # layout 1 lacks the input fingerprint and the run: add them
+        db.execute("ALTER TABLE items ADD COLUMN input_fp TEXT")
+        db.execute("ALTER TABLE items ADD COLUMN run INTEGER")
+        db.execute(
+            "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+        logger.info("checkpoint %s: migrated from layout 1 to %d", path, SCHEMA_VERSION)
+    elif version != str(SCHEMA_VERSION):
+        raise CheckpointError(
+            f"checkpoint {path} has layout version {version}, this langchain-batchkit "
+            f"writes version {SCHEMA_VERSION}; use a new file or the matching release"
+        )
+    stored = meta.get("fingerprint") or None
+    if expected and stored and stored != expected:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different chain (fingerprint "
+            f"{stored}, this one is {expected}); use a new file, or pass "
+            f"Checkpoint(..., fingerprint={stored!r}) to resume on purpose"
+        )
+    run = int(meta.get("runs", "0")) + 1
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('runs', ?)", (str(run),))
+    return run
 
 
 def _db_key(key: str) -> str | bytes:
@@ -553,8 +628,8 @@ def _load(text: str | None, *, lenient: bool) -> Any:
         return text
 
 
-def _row_to_result(row: tuple[Any, ...], *, lenient: bool = False) -> ItemResult[Any, Any]:
-    key, idx, ok, inp, out, err, attempts, latency, usage, history, _ = row
+def _row_to_result(row: Row, *, lenient: bool = False) -> ItemResult[Any, Any]:
+    key, idx, ok, inp, out, err, attempts, latency, usage, history = row[:10]
     return ItemResult(
         index=idx,
         input=_load(inp, lenient=lenient),
