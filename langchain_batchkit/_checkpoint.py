@@ -198,6 +198,9 @@ class Checkpoint:
         self._run = 0
         self._pending: list[Row] = []
         self._oldest = 0.0  # when the first buffered row was recorded
+        # Keys staged in this run and not recorded yet (bounded by the window and
+        # the read-ahead): with the rows this run wrote, they reveal duplicate keys.
+        self._staged: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -232,7 +235,7 @@ class Checkpoint:
             lock.release()
             raise
         self._db, self._lock, self._run = db, lock, run
-        self._pending = []
+        self._pending, self._staged = [], {}
 
     def close(self) -> None:
         """Commit what is buffered and release the file."""
@@ -246,7 +249,7 @@ class Checkpoint:
                              self.path, len(self._pending))  # fmt: skip
             self._db.close()
             self._db = None
-            self._pending = []
+            self._pending, self._staged = [], {}
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
@@ -280,6 +283,31 @@ class Checkpoint:
                     found[key] = result
         return found
 
+    def stage(self, key: str, index: int) -> int | None:
+        """Note that input ``index`` with ``key`` starts in this run; the index of an
+        earlier input of this run with the same key, if one is still unrecorded."""
+        earlier = self._staged.setdefault(key, index)
+        return None if earlier == index else earlier
+
+    def unstage(self, key: str) -> None:
+        """Forget a staged key that will not be recorded (its stored row is reused)."""
+        self._staged.pop(key, None)
+
+    def claim(self, resumed: Sequence[tuple[str, int]]) -> None:
+        """Mark stored rows reused by this run as this run's, under their new indices,
+        so a key given twice in one run is caught even when its row was resumed."""
+        if not resumed:
+            return
+        db = self._require()
+        try:
+            with _transaction(db):
+                db.executemany(
+                    "UPDATE items SET run = ?, idx = ? WHERE key = ?",
+                    [(self._run, index, _db_key(key)) for key, index in resumed],
+                )
+        except sqlite3.DatabaseError as exc:
+            raise _explain(self.path, exc) from exc
+
     def record(self, key: str, result: ItemResult[Any, Any]) -> None:
         """Buffer one finished item; commits every ``chunk_size`` items or ``flush_interval``."""
         now = self._clock()
@@ -287,6 +315,8 @@ class Checkpoint:
         if not pending:
             self._oldest = now
         pending.append(self._row(key, result))
+        if self._staged:
+            self._staged.pop(key, None)
         if len(pending) >= self.chunk_size or now - self._oldest >= self.flush_interval:
             self.flush()
 

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 from langchain_batchkit._attempts import ItemRun, RunPlan
 from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._progress import ProgressReporter
-from langchain_batchkit._results import ItemResult
+from langchain_batchkit._results import ItemError, ItemResult
 from langchain_batchkit._resume import Resume
 from langchain_batchkit._retry import is_rate_limit
 
@@ -127,7 +127,8 @@ class Window(Generic[InputT, OutputT]):
     def feed(
         self, pairs: list[tuple[int, InputT]], *, exhausted: bool, error: BaseException | None
     ) -> None:
-        """Stage inputs read by the driver; resumed items go straight out."""
+        """Stage inputs read by the driver; resumed items (and items whose ``key=``
+        raised, as errors) go straight out."""
         if exhausted:
             self.exhausted = True
             self.source_error = error
@@ -139,7 +140,11 @@ class Window(Generic[InputT, OutputT]):
             return
         staged = []
         for index, value in pairs:
-            staged.append(self._plan.new_item(self._seq, index, value, resume.key_of(index, value)))
+            key = resume.key_of(index, value)
+            if isinstance(key, ItemError):  # fails alone, never called nor checkpointed
+                self._ready.append((self._seq, None, ItemResult(index, value, None, key, 0)))
+            else:
+                staged.append(self._plan.new_item(self._seq, index, value, key))
             self._seq += 1
         for item, old in resume.match(staged):
             if old is None:

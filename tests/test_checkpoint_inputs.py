@@ -1,12 +1,13 @@
-"""Which stored row belongs to which input: fingerprints, and odd values.
+"""Which stored row belongs to which input: fingerprints, duplicate keys, odd values.
 
 With index keys a resumed row must be for the same input (compared by a stable
-fingerprint, so ordinary data is never refused); and nothing about a user's
-value may abort a batch.
+fingerprint, so ordinary data is never refused); with ``key=`` each input needs
+its own key; and nothing about a user's value or key function may abort a batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -27,8 +28,9 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 from pydantic import BaseModel
 
-from langchain_batchkit import Checkpoint, CheckpointError, batchkit
+from langchain_batchkit import Checkpoint, CheckpointError, ConfigurationError, batchkit
 from langchain_batchkit._serialize import dumps_value, fingerprint_value
+from tests.conftest import Probe
 
 ROOT = Path(__file__).parent.parent
 
@@ -259,6 +261,92 @@ def test_a_layout_1_file_still_refuses_another_input_list(tmp_path: Path) -> Non
     _v1_file(path, ["apple", "banana"])
     with pytest.raises(CheckpointError, match="different input at index 0"):
         batchkit(_crash_after(-1, []), checkpoint=path).batch(["cherry", "banana"])
+
+
+# -- duplicate keys ------------------------------------------------------------------------------
+
+
+def _by_id(row: dict[str, Any]) -> str:
+    return str(row["id"])
+
+
+def _rows(*ids: str) -> list[dict[str, Any]]:
+    return [{"id": i, "n": n} for n, i in enumerate(ids)]
+
+
+def test_duplicate_keys_in_one_read_are_refused_naming_both_inputs(tmp_path: Path) -> None:
+    kit = batchkit(RunnableLambda(lambda r: r["n"]), checkpoint=tmp_path / "c.sqlite", key=_by_id)
+    with pytest.raises(ConfigurationError, match=r"inputs #1 and #3 .*'b'"):
+        kit.batch(_rows("a", "b", "c", "b"))
+
+
+def test_a_duplicate_of_an_item_committed_earlier_in_the_run_is_refused(tmp_path: Path) -> None:
+    ckpt = Checkpoint(tmp_path / "c.sqlite", chunk_size=2)  # reads two inputs at a time
+    kit = batchkit(RunnableLambda(lambda r: r["n"]), checkpoint=ckpt, key=_by_id, max_concurrency=1)
+    with pytest.raises(ConfigurationError, match=r"inputs #0 and #4 .*'a'"):
+        kit.batch(_rows("a", "b", "c", "d", "a"))
+
+
+async def test_a_duplicate_of_an_item_still_in_flight_is_refused(
+    tmp_path: Path, probe: Probe
+) -> None:
+    ckpt = Checkpoint(tmp_path / "c.sqlite", chunk_size=1)
+    kit = batchkit(probe.runnable(held=True), checkpoint=ckpt, key=str, max_concurrency=4)
+    with pytest.raises(ConfigurationError, match=r"inputs #0 and #2 .*'x'"):
+        await asyncio.wait_for(kit.abatch(["x", "y", "x"]), 5)
+
+
+def test_a_key_from_an_earlier_run_is_a_resume_but_twice_in_one_run_is_not(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.sqlite"
+    calls: list[str] = []
+
+    def kit() -> Any:
+        def work(r: dict[str, Any]) -> int:
+            calls.append(r["id"])
+            return int(r["n"])
+
+        return batchkit(RunnableLambda(work), checkpoint=path, key=_by_id)
+
+    kit().batch(_rows("a", "b"))
+    assert kit().batch(_rows("b", "a", "c")).outputs == [1, 0, 2]
+    assert calls == ["a", "b", "c"]
+    with pytest.raises(ConfigurationError, match=r"inputs #0 and #2 .*'a'"):
+        kit().batch(_rows("a", "c", "a"))
+
+
+def test_duplicate_detection_holds_only_the_keys_in_flight(tmp_path: Path) -> None:
+    ckpt = Checkpoint(tmp_path / "c.sqlite", chunk_size=50)
+    high = [0]
+
+    def work(x: int) -> int:
+        high[0] = max(high[0], len(ckpt._staged))
+        return x
+
+    kit = batchkit(RunnableLambda(work), checkpoint=ckpt, key=str, max_concurrency=4)
+    report = kit.run(range(3000))
+    assert report.summary.succeeded == 3000
+    assert 0 < high[0] <= 50 + 3 * 4  # a read-ahead and the window, not every key
+
+
+def test_a_key_function_that_raises_fails_only_that_item(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+
+    def key(x: int) -> str:
+        if x == 3:
+            raise LookupError("row has no id")
+        return f"k{x}"
+
+    kit: Any = batchkit(RunnableLambda(lambda x: x * 10), checkpoint=path, key=key)
+    results = kit.batch(range(6))
+    assert [r.output for r in results if r.ok] == [0, 10, 20, 40, 50]
+    error = results[3].error
+    assert error is not None and error.type == "LookupError"
+    assert "#3" in error.message and "row has no id" in error.message
+    assert sorted(r.key or "" for r in Checkpoint(path).iter_results()) == [
+        "k0", "k1", "k2", "k4", "k5",
+    ]  # fmt: skip
 
 
 # -- values whose repr raises -------------------------------------------------------------------
