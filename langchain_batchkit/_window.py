@@ -127,26 +127,30 @@ class Window(Generic[InputT, OutputT]):
     def feed(
         self, pairs: list[tuple[int, InputT]], *, exhausted: bool, error: BaseException | None
     ) -> None:
-        """Stage inputs read by the driver; resumed items go straight out."""
+        """Stage inputs read by the driver; resumed items (and items whose ``key=``
+        raised, as errors) go straight out."""
         if exhausted:
             self.exhausted = True
             self.source_error = error
+        resume = self._resume
+        if resume is None:
+            for index, value in pairs:
+                self._fresh.append(self._plan.new_item(self._seq, index, value, None))
+                self._seq += 1
+            return
         staged = []
         for index, value in pairs:
-            key = self._resume.key_of(index, value) if self._resume is not None else None
-            staged.append(self._plan.new_item(self._seq, index, value, key))
+            key = resume.key_of(index, value)
+            if isinstance(key, ItemError):  # fails alone, never called nor checkpointed
+                self._ready.append((self._seq, None, ItemResult(index, value, None, key, 0)))
+            else:
+                staged.append(self._plan.new_item(self._seq, index, value, key))
             self._seq += 1
-        if self._resume is None:
-            self._fresh.extend(staged)
-            return
-        stored = self._resume.finished([s.key for s in staged if s.key is not None])
-        for item in staged:
-            old = stored.get(item.key) if item.key is not None else None
+        for item, old in resume.match(staged):
             if old is None:
                 self._fresh.append(item)
             else:  # finished in an earlier run: not called again
-                self._resume.check_same_input(item.index, old.input, item.value)
-                self._ready.append((item.seq, None, replace(old, index=item.index)))
+                self._ready.append((item.seq, None, old))
 
     # -- starting -------------------------------------------------------------------------
 
