@@ -286,10 +286,15 @@ def drive_threads(
             if window.wants_input(clock()) or window.next_ready(clock()):
                 continue
             wait = window.wait_time(clock())
+            due = window.flush_due()
             if running:
-                if not _collect(window, running, finished, block=True, timeout=wait):
+                by_flush = due is not None and (wait is None or due < wait)
+                timeout = due if by_flush else wait
+                timed_out = not _collect(window, running, finished, block=True, timeout=timeout)
+                if timed_out and not by_flush:
                     window.timer_fired()
             elif wait is not None:
+                window.flush_now()
                 clock.sleep_sync(wait)
                 window.timer_fired()
             else:  # pragma: no cover - a bug guard: never spin
@@ -369,11 +374,19 @@ async def drive_tasks(
             if finished or window.wants_input(clock()) or window.next_ready(clock()):
                 continue
             wait = window.wait_time(clock())
+            due = window.flush_due()
             if running:
                 wake.clear()
-                if await _until(wake, clock.sleep(wait) if wait is not None else None):
+                timer: Any = None
+                by_flush = False
+                if due is not None and (wait is None or due < wait):
+                    timer, by_flush = asyncio.sleep(due), True  # real time: the checkpoint's clock
+                elif wait is not None:
+                    timer = clock.sleep(wait)
+                if await _until(wake, timer) and not by_flush:
                     window.timer_fired()
             elif wait is not None:
+                window.flush_now()
                 await clock.sleep(wait)
                 window.timer_fired()
             else:  # pragma: no cover - a bug guard: never spin

@@ -28,11 +28,12 @@ import importlib
 import json
 import logging
 import math
+import os
 import re
 import uuid
 import warnings
 from collections.abc import Mapping
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from langchain_core.load import dumpd, load
@@ -108,6 +109,8 @@ def _try_encode(value: Any) -> dict[str, Any] | None:
             "pydantic": f"{cls.__module__}:{cls.__qualname__}",
             "data": value.model_dump(mode="json"),
         }
+    if isinstance(value, PurePath):
+        return {"path": os.fspath(value)}
     if isinstance(value, bytes | bytearray):
         return {"bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, tuple):
@@ -167,6 +170,8 @@ def _decode(data: dict[str, Any]) -> Any:
         if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
             raise TypeError(f"{data['pydantic']} is not a pydantic model")
         return obj.model_validate(data["data"])
+    if "path" in data:
+        return Path(data["path"])
     if "bytes" in data:
         return base64.b64decode(data["bytes"])
     if "tuple" in data:

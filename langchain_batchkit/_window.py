@@ -152,6 +152,16 @@ class Window(Generic[InputT, OutputT]):
             else:  # finished in an earlier run: not called again
                 self._ready.append((item.seq, None, old))
 
+    def flush_due(self) -> float | None:
+        """Commit checkpoint rows that waited ``flush_interval``; real seconds until
+        the next buffered rows are due (``None``: nothing to wake up for)."""
+        return self._resume.checkpoint.flush_if_due() if self._resume is not None else None
+
+    def flush_now(self) -> None:
+        """Nothing is in flight: commit what is buffered."""
+        if self._resume is not None:
+            self._resume.checkpoint.flush()
+
     # -- starting -------------------------------------------------------------------------
 
     def next_to_start(self, now: float) -> ItemRun[InputT, OutputT] | None:

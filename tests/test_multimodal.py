@@ -618,12 +618,6 @@ async def test_acaption_images_resumes_each_file_by_name_when_the_folder_changed
     assert model.calls == ["a.png", "c.png", "b.png"]  # only the new file was captioned
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the checkpoint (_serialize.dumps_value, ensure_ascii=False) stores the input's lone "
-    "surrogate raw, SQLite refuses it, and flush() leaves its transaction open: the run aborts "
-    "with 'cannot start a transaction within a transaction'. Owned by the checkpoint's authors.",
-)
 def test_caption_images_checkpoints_a_folder_with_a_non_utf8_file_name(tmp_path: Path) -> None:
     folder = _folder_of(tmp_path, "a.png")
     try:
@@ -641,12 +635,6 @@ def test_caption_images_checkpoints_a_folder_with_a_non_utf8_file_name(tmp_path:
     assert len(model.calls) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the checkpoint (_serialize) stores a Path input as its repr, so a resumed item's "
-    "input is the string \"PosixPath('...')\" and exports name it so. Owned by the "
-    "checkpoint's authors.",
-)
 def test_caption_images_resumes_path_sources_as_paths(tmp_path: Path) -> None:
     folder = _folder_of(tmp_path, "a.png")
     options: dict[str, Any] = {"checkpoint": tmp_path / "captions.sqlite", "progress": False}
