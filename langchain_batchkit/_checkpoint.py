@@ -33,7 +33,7 @@ from typing import Any
 
 from langchain_core.runnables import Runnable
 
-from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._errors import CheckpointError, ConfigurationError
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
 from langchain_batchkit._serialize import (
     dumps_value,
@@ -89,10 +89,6 @@ _ROW_ERRORS = (
 )
 
 Row = tuple[Any, ...]
-
-
-class CheckpointError(BatchkitError):
-    """A checkpoint file cannot be used: another job's, another version, corrupt or locked."""
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")

@@ -32,7 +32,7 @@ from langchain_core.runnables.config import (
 )
 
 from langchain_batchkit._attempts import ItemRun, RunPlan
-from langchain_batchkit._errors import BatchkitError, exception_traceback
+from langchain_batchkit._errors import InputSourceError, exception_traceback
 from langchain_batchkit._results import ItemError, ItemResult
 from langchain_batchkit._window import Window
 
@@ -51,13 +51,6 @@ InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
 Verdict = ItemResult[InputT, OutputT] | float
-
-
-class InputSourceError(BatchkitError):
-    """Reading the next input from the user's iterable raised.
-
-    Items that finished before it are kept (``kit.last_run``); the cause is chained.
-    """
 
 
 class Reader(Generic[InputT]):

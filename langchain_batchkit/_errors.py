@@ -1,17 +1,27 @@
-"""The exception tree of langchain-batchkit.
+"""The exception tree of langchain-batchkit: every class lives here.
 
-Every exception the library raises on purpose derives from :class:`BatchkitError`,
-so ``except BatchkitError`` catches all of them and nothing else::
+Every exception the library raises on purpose derives from :class:`BatchKitError`,
+so ``except BatchKitError`` catches all of them and nothing else::
 
-    BatchkitError
-    ├── ConfigurationError        (also a ValueError): a bad option, named
-    ├── EventLoopMismatchError    (also a RuntimeError): a client bound to another loop
-    └── BatchFailedError          raised by ``BatchResult.raise_for_errors()``
+    BatchKitError
+    ├── ConfigurationError          (also ValueError) a bad option or call, named
+    ├── EventLoopMismatchError      (also RuntimeError) a client bound to another loop
+    ├── InputSourceError            reading the next input from your iterable raised
+    ├── BatchFailedError            raised by ``BatchResult.raise_for_errors()``
+    ├── CheckpointError             a checkpoint file cannot be used (whose, version, lock)
+    ├── BatcherStoppedError         (also RuntimeError) a stopped MicroBatcher was called
+    ├── BatchOutputMismatchError    a batch function returned the wrong number of results
+    ├── ImageSourceError            (also ValueError) an image cannot be sent (an item's error)
+    └── BatchAPIError               the provider Batch API
+        ├── BatchRequestError       the provider answered one item's request with an error
+        ├── BatchJobUnfinishedError the item's job ended before its request ran
+        └── BatchStateError         the state file belongs to other inputs or another chain
 
 Item failures are never raised by a batch run: they are recorded as
 :class:`~langchain_batchkit.ItemError` values on each result. The cause chained to a
 ``BatchFailedError`` is a :class:`RedactedError`, a text-only stand-in for the first
 failed item's exception (never raised itself, so not part of the tree).
+``BatchkitError`` is the deprecated spelling of ``BatchKitError`` (one release).
 """
 
 from __future__ import annotations
@@ -26,10 +36,19 @@ if TYPE_CHECKING:
     from langchain_batchkit._results import ItemResult
 
 __all__ = [
+    "BatchAPIError",
     "BatchFailedError",
-    "BatchkitError",
+    "BatchJobUnfinishedError",
+    "BatchKitError",
+    "BatchOutputMismatchError",
+    "BatchRequestError",
+    "BatchStateError",
+    "BatcherStoppedError",
+    "CheckpointError",
     "ConfigurationError",
     "EventLoopMismatchError",
+    "ImageSourceError",
+    "InputSourceError",
     "RedactedError",
     "describe_exception",
     "exception_message",
@@ -117,15 +136,15 @@ def exception_traceback(exc: BaseException) -> str:
     return redact_secrets(text)
 
 
-class BatchkitError(Exception):
+class BatchKitError(Exception):
     """Base class of every exception langchain-batchkit raises on purpose."""
 
 
-class ConfigurationError(BatchkitError, ValueError):
+class ConfigurationError(BatchKitError, ValueError):
     """An option was invalid; the message names the option and the accepted values."""
 
 
-class EventLoopMismatchError(BatchkitError, RuntimeError):
+class EventLoopMismatchError(BatchKitError, RuntimeError):
     """A model's HTTP client belongs to another (or a closed) event loop.
 
     langchain-openai caches one async client per model configuration; two
@@ -134,7 +153,7 @@ class EventLoopMismatchError(BatchkitError, RuntimeError):
     """
 
 
-class BatchFailedError(BatchkitError):
+class BatchFailedError(BatchKitError):
     """Some items of a batch failed; raised only by ``BatchResult.raise_for_errors()``.
 
     Attributes:
@@ -188,3 +207,113 @@ class RedactedError(Exception):
         # Its class is made per call, so pickle rebuilds it by name instead of by reference.
         named = type(self)
         return RedactedError.named, (named.__qualname__, named.__module__, str(self))
+
+
+class BatchAPIError(BatchKitError):
+    """Base class of the Batch API's errors."""
+
+
+class BatchRequestError(BatchAPIError):
+    """The provider answered one item's request with an error.
+
+    Attributes:
+        status_code: the HTTP status of the request's answer (``None`` when the
+            request never got one, e.g. a line the batch's validation refused).
+        code: the provider's error code (``"invalid_request_error"``, ...), if any.
+        batch_id: the job the request ran in, if it was created.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        batch_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.batch_id = batch_id
+
+
+class BatchJobUnfinishedError(BatchAPIError):
+    """The item's job ended before its request ran: expired, cancelled or failed.
+
+    Attributes:
+        status: the job's final status (``"expired"``, ``"cancelled"``, ``"failed"``).
+        batch_id: the job's id.
+        code: the provider's per-line code, e.g. ``"batch_expired"``, if it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, status: str, batch_id: str | None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.batch_id = batch_id
+        self.code = code
+
+
+class BatchStateError(BatchAPIError):
+    """The state file belongs to other inputs, another chain or another version."""
+
+
+class CheckpointError(BatchKitError):
+    """A checkpoint file cannot be used: another job's, another version, corrupt or locked."""
+
+
+class BatcherStoppedError(BatchKitError, RuntimeError):
+    """The MicroBatcher was stopped (or is stopping): it takes no new calls."""
+
+
+class BatchOutputMismatchError(BatchKitError):
+    """A batch function returned a different number of results than it got inputs.
+
+    Every caller of that batch gets this error: results cannot be matched to
+    callers by position when the count is wrong.
+    """
+
+
+class InputSourceError(BatchKitError):
+    """Reading the next input from the user's iterable raised.
+
+    Items that finished before it are kept (``kit.last_run``); the cause is chained.
+    """
+
+
+class ImageSourceError(BatchKitError, ValueError):
+    """An image source cannot be sent: missing, not an image, too large, or a bad URL.
+
+    In a batch it becomes that item's error (the other items run); called directly
+    (``image_message``) it is raised. The message names the source, then the cause.
+
+    Attributes:
+        source: a short description of the source (its path or URL, ``<bytes 1234>``).
+        reason: what is wrong with it.
+
+    Example:
+        >>> str(ImageSourceError("photos/cat.jpg", "no such file"))
+        'photos/cat.jpg: no such file'
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ImageSourceError], tuple[str, str]]:
+        return type(self), (self.source, self.reason)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BatchkitError":
+        import warnings
+
+        warnings.warn(
+            "BatchkitError is renamed BatchKitError; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BatchKitError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

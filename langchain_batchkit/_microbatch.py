@@ -46,7 +46,9 @@ from typing import Any, Generic, TypeVar, cast
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from langchain_batchkit._errors import (
-    BatchkitError,
+    BatcherStoppedError,
+    BatchKitError,
+    BatchOutputMismatchError,
     ConfigurationError,
     describe_exception,
     exception_traceback,
@@ -66,18 +68,6 @@ BatchFunction = (
 )
 
 _FORCED = "MicroBatcher.stop(force=True) cancelled this call"
-
-
-class BatcherStoppedError(BatchkitError, RuntimeError):
-    """The MicroBatcher was stopped (or is stopping): it takes no new calls."""
-
-
-class BatchOutputMismatchError(BatchkitError):
-    """A batch function returned a different number of results than it got inputs.
-
-    Every caller of that batch gets this error: results cannot be matched to
-    callers by position when the count is wrong.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +306,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         if state.loop is not asyncio.get_running_loop():
             if state.idle or state.loop.is_closed():
                 return
-            raise BatchkitError(f"await {self._label}.stop() on the event loop it runs on")
+            raise BatchKitError(f"await {self._label}.stop() on the event loop it runs on")
         if force:
             for call in state.queue:
                 call.future.cancel(_FORCED)
@@ -352,7 +342,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         if state is not None and state.loop is loop:
             return state
         if state is not None and not state.idle and not state.loop.is_closed():
-            raise BatchkitError(
+            raise BatchKitError(
                 f"{self._label} is busy on another event loop; use one batcher per loop"
             )
         self._state = _LoopState(loop, self._limits.concurrency)

@@ -23,7 +23,7 @@ from langchain_openai import ChatOpenAI
 
 import langchain_batchkit.multimodal as multimodal
 from langchain_batchkit import (
-    BatchkitError,
+    BatchKitError,
     Checkpoint,
     ConfigurationError,
     ItemResult,
@@ -319,7 +319,7 @@ def test_image_source_error_is_a_batchkit_value_error_that_pickles() -> None:
         image_message("photos/nope.jpg")
 
     error = caught.value
-    assert isinstance(error, BatchkitError) and isinstance(error, ValueError)
+    assert isinstance(error, BatchKitError) and isinstance(error, ValueError)
     assert (error.source, error.reason) == ("photos/nope.jpg", "no such file")
     assert str(pickle.loads(pickle.dumps(error))) == "photos/nope.jpg: no such file"
 
@@ -595,7 +595,7 @@ def test_caption_images_resumes_from_a_checkpoint_without_calling_the_model_agai
     assert [r.key for r in first] == [str(folder / n) for n in ("a.png", "b.png", "c.png")]
     assert again.outputs == first.outputs  # returned as stored, failure included
     assert retried.outputs == ["caption of a.png", "caption of b.png", "caption of c.png"]
-    assert model.calls == ["a.png", "b.png", "c.png", "b.png"]  # b once more, nothing else
+    assert sorted(model.calls) == ["a.png", "b.png", "b.png", "c.png"]  # b once more, only b
 
 
 async def test_acaption_images_resumes_each_file_by_name_when_the_folder_changed(

@@ -40,7 +40,7 @@ from langchain_batchkit._batch_api._requests import PreparedRequest, RequestBuil
 from langchain_batchkit._batch_api._responses import message_from_body
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._batch_api._store import JobStore, running_batch_ids
-from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._errors import BatchKitError, ConfigurationError
 from langchain_batchkit._results import BatchResult, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._runner import BatchKit, batchkit
 
@@ -176,7 +176,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
     def _exclusive(self) -> Iterator[None]:
         """One run at a time on a state file; a new run clears an old cancellation."""
         if self._running and self.state_path is not None:
-            raise BatchkitError(f"{self!r} is already running on this state file")
+            raise BatchKitError(f"{self!r} is already running on this state file")
         self._running = True
         self._cancel_requested = False
         try:

@@ -17,7 +17,7 @@ from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._serialize import dumps_value
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._limiter import ClusterRateLimit
-from langchain_batchkit.ray._mapper import BatchkitMapper, ChainFactory, check_mapper_options
+from langchain_batchkit.ray._mapper import BatchKitMapper, ChainFactory, check_mapper_options
 from langchain_batchkit.ray._progress import BlockBar
 from langchain_batchkit.ray._rows import Tally, result_table
 from langchain_batchkit.ray._sinks import Sink, format_for, open_sink
@@ -99,7 +99,7 @@ def run_on_ray(
     """Run a chain over many inputs on a pool of Ray actors; one result row per input.
 
     Beyond one machine (or one process's CPU for parsing and post-processing),
-    this runs :class:`BatchkitMapper` over the data with Ray Data: each of
+    this runs :class:`BatchKitMapper` over the data with Ray Data: each of
     ``concurrency`` actors builds the chain once from ``chain_factory`` and runs
     blocks of ``batch_size`` items through batchkit's engine. Failed items are rows
     (``status="failed"`` with the error), never dropped. An actor that dies has its
@@ -175,7 +175,7 @@ def run_on_ray(
         actors = max(1, min(concurrency, math.ceil(total / batch_size)))
 
     mapped = dataset.map_batches(
-        BatchkitMapper,
+        BatchKitMapper,
         fn_constructor_kwargs={
             "chain_factory": chain_factory,
             "input_column": input_column,
