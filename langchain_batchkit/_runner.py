@@ -302,7 +302,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         with closing(run.iterate()) as stream:
             for result in stream:
                 tally.add(result)
-        return tally.report(run.options.checkpoint)
+        return tally.report(run.options.checkpoint, run.timeline)
 
     async def arun(
         self, inputs: Inputs[InputT], config: RunnableConfig | None = None, **kwargs: Any
@@ -313,7 +313,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         async with aclosing(run.aiterate()) as stream:
             async for result in stream:
                 tally.add(result)
-        return tally.report(run.options.checkpoint)
+        return tally.report(run.options.checkpoint, run.timeline)
 
     # -- the shared path -------------------------------------------------------------------
 
@@ -451,6 +451,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             complete=complete,
             rerunner=self,
             config=run.config if isinstance(run.config, dict) else None,
+            timeline=run.timeline,
         )
 
     def _rerun(
