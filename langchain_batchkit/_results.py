@@ -6,7 +6,6 @@ nothing here rebuilds a result list by position.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -82,6 +81,10 @@ class ItemError:
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
 
+    def __repr__(self) -> str:
+        # One line: the traceback is on request (``.traceback``), not in every printout.
+        return f"ItemError(type={self.type!r}, message={_one_line(self.message, 160)!r})"
+
     def __reduce__(self) -> tuple[Callable[..., ItemError], tuple[str, str, str, str]]:
         # Text only: the live exception (an openai error holds its request, and the
         # request its ``authorization`` header) never reaches a pickle.
@@ -151,10 +154,19 @@ class ItemResult(Generic[InputT, OutputT]):
         return self.error is None
 
     def __repr__(self) -> str:
-        # The dataclass repr, except that an input or output whose repr raises is
-        # shown as a placeholder: a result must always be printable.
-        shown = (f"{f.name}={safe_repr(getattr(self, f.name))}" for f in dataclasses.fields(self))
-        return f"{type(self).__qualname__}({', '.join(shown)})"
+        # One line, whatever the input and output: each is cut short, redacted, and
+        # shown as a placeholder if its repr raises; the error's traceback is on
+        # request (``result.error.traceback``).
+        state = "ok" if self.error is None else "failed"
+        head = f"#{self.index} {state}, attempts={self.attempts}, {self.latency:.2f} s"
+        if self.key is not None and self.key != str(self.index):
+            head += f", key={_one_line(self.key, 40)!r}"
+        shown = f"input={_one_line(safe_repr(self.input), 60)}"
+        if self.error is None:
+            shown += f", output={_one_line(safe_repr(self.output), 80)}"
+        else:
+            shown += f", error={_one_line(str(self.error), 120)}"
+        return f"{type(self).__qualname__}({head}, {shown})"
 
     def to_record(self) -> dict[str, Any]:
         """A flat dict for tables and JSON export."""
