@@ -16,6 +16,7 @@ from langchain_batchkit._checkpoint import fingerprint_of
 from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._drivers import Reader, drive_tasks, drive_threads
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._introspect import display_name
 from langchain_batchkit._options import KitOptions
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import BatchSummary, ItemResult, RunReport, TokenUsage
@@ -167,7 +168,7 @@ class Run(Generic[InputT, OutputT]):
             self.n_items,
             show_bar=opts.progress,
             callback=opts.on_progress,
-            desc=opts.desc or self.bound.get_name(),
+            desc=opts.desc or display_name(self.bound),
         )
         limit = opts.rate_limit
         self.timeline = Timeline(
