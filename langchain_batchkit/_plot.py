@@ -15,6 +15,7 @@ import math
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from langchain_batchkit._timeline import LATENCY_FLOOR, Timeline
 
@@ -119,7 +120,7 @@ def _finished(ax: Axes, timeline: Timeline, *, legend: bool) -> None:
     ax.set_xlim(0, max(xs[-1], 1e-9))
     ax.set_ylim(0, max(done, 1) * 1.05)
     if legend:
-        ax.legend(loc="lower right", fontsize=8)
+        _legend_below(ax)
 
 
 def _in_flight(ax: Axes, timeline: Timeline, *, legend: bool) -> None:
@@ -170,7 +171,7 @@ def _in_flight(ax: Axes, timeline: Timeline, *, legend: bool) -> None:
     ax.set_ylabel("attempts")
     ax.set_xlim(0, max(starts[-1], timeline.duration, 1e-9))
     if legend:
-        ax.legend(loc="lower right", fontsize=8, ncols=2)
+        _legend_below(ax)
 
 
 def _latency(ax: Axes, timeline: Timeline, *, legend: bool) -> None:
@@ -185,6 +186,9 @@ def _latency(ax: Axes, timeline: Timeline, *, legend: bool) -> None:
         high = high if math.isfinite(high) else low * step
         ax.bar(low, count, width=high - low, align="edge", color=_CAP, alpha=0.7)
     ax.set_xscale("log")
+    in_seconds = FuncFormatter(lambda value, _: _seconds(value))
+    ax.xaxis.set_major_formatter(in_seconds)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
     for q, color in ((0.5, _OK), (0.95, _RETRY)):
         value = timeline.latency_quantile(q)
         if value is not None:
@@ -192,10 +196,7 @@ def _latency(ax: Axes, timeline: Timeline, *, legend: bool) -> None:
             ax.axvline(value, color=color, lw=1.5, label=f"p{round(q * 100)} ≈ {_seconds(value)}")
     ax.set_xlabel("seconds per item (first start to end)")
     ax.set_ylabel("items")
-    if legend:
-        ax.legend(loc="upper right", fontsize=8)
-    else:
-        ax.legend(loc="upper right", fontsize=7, frameon=False)
+    ax.legend(loc="upper left", fontsize=8 if legend else 6, frameon=legend)
 
 
 def _failures(ax: Axes, timeline: Timeline) -> None:
@@ -212,14 +213,22 @@ def _failures(ax: Axes, timeline: Timeline) -> None:
         ranked = [*ranked[:7], ("other types", sum(n for _, n in ranked[7:]))]
     names = [_short(name, 32) for name, _ in reversed(ranked)]
     counts = [n for _, n in reversed(ranked)]
-    bars = ax.barh(names, counts, color=_FAILED, alpha=0.8)
+    bars = ax.barh(names, counts, color=_FAILED, alpha=0.8, height=0.6)
+    pad = max(0.0, (3 - len(names)) / 2)  # one or two bars stay bar-sized, centred
+    ax.set_ylim(-0.5 - pad, len(names) - 0.5 + pad)
     ax.bar_label(bars, padding=3, fontsize=8)
     ax.set_xlabel("items")
     ax.set_xlim(0, max(counts) * 1.2)
 
 
+def _legend_below(ax: Axes) -> None:
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3, fontsize=8, frameon=False)
+
+
 def _seconds(value: float) -> str:
-    return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.3g} s"
+    if value >= 1:
+        return f"{value:.3g} s"
+    return f"{value * 1000:.3g} ms" if value >= 1e-3 else f"{value * 1e6:.3g} µs"
 
 
 def _short(text: str, limit: int) -> str:

@@ -171,7 +171,7 @@ class ProgressReporter:
             bar.colour = self.final_colour()
             bar.close()
             if hasattr(bar, "container"):  # tqdm.notebook's widget
-                bar.write(bar.format_meter(**bar.format_dict))
+                bar.write(bar.format_meter(**{**bar.format_dict, "colour": None}))
         except Exception as exc:
             self._drop_bar(exc)
         self._bar = None

@@ -134,7 +134,8 @@ def thumbnail_grid(
         if len(items) > len(pictured)
         else ""
     )
-    page = f"<div>{head}<table>{rows}</table>{more}</div>"
+    table = f"<table style='table-layout:fixed;border-collapse:collapse'>{rows}</table>"
+    page = f"<div>{head}{table}{more}</div>"
     return ThumbnailGrid(page, len(pictured), len(items))
 
 
@@ -144,9 +145,8 @@ def _cell(result: ItemResult[Any, Any], url: str | None, side: int) -> str:
         picture = f"<img src='{url}' alt='{name}' style='max-width:{side}px;max-height:{side}px'>"
     else:
         picture = (
-            f"<div style='width:{side}px;height:{side // 2}px;background:#eeeeee;color:#757575;"
-            f"font-size:11px;display:flex;align-items:center;justify-content:center'>"
-            "no preview</div>"
+            f"<div style='width:{side}px;height:{side // 2}px;line-height:{side // 2}px;"
+            "margin:auto;background:#eeeeee;color:#757575;font-size:11px'>no preview</div>"
         )
     if result.error is None:
         colour = _OK
@@ -156,8 +156,9 @@ def _cell(result: ItemResult[Any, Any], url: str | None, side: int) -> str:
         error = redact_secrets(str(result.error))
         text = f"<b>✗ failed</b>: {html.escape(_short(error, MAX_TEXT))}"
     return (
-        f"<td style='vertical-align:top;width:{side + 12}px;border:2px solid {colour};"
-        f"padding:4px'>{picture}<br><small><code>{name}</code></small><br>"
+        f"<td style='vertical-align:top;text-align:center;width:{side + 8}px;"
+        f"max-width:{side + 8}px;border:2px solid {colour};padding:4px;"
+        f"overflow-wrap:anywhere'>{picture}<br><small><code>{name}</code></small><br>"
         f"<span style='font-size:12px;color:{colour if result.error else 'inherit'}'>"
         f"{text}</span></td>"
     )
