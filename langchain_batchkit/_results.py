@@ -268,7 +268,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
 
     wall_time: float
     complete: bool
-    timeline: Timeline | None
+    timeline: Timeline | None = None  # also for results pickled before timelines existed
     _rerunner: Rerunner[InputT, OutputT] | None
     _config: RunnableConfig | None
     _unpickled: bool = False

@@ -376,7 +376,7 @@ class Timeline:
 
     def latency_quantile(self, q: float) -> float | None:
         """The ``q`` quantile of item latency (0.5: the median), interpolated within
-        its log-scale bucket (within about 6%); ``None`` when no item finished."""
+        its log-scale bucket (so within 12%); ``None`` when no item finished."""
         total = sum(self.latency_counts)
         if not total:
             return None

@@ -189,6 +189,17 @@ def test_a_timeline_survives_pickling_with_its_results(flaky_run: BatchResult[in
     assert again.timeline.latency_counts == flaky_run.timeline.latency_counts  # type: ignore[union-attr]
 
 
+def test_results_pickled_before_timelines_existed_still_plot() -> None:
+    results = BatchResult([ItemResult(0, "a", "A", latency=0.1)])
+    cls, args, state = results.__reduce__()
+    del state["timeline"]
+    old = cls(*args)
+    old.__dict__.update(state)  # what unpickling such a state does
+
+    assert old.timeline is None
+    assert [ax.get_title() for ax in old.plot().axes] == list(PANELS)
+
+
 # -- plot -----------------------------------------------------------------------------------
 
 
