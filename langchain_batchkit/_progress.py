@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: Batches smaller than this get no bar unless ``progress=True``.
 BAR_THRESHOLD = 10
+#: The bar's final colours (tqdm's ``colour``).
+BAR_OK, BAR_SOME_FAILED, BAR_ALL_FAILED = "green", "#ff8c00", "red"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,16 +155,32 @@ class ProgressReporter:
         self.retrying -= 1
 
     def close(self) -> None:
-        """Show the final counts and release the bar."""
+        """Show the final counts in the bar's final colour and release the bar.
+
+        The colour says how the run went: green when every item succeeded, orange
+        when some failed, red when all did (a bar that reaches 40/40 is not a
+        success if 2 of them failed). A notebook's widget bar is not saved with the
+        notebook (a saved one reads ``0/40``), so its final line is also written
+        as text.
+        """
         bar = self._bar
         if bar is None:
             return
         try:
             bar.set_postfix_str(self._postfix(), refresh=False)
+            bar.colour = self.final_colour()
             bar.close()
+            if hasattr(bar, "container"):  # tqdm.notebook's widget
+                bar.write(bar.format_meter(**{**bar.format_dict, "colour": None}))
         except Exception as exc:
             self._drop_bar(exc)
         self._bar = None
+
+    def final_colour(self) -> str:
+        """The bar's colour at the end: green (all ok), orange (some failed), red (all)."""
+        if not self.failed:
+            return BAR_OK
+        return BAR_ALL_FAILED if not self.succeeded else BAR_SOME_FAILED
 
     def _postfix(self) -> str:
         text = f"ok={self.succeeded} failed={self.failed}"

@@ -6,8 +6,8 @@ nothing here rebuilds a result list by position.
 
 from __future__ import annotations
 
-import dataclasses
 import html
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -17,16 +17,24 @@ from langchain_core.runnables import RunnableConfig
 from langchain_batchkit._errors import (
     BatchFailedError,
     RedactedError,
+    describe_exception,
     exception_message,
     exception_traceback,
     redact_secrets,
     safe_repr,
 )
+from langchain_batchkit._timeline import Timeline
 
 if TYPE_CHECKING:
     import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["BatchResult", "BatchSummary", "ItemError", "ItemResult", "RunReport", "TokenUsage"]
+
+logger = logging.getLogger(__name__)
+
+#: The largest inline plot a BatchResult's HTML repr embeds (bytes of PNG).
+MAX_INLINE_PLOT_BYTES = 120_000
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
@@ -72,6 +80,10 @@ class ItemError:
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
+
+    def __repr__(self) -> str:
+        # One line: the traceback is on request (``.traceback``), not in every printout.
+        return f"ItemError(type={self.type!r}, message={_one_line(self.message, 160)!r})"
 
     def __reduce__(self) -> tuple[Callable[..., ItemError], tuple[str, str, str, str]]:
         # Text only: the live exception (an openai error holds its request, and the
@@ -142,10 +154,19 @@ class ItemResult(Generic[InputT, OutputT]):
         return self.error is None
 
     def __repr__(self) -> str:
-        # The dataclass repr, except that an input or output whose repr raises is
-        # shown as a placeholder: a result must always be printable.
-        shown = (f"{f.name}={safe_repr(getattr(self, f.name))}" for f in dataclasses.fields(self))
-        return f"{type(self).__qualname__}({', '.join(shown)})"
+        # One line, whatever the input and output: each is cut short, redacted, and
+        # shown as a placeholder if its repr raises; the error's traceback is on
+        # request (``result.error.traceback``).
+        state = "ok" if self.error is None else "failed"
+        head = f"#{self.index} {state}, attempts={self.attempts}, {self.latency:.2f} s"
+        if self.key is not None and self.key != str(self.index):
+            head += f", key={_one_line(self.key, 40)!r}"
+        shown = f"input={_one_line(safe_repr(self.input), 60)}"
+        if self.error is None:
+            shown += f", output={_one_line(safe_repr(self.output), 80)}"
+        else:
+            shown += f", error={_one_line(str(self.error), 120)}"
+        return f"{type(self).__qualname__}({head}, {shown})"
 
     def to_record(self) -> dict[str, Any]:
         """A flat dict for tables and JSON export."""
@@ -200,9 +221,19 @@ class RunReport:
     summary: BatchSummary
     failures: list[ItemResult[Any, Any]]
     checkpoint: Any = None
+    timeline: Timeline | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return str(self.summary)
+
+    def plot(self) -> Figure:
+        """The run as a figure (see :meth:`BatchResult.plot`); needs matplotlib."""
+        timeline = self.timeline or Timeline.from_results(self.failures)
+        return _draw(timeline, str(self.summary))
+
+    def _repr_html_(self) -> str:
+        picture = _inline_plot(self.timeline, self.summary)
+        return f"<div>{html.escape(str(self.summary))}{picture}</div>"
 
 
 class Rerunner(Protocol[InputT, OutputT]):
@@ -237,6 +268,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
 
     wall_time: float
     complete: bool
+    timeline: Timeline | None = None  # also for results pickled before timelines existed
     _rerunner: Rerunner[InputT, OutputT] | None
     _config: RunnableConfig | None
     _unpickled: bool = False
@@ -249,10 +281,12 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         complete: bool = True,
         rerunner: Rerunner[InputT, OutputT] | None = None,
         config: RunnableConfig | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         super().__init__(sorted(items, key=_by_index))
         self.wall_time = wall_time
         self.complete = complete
+        self.timeline = timeline
         self._rerunner = rerunner
         self._config = config
 
@@ -337,6 +371,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         state = {
             "wall_time": self.wall_time,
             "complete": self.complete,
+            "timeline": self.timeline,  # counts and error type names: nothing secret
             "_rerunner": None,
             "_config": None,
             "_unpickled": True,
@@ -351,6 +386,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             complete=self.complete,
             rerunner=self._rerunner,
             config=self._config,
+            timeline=self.timeline,
         )
         copied._unpickled = self._unpickled
         return copied
@@ -363,12 +399,16 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             merged[new.index] = replace(
                 new, attempts=old.attempts + new.attempts, history=earlier + new.history
             )
-        return BatchResult(
+        timeline = self.timeline
+        if timeline is not None and again.timeline is not None:
+            timeline = timeline.then(again.timeline)
+        return type(self)(
             merged.values(),
             wall_time=self.wall_time + again.wall_time,
             complete=self.complete and again.complete,
             rerunner=self._rerunner,
             config=self._config,
+            timeline=timeline or again.timeline,
         )
 
     def summary(self) -> BatchSummary:
@@ -406,6 +446,24 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         frame: pandas.DataFrame = pd.DataFrame.from_records(self.to_records())
         return frame
 
+    def plot(self) -> Figure:
+        """The run as a matplotlib figure with four panels.
+
+        *Items finished* over time against the ideal rate (the cap divided by the
+        median latency), *In flight* against the window's cap with 429s, retries
+        and rate-limiter pauses marked, *Latency* (a histogram, p50 and p95), and
+        *Failures by error type*. Needs ``pip install 'langchain-batchkit[plot]'``.
+        A result without a recorded timeline (built by hand) still shows latency
+        and failures.
+
+        Example:
+            >>> results = kit.batch(inputs)                     # doctest: +SKIP
+            >>> results.plot()                                  # doctest: +SKIP
+            >>> results.plot().savefig("run.png")               # doctest: +SKIP
+        """
+        timeline = self.timeline or Timeline.from_results(self)
+        return _draw(timeline, str(self.summary()))
+
     def __repr__(self) -> str:
         s = self.summary()
         partial = "" if self.complete else ", partial"
@@ -414,7 +472,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             f"{s.wall_time:.2f} s{partial})"
         )
 
-    def _repr_html_(self, max_rows: int = 10) -> str:
+    def _repr_html_(self, max_rows: int = 5) -> str:
         s = self.summary()
         esc = html.escape
         head = (
@@ -424,9 +482,10 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             f" · {s.wall_time:.2f} s · {s.items_per_second:.1f} items/s"
             f" · {s.usage.total_tokens} tokens{'' if self.complete else ' · partial'}"
         )
+        picture = _inline_plot(self.timeline, s)
         failed = self.failed
         if not failed:
-            return f"<div>{head}</div>"
+            return f"<div>{head}{picture}</div>"
         rows = "".join(
             f"<tr><td>{r.index}</td><td>{esc(_short(r.input))}</td>"
             f"<td>{esc(r.error.type if r.error else '')}</td>"
@@ -442,7 +501,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         return (
             f"<div>{head}<table><thead><tr><th>index</th><th>input</th><th>error</th>"
             f"<th>message</th><th>attempts</th></tr></thead><tbody>{rows}{more}</tbody>"
-            "</table></div>"
+            f"</table>{picture}</div>"
         )
 
 
@@ -453,3 +512,45 @@ def _by_index(r: ItemResult[Any, Any]) -> int:
 def _short(value: object, limit: int = 120) -> str:
     text = redact_secrets(value if isinstance(value, str) else safe_repr(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _one_line(text: str, limit: int) -> str:
+    """``text`` redacted, on one line, cut to ``limit`` characters."""
+    flat = " ".join(redact_secrets(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _plotting() -> Any:
+    """The plotting module, or a clear error naming the extra to install."""
+    try:
+        from langchain_batchkit import _plot
+    except ImportError as exc:
+        raise ImportError(
+            "plot() needs matplotlib: pip install 'langchain-batchkit[plot]'"
+        ) from exc
+    return _plot
+
+
+def _draw(timeline: Timeline, title: str) -> Figure:
+    figure: Figure = _plotting().plot_run(timeline, title=title)
+    return figure
+
+
+def _inline_plot(timeline: Timeline | None, summary: BatchSummary) -> str:
+    """A small PNG of the run for an HTML repr, or ``""`` (no timeline, no matplotlib,
+    or a picture over :data:`MAX_INLINE_PLOT_BYTES`)."""
+    if timeline is None or not timeline.n_bins:
+        return ""
+    try:
+        plotting = _plotting()
+    except ImportError:
+        return ""
+    try:
+        figure = plotting.plot_run(timeline, compact=True)
+        url: str = plotting.png_data_url(figure)
+    except Exception as exc:  # a repr must show the counts whatever the plot does
+        logger.warning("could not draw the run's plot: %s", describe_exception(exc))
+        return ""
+    if len(url) > MAX_INLINE_PLOT_BYTES * 4 // 3:
+        return ""
+    return f"<br><img alt='the run over time' src='{url}'>"

@@ -27,6 +27,7 @@ from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import ItemError, ItemResult
 from langchain_batchkit._resume import Resume
 from langchain_batchkit._retry import is_rate_limit
+from langchain_batchkit._timeline import Timeline
 
 __all__ = ["Window"]
 
@@ -45,6 +46,7 @@ class Window(Generic[InputT, OutputT]):
         reporter: counts finished items and retries (bar and callback).
         ordered: hand results out in input order.
         reorder_buffer: the most finished items held back to restore the order.
+        timeline: records when attempts start and end (see :class:`Timeline`).
     """
 
     __slots__ = (
@@ -61,6 +63,7 @@ class Window(Generic[InputT, OutputT]):
         "_reporter",
         "_resume",
         "_seq",
+        "_timeline",
         "exhausted",
         "in_flight",
         "ordered",
@@ -78,8 +81,10 @@ class Window(Generic[InputT, OutputT]):
         reporter: ProgressReporter | None = None,
         ordered: bool = False,
         reorder_buffer: int = 1000,
+        timeline: Timeline | None = None,
     ) -> None:
         self._plan = plan
+        self._timeline = timeline
         self._concurrency = concurrency
         self._adaptive = adaptive
         self._resume = resume
@@ -177,6 +182,8 @@ class Window(Generic[InputT, OutputT]):
         else:
             return None
         self.in_flight += 1
+        if self._timeline is not None:
+            self._timeline.started(now, self.in_flight)
         return item
 
     def next_ready(self, now: float) -> bool:
@@ -217,17 +224,34 @@ class Window(Generic[InputT, OutputT]):
     ) -> None:
         """An attempt ended: the item finished, or waits ``verdict`` seconds to retry."""
         self.in_flight -= 1
+        timeline = self._timeline
         if isinstance(verdict, ItemResult):
             if self._adaptive is not None:
                 self._adaptive.observe(pushed_back(verdict) and not verdict.ok)
             self._ready.append((item.seq, item.key, verdict))
+            if timeline is not None:  # the end time is the one the attempt measured
+                limited = verdict.error is not None and _is_rate_limit_error(verdict.error)
+                timeline.finished(
+                    item.started + verdict.latency,
+                    self.in_flight,
+                    verdict,
+                    cap=self._cap(),
+                    rate_limited=limited,
+                )
             return
         error = item.last_error
-        if self._adaptive is not None and error is not None and _is_rate_limit_error(error):
+        limited = error is not None and _is_rate_limit_error(error)
+        if self._adaptive is not None and limited:
             self._adaptive.observe(True)  # slow the rest of the batch at the first 429
         heapq.heappush(self._delayed, (item.not_before, item.seq, item))
         if self._reporter is not None and item.last_error is not None:
             self._reporter.retry_scheduled(item.index, item.last_error)
+        if timeline is not None:
+            ended = item.not_before - verdict
+            timeline.retried(ended, self.in_flight, cap=self._cap(), rate_limited=limited)
+
+    def _cap(self) -> int:
+        return self._adaptive.current() if self._adaptive is not None else self._concurrency
 
     def deliver(self) -> Iterator[ItemResult[InputT, OutputT]]:
         """Hand out finished results (recorded, counted, and in order if asked)."""
@@ -250,6 +274,8 @@ class Window(Generic[InputT, OutputT]):
         if key is not None and self._resume is not None:
             result = replace(result, key=key)
             self._resume.checkpoint.record(key, result)
+        elif self._resume is not None and self._timeline is not None:
+            self._timeline.resumed += 1  # returned from the checkpoint, not run
         if self._reporter is not None:
             # A callback may raise KeyboardInterrupt: the result is kept (see close).
             self._handing = result if not self.ordered else None

@@ -12,6 +12,7 @@ Example:
     >>> results = caption_images("photos/", llm=ChatOpenAI(model="gpt-4o-mini",
     ...                          max_retries=0))                           # doctest: +SKIP
     >>> results.failed, to_csv(results, "captions.csv")                    # doctest: +SKIP
+    >>> results.show()   # thumbnails with their captions, in a notebook   # doctest: +SKIP
 """
 
 from langchain_batchkit.multimodal._chain import (
@@ -29,6 +30,7 @@ from langchain_batchkit.multimodal._export import (
     to_csv,
     to_jsonl,
 )
+from langchain_batchkit.multimodal._grid import CaptionResults, ThumbnailGrid, thumbnail_grid
 from langchain_batchkit.multimodal._messages import (
     DEFAULT_PROMPT,
     Prompt,
@@ -52,11 +54,13 @@ __all__ = [
     "DEFAULT_PROMPT",
     "IMAGE_SUFFIXES",
     "CaptionRecord",
+    "CaptionResults",
     "ChatModel",
     "Detail",
     "ImageSource",
     "ImageSourceError",
     "Prompt",
+    "ThumbnailGrid",
     "acaption_images",
     "caption_images",
     "captions_to_records",
@@ -68,6 +72,7 @@ __all__ = [
     "image_message",
     "image_part",
     "image_url",
+    "thumbnail_grid",
     "to_csv",
     "to_jsonl",
 ]

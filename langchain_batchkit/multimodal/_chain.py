@@ -12,9 +12,9 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from langchain_batchkit._options import KitOptions
-from langchain_batchkit._results import BatchResult
 from langchain_batchkit._runner import BatchKit
 from langchain_batchkit.multimodal._expand import expand_images
+from langchain_batchkit.multimodal._grid import CaptionResults
 from langchain_batchkit.multimodal._messages import DEFAULT_PROMPT, MessageBuilder, Prompt
 from langchain_batchkit.multimodal._sources import (
     DEFAULT_MAX_BYTES,
@@ -149,7 +149,7 @@ def caption_images(
     max_side: int | None = None,
     config: RunnableConfig | None = None,
     **options: Any,
-) -> BatchResult[ImageSource, str]:
+) -> CaptionResults:
     """Caption many images; one :class:`ItemResult` per image, never failing the batch.
 
     Folders and glob patterns expand to their image files first (names only, see
@@ -181,8 +181,9 @@ def caption_images(
             changed still matches each stored caption to its file.
 
     Returns:
-        A :class:`BatchResult`: ``input`` is the source (after expansion), ``output``
-        the caption. :func:`to_csv` / :func:`to_jsonl` export it.
+        A :class:`CaptionResults` (a :class:`BatchResult`): ``input`` is the source
+        (after expansion), ``output`` the caption. :func:`to_csv` / :func:`to_jsonl`
+        export it; ``results.show()`` shows the thumbnails with their captions.
 
     Example:
         >>> results = caption_images("photos/", llm=ChatOpenAI(model="gpt-4o-mini",
@@ -191,7 +192,7 @@ def caption_images(
         >>> to_csv(results, "captions.csv")                               # doctest: +SKIP
     """
     kit, inputs = _caption_kit(sources, llm, prompt, detail, max_bytes, max_side, options)
-    return kit.batch(inputs, config)
+    return CaptionResults.of(kit.batch(inputs, config))
 
 
 async def acaption_images(
@@ -204,11 +205,11 @@ async def acaption_images(
     max_side: int | None = None,
     config: RunnableConfig | None = None,
     **options: Any,
-) -> BatchResult[ImageSource, str]:
+) -> CaptionResults:
     """Async twin of :func:`caption_images`; takes the same arguments and options.
 
     Example:
         >>> results = await acaption_images(paths, llm=llm, checkpoint="c.sqlite")  # doctest: +SKIP
     """
     kit, inputs = _caption_kit(sources, llm, prompt, detail, max_bytes, max_side, options)
-    return await kit.abatch(inputs, config)
+    return CaptionResults.of(await kit.abatch(inputs, config))
