@@ -42,6 +42,7 @@ from langchain_batchkit._serialize import (
     loads_value,
     to_jsonable,
 )
+from langchain_batchkit._sqlite import open_wal, transaction
 
 __all__ = ["Checkpoint", "CheckpointError", "StoredRow", "fingerprint_of"]
 
@@ -214,13 +215,13 @@ class Checkpoint:
         lock = _FileLock.acquire(self.path)
         try:
             try:
-                db = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
+                db = open_wal(os.fspath(self.path), timeout=0.5)
+            except sqlite3.DatabaseError as exc:
+                raise _explain(self.path, exc) from exc
             except sqlite3.Error as exc:
                 raise CheckpointError(f"cannot open checkpoint {self.path}: {exc}") from exc
             try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                with _transaction(db, "BEGIN IMMEDIATE"):
+                with transaction(db, "BEGIN IMMEDIATE"):
                     run = _prepare(db, self.path, expected)
             except BaseException as exc:
                 db.close()
@@ -296,7 +297,7 @@ class Checkpoint:
             return
         db = self._require()
         try:
-            with _transaction(db):
+            with transaction(db):
                 db.executemany(
                     "UPDATE items SET run = ?, idx = ? WHERE key = ?",
                     [(self._run, index, _db_key(key)) for key, index in resumed],
@@ -345,7 +346,7 @@ class Checkpoint:
         rows, self._pending = self._pending, []
         try:
             try:
-                with _transaction(db):
+                with transaction(db):
                     db.executemany(_INSERT, rows)
             except _ROW_ERRORS as exc:
                 logger.warning(
@@ -426,14 +427,14 @@ class Checkpoint:
             json.dumps([usage.input_tokens, usage.output_tokens, usage.total_tokens])
             if usage
             else None,
-            json.dumps([_error_dict(e) for e in result.history]) if result.history else None,
+            json.dumps([ItemError.to_dict(e) for e in result.history]) if result.history else None,
             time.time(),
             fingerprint_value(result.input),
             self._run,
         )
 
     def _write_each(self, db: sqlite3.Connection, rows: list[Row]) -> None:
-        with _transaction(db):
+        with transaction(db):
             for row in rows:
                 try:
                     with _savepoint(db):
@@ -522,22 +523,6 @@ else:
 
 
 @contextmanager
-def _transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
-    """Commit on success; on any failure roll back, so the next transaction can begin."""
-    db.execute(begin)
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                logger.warning("rolling back a checkpoint transaction failed", exc_info=True)
-        raise
-
-
-@contextmanager
 def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("SAVEPOINT one_row")
     try:
@@ -616,13 +601,8 @@ def _explain(path: Path, exc: sqlite3.DatabaseError) -> CheckpointError:
     return CheckpointError(f"checkpoint {path}: {text}")
 
 
-def _error_dict(error: ItemError) -> dict[str, str]:
-    return {"type": error.type, "message": error.message, "traceback": error.traceback,
-            "module": error.module}  # fmt: skip
-
-
 def _dump_error(error: ItemError) -> str:
-    return json.dumps(_error_dict(error))
+    return json.dumps(error.to_dict())
 
 
 def _error_row(row: Row, cause: str) -> Row:
@@ -637,9 +617,7 @@ def _error_row(row: Row, cause: str) -> Row:
 
 
 def _load_error(data: dict[str, str]) -> ItemError:
-    return ItemError(
-        data["type"], data["message"], data.get("traceback", ""), data.get("module", "")
-    )
+    return ItemError.from_dict(data)
 
 
 def _load(text: str | None, *, lenient: bool) -> Any:

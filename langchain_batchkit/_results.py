@@ -29,7 +29,15 @@ if TYPE_CHECKING:
     import pandas
     from matplotlib.figure import Figure
 
-__all__ = ["BatchResult", "BatchSummary", "ItemError", "ItemResult", "RunReport", "TokenUsage"]
+__all__ = [
+    "BatchResult",
+    "BatchSummary",
+    "ItemError",
+    "ItemResult",
+    "RunReport",
+    "SummaryCounts",
+    "TokenUsage",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +84,25 @@ class ItemError:
             traceback=tb,
             module=type(exc).__module__,
             exception=exc,
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        """The error as text fields (the live exception is not kept), for stores and exports."""
+        return {
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+            "module": self.module,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ItemError:
+        """Read back what :meth:`to_dict` wrote (missing fields are empty)."""
+        return cls(
+            type=str(data.get("type", "")),
+            message=str(data.get("message", "")),
+            traceback=str(data.get("traceback", "")),
+            module=str(data.get("module", "")),
         )
 
     def __str__(self) -> str:
@@ -203,6 +230,50 @@ class BatchSummary:
             f"{self.total} items: {self.succeeded} ok, {self.failed} failed "
             f"in {self.wall_time:.2f} s ({self.items_per_second:.1f} items/s, "
             f"{self.attempts} calls, {self.usage.total_tokens} tokens)"
+        )
+
+
+class SummaryCounts:
+    """The one way a summary is accumulated: per result, or per block of counts.
+
+    ``BatchResult.summary()``, ``kit.run()``'s report and the Ray driver all add
+    into one of these, so their numbers mean the same thing.
+    """
+
+    __slots__ = ("attempts", "failed", "succeeded", "usage")
+
+    def __init__(self) -> None:
+        self.succeeded = self.failed = self.attempts = 0
+        self.usage = TokenUsage()
+
+    @property
+    def total(self) -> int:
+        return self.succeeded + self.failed
+
+    def add(self, result: ItemResult[Any, Any]) -> None:
+        """Count one finished item."""
+        self.add_counts(int(result.error is None), int(result.error is not None),
+                        result.attempts, result.usage)  # fmt: skip
+
+    def add_counts(self, ok: int, failed: int, attempts: int, usage: TokenUsage | None) -> None:
+        """Count a block of items at once (e.g. a Ray result block)."""
+        self.succeeded += ok
+        self.failed += failed
+        self.attempts += attempts
+        if usage is not None:
+            self.usage = self.usage + usage
+
+    def summary(self, wall_time: float) -> BatchSummary:
+        """The :class:`BatchSummary` of what was counted, over ``wall_time`` seconds."""
+        total = self.total
+        return BatchSummary(
+            total=total,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            wall_time=wall_time,
+            items_per_second=total / wall_time if wall_time > 0 else 0.0,
+            attempts=self.attempts,
+            usage=self.usage,
         )
 
 
@@ -413,23 +484,10 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
 
     def summary(self) -> BatchSummary:
         """Counts, wall time, items per second and token totals."""
-        usage = TokenUsage()
-        ok = attempts = 0
+        counts = SummaryCounts()
         for r in self:
-            ok += r.error is None
-            attempts += r.attempts
-            if r.usage is not None:
-                usage = usage + r.usage
-        wall = self.wall_time
-        return BatchSummary(
-            total=len(self),
-            succeeded=ok,
-            failed=len(self) - ok,
-            wall_time=wall,
-            items_per_second=len(self) / wall if wall > 0 else 0.0,
-            attempts=attempts,
-            usage=usage,
-        )
+            counts.add(r)
+        return counts.summary(self.wall_time)
 
     def to_records(self) -> list[dict[str, Any]]:
         """One flat dict per item (see :meth:`ItemResult.to_record`)."""

@@ -19,7 +19,7 @@ from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._introspect import display_name
 from langchain_batchkit._options import KitOptions
 from langchain_batchkit._progress import ProgressReporter
-from langchain_batchkit._results import BatchSummary, ItemResult, RunReport, TokenUsage
+from langchain_batchkit._results import ItemResult, RunReport, SummaryCounts
 from langchain_batchkit._resume import Resume
 from langchain_batchkit._timeline import Timeline
 from langchain_batchkit._window import Window
@@ -221,30 +221,18 @@ class Run(Generic[InputT, OutputT]):
 class Tally:
     """Counts for :meth:`BatchKit.run`: not every output, just totals and some failures."""
 
-    __slots__ = ("attempts", "failed", "failures", "ok", "started", "usage")
+    __slots__ = ("counts", "failures", "started")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.ok = self.failed = self.attempts = 0
-        self.usage = TokenUsage()
+        self.counts = SummaryCounts()
         self.failures: list[ItemResult[Any, Any]] = []
 
     def add(self, result: ItemResult[Any, Any]) -> None:
-        if result.error is None:
-            self.ok += 1
-        else:
-            self.failed += 1
-            if len(self.failures) < RunReport.MAX_FAILURES:
-                self.failures.append(result)
-        self.attempts += result.attempts
-        if result.usage is not None:
-            self.usage = self.usage + result.usage
+        self.counts.add(result)
+        if result.error is not None and len(self.failures) < RunReport.MAX_FAILURES:
+            self.failures.append(result)
 
     def report(self, checkpoint: Any, timeline: Timeline | None = None) -> RunReport:
-        wall = time.perf_counter() - self.started
-        total = self.ok + self.failed
-        summary = BatchSummary(
-            total, self.ok, self.failed, wall, total / wall if wall > 0 else 0.0,
-            self.attempts, self.usage,
-        )  # fmt: skip
+        summary = self.counts.summary(time.perf_counter() - self.started)
         return RunReport(summary, self.failures, checkpoint, timeline)

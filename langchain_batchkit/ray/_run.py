@@ -228,7 +228,7 @@ def _collect(mapped: Dataset, bar: BlockBar, sink: Sink | None) -> tuple[Tally, 
         for bundle in mapped.iter_internal_ref_bundles():
             for ref in bundle.block_refs:
                 table: pa.Table = ray.get(ref)
-                ok, failed = tally.add(table)
+                ok, failed = tally.add_block(table)
                 bar.add(table.num_rows, ok=ok, failed=failed)
                 if sink is not None:
                     sink.write(table)
