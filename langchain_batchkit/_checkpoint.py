@@ -43,6 +43,7 @@ from langchain_batchkit._serialize import (
     to_jsonable,
 )
 from langchain_batchkit._sqlite import open_wal, transaction
+from langchain_batchkit._validate import check_int, is_number
 
 __all__ = ["Checkpoint", "CheckpointError", "StoredRow", "fingerprint_of"]
 
@@ -170,13 +171,8 @@ class Checkpoint:
         fingerprint: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if type(chunk_size) is not int or chunk_size < 1:
-            raise ConfigurationError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-        if (
-            not isinstance(flush_interval, int | float)
-            or isinstance(flush_interval, bool)
-            or not flush_interval > 0
-        ):
+        check_int("chunk_size", chunk_size)
+        if not (is_number(flush_interval, finite=False) and flush_interval > 0):
             raise ConfigurationError(
                 f"flush_interval must be seconds > 0 (math.inf: commit on chunk_size only), "
                 f"got {flush_interval!r}"

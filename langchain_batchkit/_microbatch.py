@@ -35,7 +35,6 @@ import concurrent.futures
 import functools
 import inspect
 import logging
-import math
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +52,7 @@ from langchain_batchkit._errors import (
     describe_exception,
     exception_traceback,
 )
+from langchain_batchkit._validate import check_int, check_number, is_int
 
 __all__ = ["BatchOutputMismatchError", "BatcherStoppedError", "MicroBatcher"]
 
@@ -79,21 +79,10 @@ class _Limits:
     concurrency: int | None
 
     def __post_init__(self) -> None:
-        size = self.max_batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigurationError(f"max_batch_size must be an int >= 1, got {size!r}")
-        wait = self.max_queue_time
-        if (
-            isinstance(wait, bool)
-            or not isinstance(wait, int | float)
-            or not math.isfinite(wait)
-            or wait < 0
-        ):
-            raise ConfigurationError(
-                f"max_queue_time must be a finite number of seconds >= 0, got {wait!r}"
-            )
+        check_int("max_batch_size", self.max_batch_size)
+        check_number("max_queue_time", self.max_queue_time)
         cap = self.concurrency
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+        if cap is not None and not (is_int(cap) and cap >= 0):
             raise ConfigurationError(
                 f"concurrency must be None, 0 (both: unlimited) or an int >= 1, got {cap!r}"
             )

@@ -13,7 +13,6 @@ import asyncio
 import email.utils
 import importlib
 import logging
-import math
 import random
 import re
 import time
@@ -27,6 +26,7 @@ from tenacity.wait import wait_base
 
 from langchain_batchkit._clock import SYSTEM_CLOCK, Clock, as_clock
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._validate import check_int, check_number
 
 __all__ = [
     "RetryPolicy",
@@ -230,23 +230,19 @@ class RetryPolicy:
     _retrying: Retrying = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if type(self.max_attempts) is not int or self.max_attempts < 1:
-            raise ConfigurationError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
+        check_int("max_attempts", self.max_attempts)
         for name in ("initial_backoff", "max_backoff", "max_retry_after", "max_rate_limit_backoff"):
-            _check_number(name, getattr(self, name), minimum=0.0)
-        if type(self.max_rate_limited) is not int or self.max_rate_limited < 0:
-            raise ConfigurationError(
-                f"max_rate_limited must be an int >= 0, got {self.max_rate_limited!r}"
-            )
-        _check_number("multiplier", self.multiplier, minimum=1.0)
-        _check_number("jitter", self.jitter, minimum=0.0, maximum=1.0)
+            check_number(name, getattr(self, name), minimum=0.0)
+        check_int("max_rate_limited", self.max_rate_limited, minimum=0)
+        check_number("multiplier", self.multiplier, minimum=1.0)
+        check_number("jitter", self.jitter, minimum=0.0, maximum=1.0)
         if self.max_backoff < self.initial_backoff:
             raise ConfigurationError(
                 f"max_backoff ({self.max_backoff}) must be >= initial_backoff "
                 f"({self.initial_backoff})"
             )
         if self.max_total_time is not None:
-            _check_number("max_total_time", self.max_total_time, minimum=0.0, strict=True)
+            check_number("max_total_time", self.max_total_time, minimum=0.0, strict=True)
         if self.retry_on is not None and not callable(self.retry_on):
             raise ConfigurationError("retry_on must be a callable taking an exception")
         object.__setattr__(self, "_rng", random.Random(self.seed))
@@ -396,19 +392,3 @@ class _PolicyWait(wait_base):
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         limited = retry_state.rate_limited if isinstance(retry_state, ItemRetryState) else 0
         return self._policy.delay(retry_state.attempt_number, exc, rate_limited=limited)
-
-
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    minimum: float,
-    maximum: float = math.inf,
-    strict: bool = False,
-) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum) and value <= maximum
-    if not ok:
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        upper = f" and <= {maximum}" if maximum != math.inf else ""
-        raise ConfigurationError(f"{name} must be a number {bound}{upper}, got {value!r}")

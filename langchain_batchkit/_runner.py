@@ -41,6 +41,7 @@ from langchain_batchkit._resume import Resume
 from langchain_batchkit._retry import RetryPolicy, clock_of
 from langchain_batchkit._runs import INDEX_METADATA_KEY, CallConfig, ItemConfigs, Run, Tally
 from langchain_batchkit._schema import item_result_schema
+from langchain_batchkit._validate import check_int
 
 __all__ = ["INDEX_METADATA_KEY", "BatchKit", "batchkit"]
 
@@ -358,8 +359,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
                 "an async iterable needs the async entry points: await kit.abatch(...) "
                 "or kit.astream_results(...)"
             )
-        if type(reorder_buffer) is not int or reorder_buffer < 1:
-            raise ConfigurationError(f"reorder_buffer must be an int >= 1, got {reorder_buffer!r}")
+        check_int("reorder_buffer", reorder_buffer)
         opts, chain_kwargs = self._split(kwargs)
         n_items = len(inputs) if isinstance(inputs, Sized) else None
         limit = opts.rate_limit

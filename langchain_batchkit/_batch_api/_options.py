@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from langchain_batchkit._clock import SYSTEM_CLOCK, Clock, as_clock
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._validate import check_int, check_number
 
 __all__ = ["BatchAPIOptions"]
 
 #: Metadata keys the runner adds to every job (OpenAI allows 16 pairs in all).
 RESERVED_METADATA = ("batchkit_run", "batchkit_job")
 _MAX_USER_METADATA = 16 - len(RESERVED_METADATA)
-
-
-def _positive_int(name: str, value: object, *, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"BatchAPIOptions.{name} must be an int >= {minimum}, got {value!r}"
-        )
-
-
-def _seconds(name: str, value: object, *, minimum: float = 0.0, strict: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)  # type: ignore[operator]
-    if not ok:
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ConfigurationError(
-            f"BatchAPIOptions.{name} must be a finite number {bound}, got {value!r}"
-        )
 
 
 def _metadata(value: object) -> Mapping[str, str]:
@@ -103,24 +86,24 @@ class BatchAPIOptions:
     clock: Clock | Callable[[], float] = field(default=SYSTEM_CLOCK, compare=False)
 
     def __post_init__(self) -> None:
-        _positive_int("max_requests_per_job", self.max_requests_per_job)
-        _positive_int("max_bytes_per_job", self.max_bytes_per_job)
-        _seconds("poll_initial_wait", self.poll_initial_wait)
-        _seconds("poll_max_wait", self.poll_max_wait)
-        _seconds("poll_multiplier", self.poll_multiplier, minimum=1.0)
+        check_int("BatchAPIOptions.max_requests_per_job", self.max_requests_per_job)
+        check_int("BatchAPIOptions.max_bytes_per_job", self.max_bytes_per_job)
+        check_number("BatchAPIOptions.poll_initial_wait", self.poll_initial_wait)
+        check_number("BatchAPIOptions.poll_max_wait", self.poll_max_wait)
+        check_number("BatchAPIOptions.poll_multiplier", self.poll_multiplier, minimum=1.0)
         if self.poll_max_wait < self.poll_initial_wait:
             raise ConfigurationError(
                 f"BatchAPIOptions.poll_max_wait ({self.poll_max_wait}) must be >= "
                 f"poll_initial_wait ({self.poll_initial_wait})"
             )
-        _positive_int("max_resubmits", self.max_resubmits, minimum=0)
+        check_int("BatchAPIOptions.max_resubmits", self.max_resubmits, minimum=0)
         if self.completion_window != "24h":
             raise ConfigurationError(
                 f"BatchAPIOptions.completion_window must be '24h' (the only window OpenAI "
                 f"offers), got {self.completion_window!r}"
             )
         object.__setattr__(self, "metadata", _metadata(self.metadata))
-        _positive_int("local_concurrency", self.local_concurrency)
+        check_int("BatchAPIOptions.local_concurrency", self.local_concurrency)
         if not callable(self.sleep):
             raise ConfigurationError("BatchAPIOptions.sleep must be an async callable")
         if not callable(self.clock):

@@ -15,6 +15,7 @@ from langchain_batchkit._options import DEFAULT_RETRY
 from langchain_batchkit._results import BatchResult, BatchSummary
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._serialize import dumps_value
+from langchain_batchkit._validate import check_int, check_number
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._limiter import ClusterRateLimit
 from langchain_batchkit.ray._mapper import BatchKitMapper, ChainFactory, check_mapper_options
@@ -145,11 +146,9 @@ def run_on_ray(
         >>> rows.filter(lambda r: r["status"] == "failed").take(5)  # doctest: +SKIP
     """
     check_mapper_options(chain_factory, input_column, id_column, rate_limit)
-    for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
-        if type(value) is not int or value < 1:
-            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-    if isinstance(num_cpus, bool) or not isinstance(num_cpus, int | float) or num_cpus < 0:
-        raise ConfigurationError(f"num_cpus must be a number >= 0, got {num_cpus!r}")
+    check_int("batch_size", batch_size)
+    check_int("concurrency", concurrency)
+    check_number("num_cpus", num_cpus)
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
     if progress is not None and not isinstance(progress, bool):
