@@ -33,24 +33,23 @@ from langchain_batchkit import (
 )
 from langchain_batchkit._options import OPTION_NAMES, KitOptions
 from langchain_batchkit.multimodal import (
-    CAPTION_COLUMNS,
     ImageSource,
     ImageSourceError,
     _sources,
     acaption_images,
     caption_images,
     captions_to_records,
-    describe_source,
-    detect_image_mime,
     expand_images,
     image_caption_chain,
     image_key,
     image_message,
-    image_part,
     to_csv,
     to_jsonl,
 )
 from langchain_batchkit.multimodal._chain import _caption_kit
+from langchain_batchkit.multimodal._export import CAPTION_COLUMNS
+from langchain_batchkit.multimodal._messages import image_part
+from langchain_batchkit.multimodal._sources import describe_source, detect_image_mime
 from langchain_batchkit.testing import FakeClock, FakeOpenAIServer, FakeServerConfig
 from langchain_batchkit.testing.pytest_plugin import FakeServerFactory
 
@@ -952,29 +951,19 @@ def test_multimodal_public_surface_is_sorted_exported_and_exactly_this() -> None
     )
     assert all(hasattr(multimodal, name) for name in names)
     assert set(names) == {
-        "CAPTION_COLUMNS",
-        "DEFAULT_MAX_BYTES",
         "DEFAULT_PROMPT",
-        "IMAGE_SUFFIXES",
         "CaptionRecord",
         "CaptionResults",
-        "ChatModel",
-        "Detail",
         "ImageSource",
         "ImageSourceError",
-        "Prompt",
         "ThumbnailGrid",
         "acaption_images",
         "caption_images",
         "captions_to_records",
-        "describe_source",
-        "detect_image_mime",
         "expand_images",
         "image_caption_chain",
         "image_key",
         "image_message",
-        "image_part",
-        "image_url",
         "thumbnail_grid",
         "to_csv",
         "to_jsonl",

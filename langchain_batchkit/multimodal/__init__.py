@@ -16,7 +16,6 @@ Example:
 """
 
 from langchain_batchkit.multimodal._chain import (
-    ChatModel,
     acaption_images,
     caption_images,
     image_caption_chain,
@@ -24,54 +23,29 @@ from langchain_batchkit.multimodal._chain import (
 )
 from langchain_batchkit.multimodal._expand import expand_images
 from langchain_batchkit.multimodal._export import (
-    CAPTION_COLUMNS,
     CaptionRecord,
     captions_to_records,
     to_csv,
     to_jsonl,
 )
 from langchain_batchkit.multimodal._grid import CaptionResults, ThumbnailGrid, thumbnail_grid
-from langchain_batchkit.multimodal._messages import (
-    DEFAULT_PROMPT,
-    Prompt,
-    image_message,
-    image_part,
-)
-from langchain_batchkit.multimodal._sources import (
-    DEFAULT_MAX_BYTES,
-    IMAGE_SUFFIXES,
-    Detail,
-    ImageSource,
-    ImageSourceError,
-    describe_source,
-    detect_image_mime,
-    image_url,
-)
+from langchain_batchkit.multimodal._messages import DEFAULT_PROMPT, image_message
+from langchain_batchkit.multimodal._sources import ImageSource, ImageSourceError
 
 __all__ = [
-    "CAPTION_COLUMNS",
-    "DEFAULT_MAX_BYTES",
     "DEFAULT_PROMPT",
-    "IMAGE_SUFFIXES",
     "CaptionRecord",
     "CaptionResults",
-    "ChatModel",
-    "Detail",
     "ImageSource",
     "ImageSourceError",
-    "Prompt",
     "ThumbnailGrid",
     "acaption_images",
     "caption_images",
     "captions_to_records",
-    "describe_source",
-    "detect_image_mime",
     "expand_images",
     "image_caption_chain",
     "image_key",
     "image_message",
-    "image_part",
-    "image_url",
     "thumbnail_grid",
     "to_csv",
     "to_jsonl",

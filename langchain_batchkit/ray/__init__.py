@@ -18,21 +18,29 @@ Example:
     >>> rows = run_on_ray(make_chain, prompts, concurrency=4, rate_limit=limit)  # doctest: +SKIP
 """
 
-from langchain_batchkit.ray._deps import INSTALL_HINT
 from langchain_batchkit.ray._limiter import ClusterRateLimit
-from langchain_batchkit.ray._mapper import BatchKitMapper, ChainFactory
-from langchain_batchkit.ray._rows import RESULT_COLUMNS, STATUS_FAILED, STATUS_OK
+from langchain_batchkit.ray._mapper import BatchKitMapper
+from langchain_batchkit.ray._rows import RESULT_COLUMNS
 from langchain_batchkit.ray._run import run_on_ray
 from langchain_batchkit.ray._service import ClusterLimiterStats
 
 __all__ = [
-    "INSTALL_HINT",
     "RESULT_COLUMNS",
-    "STATUS_FAILED",
-    "STATUS_OK",
     "BatchKitMapper",
-    "ChainFactory",
     "ClusterLimiterStats",
     "ClusterRateLimit",
     "run_on_ray",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "BatchkitMapper":
+        import warnings
+
+        warnings.warn(
+            "BatchkitMapper is renamed BatchKitMapper; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BatchKitMapper
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
