@@ -25,6 +25,7 @@ running out pauses until the window resets; successes raise the cap again by
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import threading
@@ -40,11 +41,13 @@ from langchain_core.outputs import LLMResult
 from langchain_core.rate_limiters import BaseRateLimiter
 
 from langchain_batchkit._callbacks import ModelEventsOnly, usage_of_response
-from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._errors import BatchkitError, ConfigurationError
 from langchain_batchkit._gate import Gate
 from langchain_batchkit._retry import is_rate_limit, retry_after_seconds
 
-__all__ = ["LimiterStats", "RateLimit", "estimate_tokens", "parse_reset"]
+__all__ = ["LimiterStats", "RateLimit", "RequestTooLargeError", "estimate_tokens", "parse_reset"]
+
+logger = logging.getLogger(__name__)
 
 TokenEstimator = Callable[[Sequence[BaseMessage], Mapping[str, Any]], int]
 
@@ -54,6 +57,37 @@ DEFAULT_COMPLETION_TOKENS = 256
 TOKEN_BURST_SECONDS = 10.0
 #: Tokens assumed for an image part (OpenAI's high-detail tile cost is 85 + 170 per tile).
 IMAGE_TOKENS = 765
+#: The longest a provider's answer may pause every request sharing a limiter (seconds).
+DEFAULT_MAX_PAUSE = 60.0
+
+
+class RequestTooLargeError(BatchkitError):
+    """A request is estimated at more tokens than ``tokens_per_minute`` allows.
+
+    It could never fit in the budget, so the model call fails at once (it is not
+    transient, and no retry is made) instead of waiting minutes for a turn that the
+    provider would refuse anyway.
+
+    Attributes:
+        estimate: the tokens the request is estimated at (prompt plus ``max_tokens``).
+        limit: the limiter's ``tokens_per_minute``.
+    """
+
+    is_retryable = False
+
+    def __init__(self, estimate: int, limit: float) -> None:
+        self.estimate = estimate
+        self.limit = limit
+        super().__init__(
+            f"this request is estimated at {estimate} tokens, more than "
+            f"tokens_per_minute={limit:g}: it can never fit, so it fails now instead of "
+            "waiting. Shorten it, lower max_tokens (the estimate counts the completion, "
+            f"{DEFAULT_COMPLETION_TOKENS} tokens when max_tokens is unset), or raise "
+            "tokens_per_minute."
+        )
+
+    def __reduce__(self) -> tuple[type[RequestTooLargeError], tuple[int, float]]:
+        return type(self), (self.estimate, self.limit)
 
 
 def estimate_tokens(messages: Sequence[BaseMessage], invocation_params: Mapping[str, Any]) -> int:
@@ -178,6 +212,9 @@ class LimiterStats:
         max_in_flight: the most requests ever in flight at once.
         in_flight_cap: the current cap (``inf`` when none applies).
         lowest_in_flight_cap: the lowest the cap has been (how hard it backed off).
+        pauses_capped: pauses shortened to ``max_pause`` (a provider asked for longer).
+        longest_pause_asked: the longest pause a provider asked for, in seconds, before
+            capping (``Retry-After``, or a reset with nothing remaining); 0 if none.
     """
 
     requests: int
@@ -189,6 +226,8 @@ class LimiterStats:
     max_in_flight: int
     in_flight_cap: float
     lowest_in_flight_cap: float
+    pauses_capped: int = 0
+    longest_pause_asked: float = 0.0
 
 
 class RateLimit(BaseRateLimiter):
@@ -214,6 +253,14 @@ class RateLimit(BaseRateLimiter):
             an earlier one; 0.97 leaves 3% for that (1.0 to use every last request).
         adaptive: react to 429s and ``x-ratelimit-*`` headers (see module docs).
         cooldown: seconds between two multiplicative decreases.
+        max_pause: the longest one answer may pause every request sharing this limiter.
+            A ``Retry-After`` (or ``x-ratelimit-reset-*``) beyond it is cut to it,
+            counted in :meth:`stats` and logged: an hour's ``Retry-After`` is a daily
+            quota or a misbehaving proxy, not a per-minute window, and must not freeze
+            every batch sharing the limiter. The default, 60 s, waits out any
+            per-minute window in full. The request that got the answer is retried by
+            its :class:`~langchain_batchkit.RetryPolicy`, which caps its own wait
+            (``max_retry_after``).
         token_estimator: ``(messages, invocation_params) -> tokens``; default
             :func:`estimate_tokens`.
         clock: monotonic seconds (inject a fake clock in tests).
@@ -235,6 +282,7 @@ class RateLimit(BaseRateLimiter):
         headroom: float = 0.97,
         adaptive: bool = True,
         cooldown: float = 1.0,
+        max_pause: float = DEFAULT_MAX_PAUSE,
         token_estimator: TokenEstimator | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -256,6 +304,8 @@ class RateLimit(BaseRateLimiter):
             raise ConfigurationError(f"burst must be a number >= 1, got {burst!r}")
         if not (_positive(cooldown) or cooldown == 0):
             raise ConfigurationError(f"cooldown must be a number >= 0, got {cooldown!r}")
+        if not _positive(max_pause):
+            raise ConfigurationError(f"max_pause must be a positive number, got {max_pause!r}")
         if token_estimator is not None and not callable(token_estimator):
             raise ConfigurationError("token_estimator must be a callable (messages, params) -> int")
         self.requests_per_minute = requests_per_minute
@@ -263,6 +313,7 @@ class RateLimit(BaseRateLimiter):
         self.max_in_flight = max_in_flight
         self.adaptive = adaptive
         self.cooldown = cooldown
+        self.max_pause = float(max_pause)
         self._estimate = token_estimator or estimate_tokens
         self._clock = clock
         self._sleep = sleep
@@ -279,6 +330,8 @@ class RateLimit(BaseRateLimiter):
         self._last_decrease = -math.inf
         self._calls: dict[UUID, int] = {}
         self._n_requests = self._n_waited = self._n_429 = self._n_pauses = 0
+        self._n_capped = 0
+        self._longest_asked = 0.0
         self._wait_seconds = 0.0
         self.callback = _LimiterCallback(self)
 
@@ -318,7 +371,11 @@ class RateLimit(BaseRateLimiter):
         report). ``bind_to_task=False`` is for a task that is not the model call's
         own (a throw-away loop running a sync call's callback): :meth:`exit` alone
         frees the slot then.
+
+        Raises:
+            RequestTooLargeError: ``tokens`` is above ``tokens_per_minute``.
         """
+        self._check_fits(tokens)
         await self._gate.acquire()
         try:
             delay = await self._areserve(tokens)
@@ -342,6 +399,7 @@ class RateLimit(BaseRateLimiter):
         reservation. The slot is freed by :meth:`exit` when the call reports its
         end or error, on whichever thread that happens.
         """
+        self._check_fits(tokens)
         self._gate.acquire_sync()
         try:
             delay = self._reserve_blocking(tokens)
@@ -363,6 +421,7 @@ class RateLimit(BaseRateLimiter):
     ) -> None:
         """Count a request as finished and learn from how it ended."""
         retry_after: float | None = None
+        shared: float | None = None
         with self._lock:
             if run_id not in self._calls:
                 return
@@ -373,7 +432,9 @@ class RateLimit(BaseRateLimiter):
             if error is not None and is_rate_limit(error):
                 self._n_429 += 1
                 retry_after = retry_after_seconds(error)
-                self._on_pushback(now, retry_after)
+                if retry_after is not None:
+                    shared = self._capped(retry_after)
+                self._on_pushback(now, shared)
             elif error is None and self.adaptive:
                 self._pace = min(1.0, self._pace + 0.02)
                 cap = self._gate.cap
@@ -383,8 +444,16 @@ class RateLimit(BaseRateLimiter):
                 if headers:
                     self._read_headers(now, headers)
         self._gate.release()
-        if retry_after is not None:
-            self._share_pause(retry_after)
+        if retry_after is not None and shared is not None:
+            if shared < retry_after:
+                logger.warning(
+                    "a 429 asked every request to wait %.0f s (Retry-After); pausing "
+                    "%.0f s instead (max_pause). Longer waits are quotas or a misbehaving "
+                    "proxy; the request itself is retried per its RetryPolicy.",
+                    retry_after,
+                    shared,
+                )
+            self._share_pause(shared)
 
     def stats(self) -> LimiterStats:
         """A snapshot of the counters."""
@@ -399,6 +468,8 @@ class RateLimit(BaseRateLimiter):
                 max_in_flight=self._gate.max_seen,
                 in_flight_cap=self._gate.cap,
                 lowest_in_flight_cap=self._lowest_cap,
+                pauses_capped=self._n_capped,
+                longest_pause_asked=self._longest_asked,
             )
 
     def estimate(self, messages: Sequence[BaseMessage], params: Mapping[str, Any]) -> int:
@@ -421,6 +492,19 @@ class RateLimit(BaseRateLimiter):
         """A 429 asked everyone to wait ``seconds``; a shared limiter tells the others."""
 
     # -- internals (state changes happen under the lock) ------------------------------------------
+
+    def _check_fits(self, tokens: int) -> None:
+        limit = self.tokens_per_minute
+        if limit is not None and tokens > limit:
+            raise RequestTooLargeError(tokens, limit)
+
+    def _capped(self, asked: float) -> float:
+        """A pause a provider asked for, cut to ``max_pause`` (and counted) if longer."""
+        self._longest_asked = max(self._longest_asked, asked)
+        if asked <= self.max_pause:
+            return asked
+        self._n_capped += 1
+        return self.max_pause
 
     def _started(self, run_id: UUID, tokens: int) -> None:
         with self._lock:
@@ -478,7 +562,16 @@ class RateLimit(BaseRateLimiter):
                 continue
             need = in_flight_need if in_flight_need is not None else sum(self._calls.values())
             if left <= max(0, need):
-                self._pause(now + reset)
+                wait = self._capped(reset)
+                if wait < reset:
+                    logger.warning(
+                        "x-ratelimit-remaining-%s ran out with a reset in %.0f s; pausing "
+                        "%.0f s instead (max_pause)",
+                        kind,
+                        reset,
+                        wait,
+                    )
+                self._pause(now + wait)
 
 
 def _positive(value: object) -> bool:

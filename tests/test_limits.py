@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 from typing import Any
 from uuid import uuid4
@@ -18,8 +19,15 @@ from langchain_core.runnables import RunnableLambda, RunnableParallel
 from langchain_openai import ChatOpenAI
 from pydantic import Field
 
-from langchain_batchkit import ConfigurationError, RateLimit, batchkit, estimate_tokens
-from langchain_batchkit._limits import parse_reset
+from langchain_batchkit import (
+    BatchkitError,
+    ConfigurationError,
+    RateLimit,
+    RetryPolicy,
+    batchkit,
+    estimate_tokens,
+)
+from langchain_batchkit._limits import RequestTooLargeError, parse_reset
 from langchain_batchkit.testing import FakeChatModel, FakeClock
 
 
@@ -290,6 +298,69 @@ async def test_headers_are_read_from_the_model_response() -> None:
     assert clock() - start == pytest.approx(3.0)
 
 
+# -- a long Retry-After; a request that can never fit ------------------------------------------
+
+
+async def test_a_long_retry_after_pauses_everyone_for_at_most_max_pause() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, max_pause=60)
+    first = uuid4()
+    await limit.enter(first, 0)
+    start = clock()
+
+    limit.exit(first, error=rate_limited("3600"))
+    await limit.enter(uuid4(), 0)
+
+    assert clock() - start == pytest.approx(60.0)
+
+
+async def test_a_capped_pause_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    limit = limiter(clock)
+    first = uuid4()
+    await limit.enter(first, 0)
+
+    with caplog.at_level(logging.WARNING, logger="langchain_batchkit._limits"):
+        limit.exit(first, error=rate_limited("3600"))
+
+    stats = limit.stats()
+    assert (stats.pauses_capped, stats.longest_pause_asked) == (1, 3600.0)
+    assert "3600" in caplog.text
+    assert "max_pause" in caplog.text
+
+
+async def test_a_request_estimated_above_tokens_per_minute_fails_at_once() -> None:
+    clock = FakeClock()
+    model = clocked(clock)
+    limit = limiter(clock, tokens_per_minute=1000, token_estimator=lambda m, p: 4000)
+    kit = batchkit(model, rate_limit=limit, retry=RetryPolicy(max_attempts=5), progress=False)
+
+    result = await kit.ainvoke("far too long")
+
+    assert result.error is not None
+    assert result.error.type == "RequestTooLargeError"
+    assert "4000" in result.error.message
+    assert "tokens_per_minute=1000" in result.error.message
+    assert result.attempts == 1  # not retried: it would never fit
+    assert model.seen == []
+    assert clock.sleeps == []
+    assert limit.stats().in_flight == 0
+
+
+def test_a_request_too_large_fails_at_once_on_the_sync_path_too() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, tokens_per_minute=1000, token_estimator=lambda m, p: 4000)
+    model = FakeChatModel()
+
+    with pytest.raises(RequestTooLargeError) as caught:
+        model.invoke("far too long", config={"callbacks": [limit.callback]})
+
+    assert isinstance(caught.value, BatchkitError)
+    assert (caught.value.estimate, caught.value.limit) == (4000, 1000)
+    assert model.calls == 0
+    assert clock.sleeps == []
+
+
 # -- LangChain's BaseRateLimiter ----------------------------------------------------------------
 
 
@@ -326,6 +397,8 @@ async def test_async_acquire_waits_its_turn() -> None:
         ({"headroom": 1.5}, "headroom"),
         ({"headroom": 0}, "headroom"),
         ({"token_estimator": 3}, "token_estimator"),
+        ({"max_pause": 0}, "max_pause"),
+        ({"max_pause": float("inf")}, "max_pause"),
     ],
 )
 def test_invalid_limits_fail_at_construction(kwargs: dict[str, Any], field: str) -> None:
