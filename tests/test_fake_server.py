@@ -359,6 +359,60 @@ def test_admissions_never_exceed_the_limit_in_any_window(
     assert stats.rate_limited == 14
 
 
+def test_a_fixed_window_counts_from_each_boundary_and_forgets_at_the_next(
+    fake_openai_server_factory: FakeServerFactory, clock: FakeClock, make_client: Any
+) -> None:
+    # Windows are [1000, 1001), [1001, 1002), ... on the clock, as a per-minute counter.
+    config = FakeServerConfig(
+        requests_per_minute=2, window_seconds=1.0, rate_limit_window="fixed", clock=clock
+    )
+    client = make_client(fake_openai_server_factory(config))
+    clock.advance(0.5)
+    ask(client, "first")
+    ask(client, "second")
+    clock.advance(0.25)
+    rate_limit_error(client, "third")  # t = 1000.75: the window is full
+    clock.advance(0.25)
+
+    ask(client, "fourth")  # t = 1001.0: a new window; a sliding one would refuse both
+    ask(client, "fifth")
+
+    assert rate_limit_error(client, "sixth").response.headers["retry-after"] == "1"
+
+
+def test_the_litellm_mode_sends_no_retry_after_and_no_ratelimit_headers(
+    fake_openai_server_factory: FakeServerFactory, clock: FakeClock, make_client: Any
+) -> None:
+    config = FakeServerConfig(
+        requests_per_minute=1,
+        window_seconds=60.0,
+        rate_limit_window="fixed",
+        send_retry_after=False,
+        send_ratelimit_headers=False,
+        clock=clock,
+    )
+    client = make_client(fake_openai_server_factory(config))
+
+    answered = ask_with_headers(client, "first")
+    refused = rate_limit_error(client, "second").response.headers
+
+    for headers in (answered, refused):
+        assert not [name for name in headers if name.startswith(("x-ratelimit", "retry-after"))]
+
+
+def test_without_headers_a_too_large_request_still_gets_a_429(
+    fake_openai_server_factory: FakeServerFactory, make_client: Any
+) -> None:
+    config = FakeServerConfig(
+        tokens_per_minute=10, rate_limit_window="fixed", send_ratelimit_headers=False
+    )
+    client = make_client(fake_openai_server_factory(config))
+
+    error = rate_limit_error(client, "big", max_tokens=50)
+
+    assert "Request too large" in error.message
+
+
 # --------------------------------------------------------------------------- random faults
 
 
@@ -590,6 +644,9 @@ def test_invalid_images_get_400(
         ({"requests_per_minute": 0}, "requests_per_minute"),
         ({"tokens_per_minute": 2.5}, "tokens_per_minute"),
         ({"window_seconds": 0.0}, "window_seconds"),
+        ({"rate_limit_window": "rolling"}, "rate_limit_window"),
+        ({"send_retry_after": 1}, "send_retry_after"),
+        ({"send_ratelimit_headers": None}, "send_ratelimit_headers"),
         ({"error_rate_5xx": 1.5}, "error_rate_5xx"),
         ({"drop_rate": -0.1}, "drop_rate"),
         ({"drop_rate": 0.6, "hang_rate": 0.6}, "error_rate_5xx \\+ drop_rate \\+ hang_rate"),

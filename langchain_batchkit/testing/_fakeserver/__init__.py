@@ -15,7 +15,7 @@ Modules, one concern each:
 
 - ``_config``: :class:`FakeServerConfig`, the validated behaviour knobs;
 - ``_stats``: counters and the :class:`ServerStats` snapshot;
-- ``_ratelimit``: the exact sliding-window limiter and its headers;
+- ``_ratelimit``: the exact sliding-window limiter (or fixed windows) and its headers;
 - ``_faults``: scripted and random faults, latency draws;
 - ``_http``: HTTP/1.1 wire format, route and error types;
 - ``_chat`` / ``_images``: what a chat request means and how it is answered;

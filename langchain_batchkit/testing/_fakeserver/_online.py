@@ -4,7 +4,7 @@ Every chat request meets these decisions in this order:
 
 1. the body is validated (JSON, ``messages``, image parts) → 400;
 2. ``reject_prompts`` → 400, every time;
-3. the rate limiter (exact sliding window) → 429;
+3. the rate limiter (exact sliding window, or fixed windows) → 429;
 4. a fault: the prompt's next ``script`` step if it has one left, otherwise a
    draw from the seeded RNG (``error_rate_5xx``, ``drop_rate``, ``hang_rate``);
 5. latency (drops and hangs skip it), then the fault's response or the answer
@@ -106,7 +106,7 @@ class OnlineEndpoints:
         verdict = self._limiter.admit(now, answer.cost, chat.model)
         headers = self._limiter.headers(now)
         if not verdict.admitted:
-            return _rate_limited(verdict, headers)
+            return _rate_limited(verdict, headers, config.send_retry_after)
         self._counters.record_admission(now)
 
         fault = self._faults.next_fault(chat.prompt)
@@ -124,7 +124,7 @@ class OnlineEndpoints:
                 retry_after=config.scripted_retry_after,
                 message=f"Rate limit reached for {chat.model} (scripted fault).",
             )
-            return _rate_limited(scripted, headers)
+            return _rate_limited(scripted, headers, config.send_retry_after)
         if fault in SERVER_ERRORS:
             status = int(fault)
             return error_response(
@@ -147,8 +147,8 @@ def _model_object(model: str) -> dict[str, object]:
     return {"id": model, "object": "model", "created": 0, "owned_by": "fake-openai"}
 
 
-def _rate_limited(verdict: Verdict, headers: _Headers) -> Response:
-    if verdict.retry_after is not None:
+def _rate_limited(verdict: Verdict, headers: _Headers, send_retry_after: bool) -> Response:
+    if verdict.retry_after is not None and send_retry_after:
         headers += (
             ("retry-after", format_seconds(verdict.retry_after)),
             ("retry-after-ms", str(ceil_ms(verdict.retry_after))),
