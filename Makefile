@@ -32,3 +32,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache
+
+# Rebuild the notebooks from notebooks/_build_*.py, run them on the fake model and
+# fake server, and save them with their outputs (commit the result).
+.PHONY: notebooks
+notebooks: $(STAMP)
+	for builder in notebooks/_build_*.py; do $(BIN)/python $$builder || exit 1; done
+	$(BIN)/python notebooks/_execute.py

@@ -4,32 +4,27 @@ Example:
     >>> from langchain_batchkit import batchkit        # doctest: +SKIP
     >>> results = batchkit(chain).batch(inputs)        # doctest: +SKIP
     >>> results.failed, results.summary()              # doctest: +SKIP
+
+The course-table sizing helpers live in :mod:`langchain_batchkit.sizing`, the
+whole exception tree in :mod:`langchain_batchkit.errors`.
 """
 
-from langchain_batchkit._batch_api import (
-    BatchAPIError,
-    BatchAPIOptions,
-    BatchAPIRunner,
-    BatchJobUnfinishedError,
-    BatchRequestError,
-    BatchStateError,
+from typing import Any
+
+from langchain_batchkit._batch_api import BatchAPIOptions, BatchAPIRunner
+from langchain_batchkit._checkpoint import Checkpoint
+from langchain_batchkit._clock import Clock
+from langchain_batchkit._errors import (
+    BatchFailedError,
+    BatchKitError,
+    CheckpointError,
+    ConfigurationError,
+    EventLoopMismatchError,
+    InputSourceError,
 )
-from langchain_batchkit._checkpoint import Checkpoint, CheckpointError
-from langchain_batchkit._concurrency import (
-    PRESETS,
-    ConcurrencyPlan,
-    ConcurrencyPreset,
-    concurrency_for_rate_limit,
-    concurrency_for_size,
-)
-from langchain_batchkit._drivers import InputSourceError
-from langchain_batchkit._errors import BatchFailedError, BatchkitError, ConfigurationError
-from langchain_batchkit._limits import LimiterStats, RateLimit, estimate_tokens
-from langchain_batchkit._microbatch import (
-    BatcherStoppedError,
-    BatchOutputMismatchError,
-    MicroBatcher,
-)
+from langchain_batchkit._limits import LimiterStats, RateLimit
+from langchain_batchkit._microbatch import MicroBatcher
+from langchain_batchkit._options import KitOptions
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
 from langchain_batchkit._results import (
     BatchResult,
@@ -42,32 +37,26 @@ from langchain_batchkit._results import (
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._runner import INDEX_METADATA_KEY, BatchKit, batchkit
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "INDEX_METADATA_KEY",
-    "PRESETS",
-    "BatchAPIError",
     "BatchAPIOptions",
     "BatchAPIRunner",
     "BatchFailedError",
-    "BatchJobUnfinishedError",
     "BatchKit",
-    "BatchOutputMismatchError",
-    "BatchRequestError",
+    "BatchKitError",
     "BatchResult",
-    "BatchStateError",
     "BatchSummary",
-    "BatcherStoppedError",
-    "BatchkitError",
     "Checkpoint",
     "CheckpointError",
-    "ConcurrencyPlan",
-    "ConcurrencyPreset",
+    "Clock",
     "ConfigurationError",
+    "EventLoopMismatchError",
     "InputSourceError",
     "ItemError",
     "ItemResult",
+    "KitOptions",
     "LimiterStats",
     "MicroBatcher",
     "ProgressEvent",
@@ -78,7 +67,43 @@ __all__ = [
     "TokenUsage",
     "__version__",
     "batchkit",
-    "concurrency_for_rate_limit",
-    "concurrency_for_size",
-    "estimate_tokens",
 ]
+
+#: Names that moved in 0.2.0, importable from here (with a DeprecationWarning) for one release.
+_MOVED = {
+    "PRESETS": "langchain_batchkit.sizing",
+    "ConcurrencyPlan": "langchain_batchkit.sizing",
+    "ConcurrencyPreset": "langchain_batchkit.sizing",
+    "concurrency_for_rate_limit": "langchain_batchkit.sizing",
+    "concurrency_for_size": "langchain_batchkit.sizing",
+    "estimate_tokens": "langchain_batchkit.sizing",
+    "BatchAPIError": "langchain_batchkit.errors",
+    "BatchJobUnfinishedError": "langchain_batchkit.errors",
+    "BatchRequestError": "langchain_batchkit.errors",
+    "BatchStateError": "langchain_batchkit.errors",
+    "BatcherStoppedError": "langchain_batchkit.errors",
+    "BatchOutputMismatchError": "langchain_batchkit.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+    import warnings
+
+    if name == "BatchkitError":
+        warnings.warn(
+            "BatchkitError is renamed BatchKitError; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BatchKitError
+    if name in _MOVED:
+        where = _MOVED[name]
+        warnings.warn(
+            f"langchain_batchkit.{name} moved to {where}.{name}; the old import goes in the "
+            "next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(where), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,14 @@ from tenacity import RetryCallState
 
 from langchain_batchkit._callbacks import UsageCollector, with_handler
 from langchain_batchkit._clock import Clock
-from langchain_batchkit._errors import ConfigurationError, EventLoopMismatchError
+from langchain_batchkit._errors import (
+    ConfigurationError,
+    EventLoopMismatchError,
+    RedactedError,
+    describe_exception,
+    exception_message,
+    exception_traceback,
+)
 from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
 from langchain_batchkit._retry import RetryPolicy, status_code_of
 
@@ -142,7 +149,13 @@ class RunPlan(Generic[InputT, OutputT]):
             return self._result(item, output, None, usage, now)
         stopper = run_stopper(exc, self.kwargs, sync=sync, chain=self.runnable.get_name())
         if stopper is not None:
-            raise stopper from exc
+            # The live error may carry the request's key: chain a redacted stand-in.
+            raise stopper from RedactedError.named(
+                type(exc).__name__,
+                type(exc).__module__,
+                exception_message(exc),
+                exception_traceback(exc),
+            )
         error = ItemError.from_exception(exc)
         delay: float | None = None
         if self.policy is not None:
@@ -194,7 +207,7 @@ def run_stopper(
     * a ``RuntimeError`` from an HTTP client whose connections belong to another,
       or a closed, event loop (langchain-openai caches one async client per model).
     """
-    message = _safe_str(exc)
+    message = exception_message(exc)
     if sync and isinstance(exc, TypeError) and _ASYNC_ONLY in message:
         return ConfigurationError(
             f"{chain} has only an async implementation, so the sync entry points "
@@ -215,10 +228,10 @@ def run_stopper(
     for _ in range(8):
         if cause is None:
             break
-        if isinstance(cause, RuntimeError) and _LOOP_MISMATCH.search(_safe_str(cause)):
+        if isinstance(cause, RuntimeError) and _LOOP_MISMATCH.search(exception_message(cause)):
             return EventLoopMismatchError(
                 f"{chain}'s HTTP client belongs to another (or a closed) event loop: "
-                f"{type(cause).__name__}: {_safe_str(cause)[:200]}. langchain-openai caches one "
+                f"{describe_exception(cause)[:200]}. langchain-openai caches one "
                 "async client per model configuration, bound to the loop that first used it, "
                 "so two asyncio.run(...) calls (or two loops) cannot share one model. Run every "
                 "async call inside one event loop, or use the sync kit.batch(...)"
@@ -229,13 +242,6 @@ def run_stopper(
 
 def _names(message: str, name: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message) is not None
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: str() failed>"
 
 
 def observed(handlers: list[BaseCallbackHandler]) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._validate import check_int, check_number
 
 __all__ = [
     "PRESETS",
@@ -175,15 +176,9 @@ def concurrency_for_rate_limit(
         >>> plan.concurrency, plan.requests_in_flight
         (10, 30)
     """
-    for name, v in (("requests_per_minute", requests_per_minute), ("item_latency", item_latency)):
-        if not (isinstance(v, int | float) and v > 0 and math.isfinite(v)):
-            raise ConfigurationError(f"{name} must be a positive number, got {v!r}")
-    if (
-        isinstance(calls_per_item, bool)
-        or not isinstance(calls_per_item, int)
-        or calls_per_item < 1
-    ):
-        raise ConfigurationError(f"calls_per_item must be an int >= 1, got {calls_per_item!r}")
+    check_number("requests_per_minute", requests_per_minute, strict=True)
+    check_number("item_latency", item_latency, strict=True)
+    check_int("calls_per_item", calls_per_item)
     if not (0 < headroom <= 1):
         raise ConfigurationError(f"headroom must be in (0, 1], got {headroom!r}")
     budget = requests_per_minute * headroom

@@ -32,7 +32,7 @@ from langchain_core.runnables.config import (
 )
 
 from langchain_batchkit._attempts import ItemRun, RunPlan
-from langchain_batchkit._errors import BatchkitError
+from langchain_batchkit._errors import InputSourceError, exception_traceback
 from langchain_batchkit._results import ItemError, ItemResult
 from langchain_batchkit._window import Window
 
@@ -51,13 +51,6 @@ InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
 Verdict = ItemResult[InputT, OutputT] | float
-
-
-class InputSourceError(BatchkitError):
-    """Reading the next input from the user's iterable raised.
-
-    Items that finished before it are kept (``kit.last_run``); the cause is chained.
-    """
 
 
 class Reader(Generic[InputT]):
@@ -202,20 +195,29 @@ def _child_config(item: ItemRun[Any, Any], config: Any) -> Any:
 
 
 def _guard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Fire a callback event; a raising handler is logged, never the batch's end."""
+    """Fire a callback event; a raising handler is logged (redacted), never the batch's end."""
     try:
         return fn(*args, **kwargs)
-    except Exception:
-        logger.warning("a callback handler raised in %s; ignored", fn.__name__, exc_info=True)
+    except Exception as exc:
+        _log_handler_error(fn, exc)
         return None
 
 
 async def _aguard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return await fn(*args, **kwargs)
-    except Exception:
-        logger.warning("a callback handler raised in %s; ignored", fn.__name__, exc_info=True)
+    except Exception as exc:
+        _log_handler_error(fn, exc)
         return None
+
+
+def _log_handler_error(fn: Callable[..., Any], exc: Exception) -> None:
+    # The handler may re-raise an item's error, which carries the request's key.
+    logger.warning(
+        "a callback handler raised in %s; ignored:\n%s",
+        getattr(fn, "__name__", "?"),
+        exception_traceback(exc),
+    )
 
 
 # -- one item -------------------------------------------------------------------------------
@@ -277,10 +279,15 @@ def drive_threads(
             if window.wants_input(clock()) or window.next_ready(clock()):
                 continue
             wait = window.wait_time(clock())
+            due = window.flush_due()
             if running:
-                if not _collect(window, running, finished, block=True, timeout=wait):
+                by_flush = due is not None and (wait is None or due < wait)
+                timeout = due if by_flush else wait
+                timed_out = not _collect(window, running, finished, block=True, timeout=timeout)
+                if timed_out and not by_flush:
                     window.timer_fired()
             elif wait is not None:
+                window.flush_now()
                 clock.sleep_sync(wait)
                 window.timer_fired()
             else:  # pragma: no cover - a bug guard: never spin
@@ -360,11 +367,19 @@ async def drive_tasks(
             if finished or window.wants_input(clock()) or window.next_ready(clock()):
                 continue
             wait = window.wait_time(clock())
+            due = window.flush_due()
             if running:
                 wake.clear()
-                if await _until(wake, clock.sleep(wait) if wait is not None else None):
+                timer: Any = None
+                by_flush = False
+                if due is not None and (wait is None or due < wait):
+                    timer, by_flush = asyncio.sleep(due), True  # real time: the checkpoint's clock
+                elif wait is not None:
+                    timer = clock.sleep(wait)
+                if await _until(wake, timer) and not by_flush:
                     window.timer_fired()
             elif wait is not None:
+                window.flush_now()
                 await clock.sleep(wait)
                 window.timer_fired()
             else:  # pragma: no cover - a bug guard: never spin

@@ -1,32 +1,60 @@
-"""The exception tree of langchain-batchkit.
+"""The exception tree of langchain-batchkit: every class lives here.
 
-Every exception the library raises on purpose derives from :class:`BatchkitError`,
-so ``except BatchkitError`` catches all of them and nothing else::
+Every exception the library raises on purpose derives from :class:`BatchKitError`,
+so ``except BatchKitError`` catches all of them and nothing else::
 
-    BatchkitError
-    ├── ConfigurationError        (also a ValueError): a bad option, named
-    ├── EventLoopMismatchError    (also a RuntimeError): a client bound to another loop
-    └── BatchFailedError          raised by ``BatchResult.raise_for_errors()``
+    BatchKitError
+    ├── ConfigurationError          (also ValueError) a bad option or call, named
+    ├── EventLoopMismatchError      (also RuntimeError) a client bound to another loop
+    ├── InputSourceError            reading the next input from your iterable raised
+    ├── BatchFailedError            raised by ``BatchResult.raise_for_errors()``
+    ├── CheckpointError             a checkpoint file cannot be used (whose, version, lock)
+    ├── BatcherStoppedError         (also RuntimeError) a stopped MicroBatcher was called
+    ├── BatchOutputMismatchError    a batch function returned the wrong number of results
+    ├── ImageSourceError            (also ValueError) an image cannot be sent (an item's error)
+    └── BatchAPIError               the provider Batch API
+        ├── BatchRequestError       the provider answered one item's request with an error
+        ├── BatchJobUnfinishedError the item's job ended before its request ran
+        └── BatchStateError         the state file belongs to other inputs or another chain
 
 Item failures are never raised by a batch run: they are recorded as
-:class:`~langchain_batchkit.ItemError` values on each result.
+:class:`~langchain_batchkit.ItemError` values on each result. The cause chained to a
+``BatchFailedError`` is a :class:`RedactedError`, a text-only stand-in for the first
+failed item's exception (never raised itself, so not part of the tree).
+``BatchkitError`` is the deprecated spelling of ``BatchKitError`` (one release).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import sys
+import traceback
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from langchain_batchkit._results import ItemResult
 
 __all__ = [
+    "BatchAPIError",
     "BatchFailedError",
-    "BatchkitError",
+    "BatchJobUnfinishedError",
+    "BatchKitError",
+    "BatchOutputMismatchError",
+    "BatchRequestError",
+    "BatchStateError",
+    "BatcherStoppedError",
+    "CheckpointError",
     "ConfigurationError",
     "EventLoopMismatchError",
+    "ImageSourceError",
+    "InputSourceError",
+    "RedactedError",
+    "describe_exception",
+    "exception_message",
+    "exception_traceback",
     "redact_secrets",
+    "safe_repr",
 ]
 
 # Whole tokens that are keys by their shape: OpenAI (sk-...), Google (AIza...),
@@ -62,15 +90,61 @@ def redact_secrets(text: str) -> str:
     return text
 
 
-class BatchkitError(Exception):
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a placeholder naming its type when that ``repr`` raises.
+
+    Inputs and outputs are the user's objects: showing one must never raise.
+
+    Example:
+        >>> class Broken:
+        ...     def __repr__(self) -> str:
+        ...         raise RuntimeError
+        >>> safe_repr(Broken())
+        '<Broken object: repr() raised RuntimeError>'
+    """
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} object: repr() raised {type(exc).__name__}>"
+
+
+def exception_message(exc: BaseException) -> str:
+    """``str(exc)`` with secrets redacted; never raises, even when ``__str__`` does."""
+    try:
+        message = str(exc)
+    except Exception as broken:
+        message = f"<str() of this {type(exc).__name__} raised {type(broken).__name__}>"
+    return redact_secrets(message)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` with secrets redacted, for logs; never raises.
+
+    Logging ``%r`` of a provider error would print its arguments, and so the API
+    key an error body echoes; this is what batchkit logs instead.
+    """
+    message = exception_message(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def exception_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc`` (its causes too), secrets redacted; never raises."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        text = f"{type(exc).__name__}: <the traceback could not be formatted>"
+    return redact_secrets(text)
+
+
+class BatchKitError(Exception):
     """Base class of every exception langchain-batchkit raises on purpose."""
 
 
-class ConfigurationError(BatchkitError, ValueError):
+class ConfigurationError(BatchKitError, ValueError):
     """An option was invalid; the message names the option and the accepted values."""
 
 
-class EventLoopMismatchError(BatchkitError, RuntimeError):
+class EventLoopMismatchError(BatchKitError, RuntimeError):
     """A model's HTTP client belongs to another (or a closed) event loop.
 
     langchain-openai caches one async client per model configuration; two
@@ -79,7 +153,7 @@ class EventLoopMismatchError(BatchkitError, RuntimeError):
     """
 
 
-class BatchFailedError(BatchkitError):
+class BatchFailedError(BatchKitError):
     """Some items of a batch failed; raised only by ``BatchResult.raise_for_errors()``.
 
     Attributes:
@@ -96,3 +170,150 @@ class BatchFailedError(BatchkitError):
         if len(self.failed) > len(shown):
             lines.append(f"  ... and {len(self.failed) - len(shown)} more")
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Callable[..., BatchFailedError], tuple[Any, ...]]:
+        # The default would call __init__ with the message alone, and fail to load.
+        return type(self), (self.failed, self.total)
+
+
+class RedactedError(Exception):
+    """A text-only stand-in for an item's exception: its type's name, its redacted message.
+
+    ``BatchResult.raise_for_errors()`` chains one (``raise BatchFailedError(...) from
+    stand_in``) instead of the item's live exception: a provider error's arguments,
+    body and request headers can hold the API key, and the traceback of an uncaught
+    exception prints its causes. The stand-in's class has the original's name and
+    module, so the traceback reads as before, with the key redacted; on Python 3.11+
+    a note carries the item's redacted traceback.
+
+    Example:
+        >>> cause = RedactedError.named("AuthenticationError", "openai", "Error code: 401 - ***")
+        >>> type(cause).__name__, str(cause), isinstance(cause, RedactedError)
+        ('AuthenticationError', 'Error code: 401 - ***', True)
+    """
+
+    @classmethod
+    def named(cls, type_name: str, module: str, message: str, tb_text: str = "") -> RedactedError:
+        """A stand-in whose class is named ``type_name`` and lives in ``module``."""
+        namespace = {"__module__": module or "builtins", "__qualname__": type_name}
+        stand_in: RedactedError = type(type_name, (cls,), namespace)(message)
+        if tb_text and sys.version_info >= (3, 11):
+            stand_in.add_note(
+                f"(batchkit: a redacted copy; the item's traceback:)\n{tb_text.rstrip()}"
+            )
+        return stand_in
+
+    def __reduce__(self) -> tuple[Callable[..., RedactedError], tuple[str, str, str]]:
+        # Its class is made per call, so pickle rebuilds it by name instead of by reference.
+        named = type(self)
+        return RedactedError.named, (named.__qualname__, named.__module__, str(self))
+
+
+class BatchAPIError(BatchKitError):
+    """Base class of the Batch API's errors."""
+
+
+class BatchRequestError(BatchAPIError):
+    """The provider answered one item's request with an error.
+
+    Attributes:
+        status_code: the HTTP status of the request's answer (``None`` when the
+            request never got one, e.g. a line the batch's validation refused).
+        code: the provider's error code (``"invalid_request_error"``, ...), if any.
+        batch_id: the job the request ran in, if it was created.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        batch_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.batch_id = batch_id
+
+
+class BatchJobUnfinishedError(BatchAPIError):
+    """The item's job ended before its request ran: expired, cancelled or failed.
+
+    Attributes:
+        status: the job's final status (``"expired"``, ``"cancelled"``, ``"failed"``).
+        batch_id: the job's id.
+        code: the provider's per-line code, e.g. ``"batch_expired"``, if it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, status: str, batch_id: str | None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.batch_id = batch_id
+        self.code = code
+
+
+class BatchStateError(BatchAPIError):
+    """The state file belongs to other inputs, another chain or another version."""
+
+
+class CheckpointError(BatchKitError):
+    """A checkpoint file cannot be used: another job's, another version, corrupt or locked."""
+
+
+class BatcherStoppedError(BatchKitError, RuntimeError):
+    """The MicroBatcher was stopped (or is stopping): it takes no new calls."""
+
+
+class BatchOutputMismatchError(BatchKitError):
+    """A batch function returned a different number of results than it got inputs.
+
+    Every caller of that batch gets this error: results cannot be matched to
+    callers by position when the count is wrong.
+    """
+
+
+class InputSourceError(BatchKitError):
+    """Reading the next input from the user's iterable raised.
+
+    Items that finished before it are kept (``kit.last_run``); the cause is chained.
+    """
+
+
+class ImageSourceError(BatchKitError, ValueError):
+    """An image source cannot be sent: missing, not an image, too large, or a bad URL.
+
+    In a batch it becomes that item's error (the other items run); called directly
+    (``image_message``) it is raised. The message names the source, then the cause.
+
+    Attributes:
+        source: a short description of the source (its path or URL, ``<bytes 1234>``).
+        reason: what is wrong with it.
+
+    Example:
+        >>> str(ImageSourceError("photos/cat.jpg", "no such file"))
+        'photos/cat.jpg: no such file'
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ImageSourceError], tuple[str, str]]:
+        return type(self), (self.source, self.reason)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BatchkitError":
+        import warnings
+
+        warnings.warn(
+            "BatchkitError is renamed BatchKitError; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BatchKitError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,7 +35,6 @@ import concurrent.futures
 import functools
 import inspect
 import logging
-import math
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,7 +44,15 @@ from typing import Any, Generic, TypeVar, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
-from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._errors import (
+    BatcherStoppedError,
+    BatchKitError,
+    BatchOutputMismatchError,
+    ConfigurationError,
+    describe_exception,
+    exception_traceback,
+)
+from langchain_batchkit._validate import check_int, check_number, is_int
 
 __all__ = ["BatchOutputMismatchError", "BatcherStoppedError", "MicroBatcher"]
 
@@ -63,18 +70,6 @@ BatchFunction = (
 _FORCED = "MicroBatcher.stop(force=True) cancelled this call"
 
 
-class BatcherStoppedError(BatchkitError, RuntimeError):
-    """The MicroBatcher was stopped (or is stopping): it takes no new calls."""
-
-
-class BatchOutputMismatchError(BatchkitError):
-    """A batch function returned a different number of results than it got inputs.
-
-    Every caller of that batch gets this error: results cannot be matched to
-    callers by position when the count is wrong.
-    """
-
-
 @dataclass(frozen=True, slots=True)
 class _Limits:
     """The validated size, time and concurrency limits of a MicroBatcher."""
@@ -84,21 +79,10 @@ class _Limits:
     concurrency: int | None
 
     def __post_init__(self) -> None:
-        size = self.max_batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigurationError(f"max_batch_size must be an int >= 1, got {size!r}")
-        wait = self.max_queue_time
-        if (
-            isinstance(wait, bool)
-            or not isinstance(wait, int | float)
-            or not math.isfinite(wait)
-            or wait < 0
-        ):
-            raise ConfigurationError(
-                f"max_queue_time must be a finite number of seconds >= 0, got {wait!r}"
-            )
+        check_int("max_batch_size", self.max_batch_size)
+        check_number("max_queue_time", self.max_queue_time)
         cap = self.concurrency
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+        if cap is not None and not (is_int(cap) and cap >= 0):
             raise ConfigurationError(
                 f"concurrency must be None, 0 (both: unlimited) or an int >= 1, got {cap!r}"
             )
@@ -311,7 +295,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         if state.loop is not asyncio.get_running_loop():
             if state.idle or state.loop.is_closed():
                 return
-            raise BatchkitError(f"await {self._label}.stop() on the event loop it runs on")
+            raise BatchKitError(f"await {self._label}.stop() on the event loop it runs on")
         if force:
             for call in state.queue:
                 call.future.cancel(_FORCED)
@@ -347,7 +331,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         if state is not None and state.loop is loop:
             return state
         if state is not None and not state.idle and not state.loop.is_closed():
-            raise BatchkitError(
+            raise BatchKitError(
                 f"{self._label} is busy on another event loop; use one batcher per loop"
             )
         self._state = _LoopState(loop, self._limits.concurrency)
@@ -371,7 +355,11 @@ class MicroBatcher(Runnable[InputT, OutputT]):
                 if not state.queue:
                     return
         except Exception as exc:  # a bug here must not leave callers waiting forever
-            logger.exception("%s: the flusher failed; failing the queued calls", self._label)
+            logger.error(
+                "%s: the flusher failed; failing the queued calls:\n%s",
+                self._label,
+                exception_traceback(exc),
+            )
             while state.queue:
                 call = state.queue.popleft()
                 if not call.future.done():
@@ -435,7 +423,10 @@ class MicroBatcher(Runnable[InputT, OutputT]):
                 call.future.cancel(_FORCED)
             raise
         except Exception as exc:
-            logger.debug("%s: a batch of %d failed: %r", self._label, len(batch), exc)
+            # Redacted text, never %r: a provider error's repr carries what its body echoed.
+            logger.debug(
+                "%s: a batch of %d failed: %s", self._label, len(batch), describe_exception(exc)
+            )
             for call in batch:
                 if not call.future.done():
                     call.future.set_exception(exc)

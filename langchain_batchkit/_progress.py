@@ -8,6 +8,7 @@ counting ``on_chain_end`` callbacks over-counts. For users who keep plain
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+
+from langchain_batchkit._errors import describe_exception, exception_traceback
 
 if TYPE_CHECKING:
     from tqdm import tqdm as TqdmBar
@@ -28,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: Batches smaller than this get no bar unless ``progress=True``.
 BAR_THRESHOLD = 10
+#: The bar's final colours (tqdm's ``colour``).
+BAR_OK, BAR_SOME_FAILED, BAR_ALL_FAILED = "green", "#ff8c00", "red"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +70,10 @@ class ProgressReporter:
     """Counts finished items and shows them on a bar and/or a callback.
 
     It lives inside one run of the engine, on the engine's event loop, so it
-    needs no lock. A callback that raises is logged once and then ignored: a
-    broken display must not lose the batch.
+    needs no lock. A broken display must not lose the batch: a callback that
+    raises an ``Exception`` is logged once (redacted) and then not called again,
+    and a bar that cannot draw (a closed terminal) is logged once and dropped.
+    ``KeyboardInterrupt`` and other ``BaseException`` propagate: that is Ctrl-C.
     """
 
     __slots__ = (
@@ -96,9 +103,12 @@ class ProgressReporter:
             show_bar = total is None or total >= BAR_THRESHOLD
         self._bar: TqdmBar[Any] | None = None
         if show_bar:
-            from tqdm.auto import tqdm
+            try:
+                from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
+                self._bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
+            except Exception as exc:
+                self._drop_bar(exc)
 
     def item_done(self, result: ItemResult[Any, Any]) -> None:
         """Count one finished top-level item."""
@@ -107,9 +117,7 @@ class ProgressReporter:
             self.succeeded += 1
         else:
             self.failed += 1
-        if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix(), refresh=False)
-            self._bar.update(1)
+        self._draw(advance=1)
         if self._callback is not None:
             self._emit(
                 ProgressEvent(
@@ -127,8 +135,7 @@ class ProgressReporter:
     def retry_scheduled(self, index: int, error: ItemError) -> None:
         """An attempt failed and will be retried: shown as ``retrying`` until it restarts."""
         self.retrying += 1
-        if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix(), refresh=False)
+        self._draw()
         if self._callback is not None:
             self._emit(
                 ProgressEvent(
@@ -148,24 +155,72 @@ class ProgressReporter:
         self.retrying -= 1
 
     def close(self) -> None:
-        """Show the final counts and release the bar."""
-        if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix(), refresh=False)
-            self._bar.close()
-            self._bar = None
+        """Show the final counts in the bar's final colour and release the bar.
+
+        The colour says how the run went: green when every item succeeded, orange
+        when some failed, red when all did (a bar that reaches 40/40 is not a
+        success if 2 of them failed). A notebook's widget bar is not saved with the
+        notebook (a saved one reads ``0/40``), so its final line is also written
+        as text.
+        """
+        bar = self._bar
+        if bar is None:
+            return
+        try:
+            bar.set_postfix_str(self._postfix(), refresh=False)
+            bar.colour = self.final_colour()
+            bar.close()
+            if hasattr(bar, "container"):  # tqdm.notebook's widget
+                bar.write(bar.format_meter(**{**bar.format_dict, "colour": None}))
+        except Exception as exc:
+            self._drop_bar(exc)
+        self._bar = None
+
+    def final_colour(self) -> str:
+        """The bar's colour at the end: green (all ok), orange (some failed), red (all)."""
+        if not self.failed:
+            return BAR_OK
+        return BAR_ALL_FAILED if not self.succeeded else BAR_SOME_FAILED
 
     def _postfix(self) -> str:
         text = f"ok={self.succeeded} failed={self.failed}"
         return f"{text} retrying={self.retrying}" if self.retrying else text
+
+    def _draw(self, advance: int = 0) -> None:
+        bar = self._bar
+        if bar is None:
+            return
+        try:
+            bar.set_postfix_str(self._postfix(), refresh=False)
+            if advance:
+                bar.update(advance)
+        except Exception as exc:
+            self._drop_bar(exc)
+
+    def _drop_bar(self, exc: Exception) -> None:
+        bar, self._bar = self._bar, None
+        logger.warning(
+            "the progress bar failed (%s); the batch goes on without it", describe_exception(exc)
+        )
+        if bar is not None:
+            # Its stream is what failed, so closing may fail again; close() marks the
+            # bar disabled first, which keeps tqdm's __del__ from trying once more.
+            with contextlib.suppress(Exception):
+                bar.close()
 
     def _emit(self, event: ProgressEvent) -> None:
         if self._callback_broken or self._callback is None:
             return
         try:
             self._callback(event)
-        except Exception:
+        except Exception as exc:
+            # Logged as redacted text, not exc_info: the hook may re-raise an item's
+            # live exception, whose arguments can carry the API key.
             self._callback_broken = True
-            logger.exception("on_progress callback raised; it will not be called again")
+            logger.error(
+                "on_progress callback raised; it will not be called again:\n%s",
+                exception_traceback(exc),
+            )
 
 
 class RootRunCounter(BaseCallbackHandler):

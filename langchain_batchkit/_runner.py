@@ -32,7 +32,7 @@ from langchain_batchkit._concurrency import (
 )
 from langchain_batchkit._drivers import Reader, invoke_async, invoke_sync
 from langchain_batchkit._errors import ConfigurationError
-from langchain_batchkit._introspect import sdk_retrying_models
+from langchain_batchkit._introspect import display_name, sdk_retrying_models
 from langchain_batchkit._limits import RateLimit
 from langchain_batchkit._options import DEFAULT_RETRY, OPTION_NAMES, KitOptions
 from langchain_batchkit._progress import ProgressCallback
@@ -41,6 +41,7 @@ from langchain_batchkit._resume import Resume
 from langchain_batchkit._retry import RetryPolicy, clock_of
 from langchain_batchkit._runs import INDEX_METADATA_KEY, CallConfig, ItemConfigs, Run, Tally
 from langchain_batchkit._schema import item_result_schema
+from langchain_batchkit._validate import check_int
 
 __all__ = ["INDEX_METADATA_KEY", "BatchKit", "batchkit"]
 
@@ -141,7 +142,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
 
     @property
     def desc(self) -> str:
-        return self._options.desc or self.bound.get_name()
+        return self._options.desc or display_name(self.bound)
 
     # -- Runnable plumbing -------------------------------------------------------------
 
@@ -302,7 +303,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         with closing(run.iterate()) as stream:
             for result in stream:
                 tally.add(result)
-        return tally.report(run.options.checkpoint)
+        return tally.report(run.options.checkpoint, run.timeline)
 
     async def arun(
         self, inputs: Inputs[InputT], config: RunnableConfig | None = None, **kwargs: Any
@@ -313,7 +314,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         async with aclosing(run.aiterate()) as stream:
             async for result in stream:
                 tally.add(result)
-        return tally.report(run.options.checkpoint)
+        return tally.report(run.options.checkpoint, run.timeline)
 
     # -- the shared path -------------------------------------------------------------------
 
@@ -358,8 +359,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
                 "an async iterable needs the async entry points: await kit.abatch(...) "
                 "or kit.astream_results(...)"
             )
-        if type(reorder_buffer) is not int or reorder_buffer < 1:
-            raise ConfigurationError(f"reorder_buffer must be an int >= 1, got {reorder_buffer!r}")
+        check_int("reorder_buffer", reorder_buffer)
         opts, chain_kwargs = self._split(kwargs)
         n_items = len(inputs) if isinstance(inputs, Sized) else None
         limit = opts.rate_limit
@@ -451,6 +451,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             complete=complete,
             rerunner=self,
             config=run.config if isinstance(run.config, dict) else None,
+            timeline=run.timeline,
         )
 
     def _rerun(
@@ -526,7 +527,8 @@ def batchkit(
         progress: ``None`` shows a ``tqdm.auto`` bar for 10+ items (or unknown
             length), ``True`` always, ``False`` never.
         on_progress: called with a :class:`ProgressEvent` per finished item.
-        desc: the bar's label (default: the runnable's name).
+        desc: the bar's label (default: the chain's ``run_name``, else its chat
+            model's name, else the runnable's name; see :func:`display_name`).
         clock: the :class:`Clock` retry waits are measured on (default: the retry
             policy's clock, the system clock unless one was injected).
 

@@ -16,10 +16,12 @@ from langchain_batchkit._checkpoint import fingerprint_of
 from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._drivers import Reader, drive_tasks, drive_threads
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._introspect import display_name
 from langchain_batchkit._options import KitOptions
 from langchain_batchkit._progress import ProgressReporter
-from langchain_batchkit._results import BatchSummary, ItemResult, RunReport, TokenUsage
+from langchain_batchkit._results import ItemResult, RunReport, SummaryCounts
 from langchain_batchkit._resume import Resume
+from langchain_batchkit._timeline import Timeline
 from langchain_batchkit._window import Window
 
 __all__ = ["INDEX_METADATA_KEY", "ItemConfigs", "Run", "Tally", "prepare_config"]
@@ -126,6 +128,7 @@ class Run(Generic[InputT, OutputT]):
         "reader",
         "reorder_buffer",
         "resume",
+        "timeline",
     )
 
     def __init__(
@@ -155,6 +158,7 @@ class Run(Generic[InputT, OutputT]):
         self.ordered = ordered
         self.reorder_buffer = reorder_buffer
         self.on_unyielded: Callable[[ItemResult[Any, Any]], None] | None = None
+        self.timeline: Timeline | None = None
 
     def _open(self) -> tuple[Window[InputT, OutputT], ProgressReporter]:
         if self.resume is not None:
@@ -164,7 +168,13 @@ class Run(Generic[InputT, OutputT]):
             self.n_items,
             show_bar=opts.progress,
             callback=opts.on_progress,
-            desc=opts.desc or self.bound.get_name(),
+            desc=opts.desc or display_name(self.bound),
+        )
+        limit = opts.rate_limit
+        self.timeline = Timeline(
+            self.plan.clock(),
+            cap=self.concurrency,
+            limiter_stats=limit.stats if limit is not None else None,
         )
         window = Window(
             self.plan,
@@ -174,10 +184,13 @@ class Run(Generic[InputT, OutputT]):
             reporter=reporter,
             ordered=self.ordered,
             reorder_buffer=self.reorder_buffer,
+            timeline=self.timeline,
         )
         return window, reporter
 
     def _close(self, reporter: ProgressReporter) -> None:
+        if self.timeline is not None:
+            self.timeline.close(self.plan.clock())
         reporter.close()
         if self.resume is not None:
             self.resume.checkpoint.close()
@@ -208,30 +221,18 @@ class Run(Generic[InputT, OutputT]):
 class Tally:
     """Counts for :meth:`BatchKit.run`: not every output, just totals and some failures."""
 
-    __slots__ = ("attempts", "failed", "failures", "ok", "started", "usage")
+    __slots__ = ("counts", "failures", "started")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.ok = self.failed = self.attempts = 0
-        self.usage = TokenUsage()
+        self.counts = SummaryCounts()
         self.failures: list[ItemResult[Any, Any]] = []
 
     def add(self, result: ItemResult[Any, Any]) -> None:
-        if result.error is None:
-            self.ok += 1
-        else:
-            self.failed += 1
-            if len(self.failures) < RunReport.MAX_FAILURES:
-                self.failures.append(result)
-        self.attempts += result.attempts
-        if result.usage is not None:
-            self.usage = self.usage + result.usage
+        self.counts.add(result)
+        if result.error is not None and len(self.failures) < RunReport.MAX_FAILURES:
+            self.failures.append(result)
 
-    def report(self, checkpoint: Any) -> RunReport:
-        wall = time.perf_counter() - self.started
-        total = self.ok + self.failed
-        summary = BatchSummary(
-            total, self.ok, self.failed, wall, total / wall if wall > 0 else 0.0,
-            self.attempts, self.usage,
-        )  # fmt: skip
-        return RunReport(summary, self.failures, checkpoint)
+    def report(self, checkpoint: Any, timeline: Timeline | None = None) -> RunReport:
+        summary = self.counts.summary(time.perf_counter() - self.started)
+        return RunReport(summary, self.failures, checkpoint, timeline)

@@ -24,9 +24,10 @@ from typing import Any, Generic, TypeVar
 from langchain_batchkit._attempts import ItemRun, RunPlan
 from langchain_batchkit._concurrency import AdaptiveConcurrency
 from langchain_batchkit._progress import ProgressReporter
-from langchain_batchkit._results import ItemResult
+from langchain_batchkit._results import ItemError, ItemResult
 from langchain_batchkit._resume import Resume
 from langchain_batchkit._retry import is_rate_limit
+from langchain_batchkit._timeline import Timeline
 
 __all__ = ["Window"]
 
@@ -45,6 +46,7 @@ class Window(Generic[InputT, OutputT]):
         reporter: counts finished items and retries (bar and callback).
         ordered: hand results out in input order.
         reorder_buffer: the most finished items held back to restore the order.
+        timeline: records when attempts start and end (see :class:`Timeline`).
     """
 
     __slots__ = (
@@ -61,6 +63,7 @@ class Window(Generic[InputT, OutputT]):
         "_reporter",
         "_resume",
         "_seq",
+        "_timeline",
         "exhausted",
         "in_flight",
         "ordered",
@@ -78,8 +81,10 @@ class Window(Generic[InputT, OutputT]):
         reporter: ProgressReporter | None = None,
         ordered: bool = False,
         reorder_buffer: int = 1000,
+        timeline: Timeline | None = None,
     ) -> None:
         self._plan = plan
+        self._timeline = timeline
         self._concurrency = concurrency
         self._adaptive = adaptive
         self._resume = resume
@@ -127,26 +132,40 @@ class Window(Generic[InputT, OutputT]):
     def feed(
         self, pairs: list[tuple[int, InputT]], *, exhausted: bool, error: BaseException | None
     ) -> None:
-        """Stage inputs read by the driver; resumed items go straight out."""
+        """Stage inputs read by the driver; resumed items (and items whose ``key=``
+        raised, as errors) go straight out."""
         if exhausted:
             self.exhausted = True
             self.source_error = error
+        resume = self._resume
+        if resume is None:
+            for index, value in pairs:
+                self._fresh.append(self._plan.new_item(self._seq, index, value, None))
+                self._seq += 1
+            return
         staged = []
         for index, value in pairs:
-            key = self._resume.key_of(index, value) if self._resume is not None else None
-            staged.append(self._plan.new_item(self._seq, index, value, key))
+            key = resume.key_of(index, value)
+            if isinstance(key, ItemError):  # fails alone, never called nor checkpointed
+                self._ready.append((self._seq, None, ItemResult(index, value, None, key, 0)))
+            else:
+                staged.append(self._plan.new_item(self._seq, index, value, key))
             self._seq += 1
-        if self._resume is None:
-            self._fresh.extend(staged)
-            return
-        stored = self._resume.finished([s.key for s in staged if s.key is not None])
-        for item in staged:
-            old = stored.get(item.key) if item.key is not None else None
+        for item, old in resume.match(staged):
             if old is None:
                 self._fresh.append(item)
             else:  # finished in an earlier run: not called again
-                self._resume.check_same_input(item.index, old.input, item.value)
-                self._ready.append((item.seq, None, replace(old, index=item.index)))
+                self._ready.append((item.seq, None, old))
+
+    def flush_due(self) -> float | None:
+        """Commit checkpoint rows that waited ``flush_interval``; real seconds until
+        the next buffered rows are due (``None``: nothing to wake up for)."""
+        return self._resume.checkpoint.flush_if_due() if self._resume is not None else None
+
+    def flush_now(self) -> None:
+        """Nothing is in flight: commit what is buffered."""
+        if self._resume is not None:
+            self._resume.checkpoint.flush()
 
     # -- starting -------------------------------------------------------------------------
 
@@ -163,6 +182,8 @@ class Window(Generic[InputT, OutputT]):
         else:
             return None
         self.in_flight += 1
+        if self._timeline is not None:
+            self._timeline.started(now, self.in_flight)
         return item
 
     def next_ready(self, now: float) -> bool:
@@ -203,12 +224,34 @@ class Window(Generic[InputT, OutputT]):
     ) -> None:
         """An attempt ended: the item finished, or waits ``verdict`` seconds to retry."""
         self.in_flight -= 1
+        timeline = self._timeline
         if isinstance(verdict, ItemResult):
+            if self._adaptive is not None:
+                self._adaptive.observe(pushed_back(verdict) and not verdict.ok)
             self._ready.append((item.seq, item.key, verdict))
+            if timeline is not None:  # the end time is the one the attempt measured
+                limited = verdict.error is not None and _is_rate_limit_error(verdict.error)
+                timeline.finished(
+                    item.started + verdict.latency,
+                    self.in_flight,
+                    verdict,
+                    cap=self._cap(),
+                    rate_limited=limited,
+                )
             return
+        error = item.last_error
+        limited = error is not None and _is_rate_limit_error(error)
+        if self._adaptive is not None and limited:
+            self._adaptive.observe(True)  # slow the rest of the batch at the first 429
         heapq.heappush(self._delayed, (item.not_before, item.seq, item))
         if self._reporter is not None and item.last_error is not None:
             self._reporter.retry_scheduled(item.index, item.last_error)
+        if timeline is not None:
+            ended = item.not_before - verdict
+            timeline.retried(ended, self.in_flight, cap=self._cap(), rate_limited=limited)
+
+    def _cap(self) -> int:
+        return self._adaptive.current() if self._adaptive is not None else self._concurrency
 
     def deliver(self) -> Iterator[ItemResult[InputT, OutputT]]:
         """Hand out finished results (recorded, counted, and in order if asked)."""
@@ -231,8 +274,8 @@ class Window(Generic[InputT, OutputT]):
         if key is not None and self._resume is not None:
             result = replace(result, key=key)
             self._resume.checkpoint.record(key, result)
-        if self._adaptive is not None:
-            self._adaptive.observe(pushed_back(result))
+        elif self._resume is not None and self._timeline is not None:
+            self._timeline.resumed += 1  # returned from the checkpoint, not run
         if self._reporter is not None:
             # A callback may raise KeyboardInterrupt: the result is kept (see close).
             self._handing = result if not self.ordered else None
@@ -273,7 +316,10 @@ class Window(Generic[InputT, OutputT]):
 def pushed_back(result: ItemResult[Any, Any]) -> bool:
     """Did the provider push back (429) on any attempt of this item?"""
     errors = (*result.history, result.error) if result.error else result.history
-    return any(
-        is_rate_limit(e.exception) if e.exception is not None else e.type.endswith("RateLimitError")
-        for e in errors
-    )
+    return any(_is_rate_limit_error(e) for e in errors)
+
+
+def _is_rate_limit_error(error: ItemError) -> bool:
+    if error.exception is not None:
+        return is_rate_limit(error.exception)
+    return error.type.endswith("RateLimitError")

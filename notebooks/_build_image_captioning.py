@@ -112,6 +112,20 @@ cells = [
         "print(results.summary())\n"
         "results"
     ),
+    new_markdown_cell(
+        "## The images with their captions\n\n"
+        "`results.show()` draws a grid of small thumbnails (at most 128 px a side, a few "
+        "KB each) with each caption under its image, and each failed image marked with "
+        "its error. It is plain HTML, so it shows on GitHub too; captions and errors are "
+        "escaped, never run."
+    ),
+    new_code_cell("results.show()"),
+    new_markdown_cell(
+        "## The run, drawn\n\n"
+        "`results.plot()`: items finished over time, items in flight against the cap, the "
+        "latency histogram and the failures by error type."
+    ),
+    new_code_cell("results.plot()"),
     new_markdown_cell("The failed rows: the broken sources, and the fake server's three faults."),
     new_code_cell(
         "import pandas as pd\n\n"

@@ -35,10 +35,25 @@ cells = [
     ),
     new_markdown_cell(
         "`kit.batch` works right in a notebook cell, although Jupyter already runs an event "
-        "loop (plain `asyncio.run` would fail here). The bar is a `tqdm.auto` widget."
+        "loop (plain `asyncio.run` would fail here). The bar is a `tqdm.auto` widget: it "
+        "ends green when every item succeeded, orange when some failed, and its last line "
+        "is printed as text too (a saved notebook does not keep widgets). The result shows "
+        "its counts, the failed rows and a small picture of the run."
     ),
     new_code_cell("kit = batchkit(chain, desc='taglines')\nresults = kit.batch(topics)\nresults"),
-    new_code_cell("print(results.summary())\nresults.failed[0].error"),
+    new_markdown_cell(
+        "The summary, and the failed items: one line each (type, message, attempts); "
+        "the full traceback is in `.error.traceback`."
+    ),
+    new_code_cell("print(results.summary())\nresults.failed"),
+    new_markdown_cell(
+        "## The run, drawn\n\n"
+        "`results.plot()` (needs `pip install 'langchain-batchkit[plot]'`): items finished "
+        "against the ideal rate (items in flight divided by the median latency), items in "
+        "flight against the cap with 429s and retries marked, the latency histogram with "
+        "p50/p95, and the failures by error type."
+    ),
+    new_code_cell("results.plot()"),
     new_code_cell("results.to_pandas().head()"),
     new_markdown_cell("Re-run only the failed rows; every result stays keyed by its input index."),
     new_code_cell(

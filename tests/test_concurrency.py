@@ -6,17 +6,13 @@ import asyncio
 
 import pytest
 
-from langchain_batchkit import (
-    PRESETS,
-    ConfigurationError,
-    concurrency_for_rate_limit,
-    concurrency_for_size,
-)
+from langchain_batchkit import ConfigurationError
 from langchain_batchkit._concurrency import (
     AdaptiveConcurrency,
     resolve_max_concurrency,
     validate_max_concurrency,
 )
+from langchain_batchkit.sizing import PRESETS, concurrency_for_rate_limit, concurrency_for_size
 
 
 @pytest.mark.parametrize(

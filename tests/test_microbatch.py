@@ -16,7 +16,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._errors import BatchKitError, ConfigurationError
 from langchain_batchkit._microbatch import (
     BatcherStoppedError,
     BatchOutputMismatchError,
@@ -529,7 +529,7 @@ async def test_a_batcher_busy_on_one_loop_refuses_another(clock: FakeClock) -> N
     await fn.started.wait()
 
     def from_another_loop() -> None:
-        with pytest.raises(BatchkitError, match="another event loop"):
+        with pytest.raises(BatchKitError, match="another event loop"):
             asyncio.run(b.ainvoke(2))
 
     await asyncio.to_thread(from_another_loop)

@@ -8,6 +8,7 @@ import base64
 import csv
 import io
 import json
+import os
 import pickle
 import sys
 import threading
@@ -21,7 +22,16 @@ from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 
 import langchain_batchkit.multimodal as multimodal
-from langchain_batchkit import BatchkitError, ConfigurationError, ItemResult, RetryPolicy
+from langchain_batchkit import (
+    BatchKitError,
+    Checkpoint,
+    ConfigurationError,
+    ItemResult,
+    ProgressEvent,
+    RateLimit,
+    RetryPolicy,
+)
+from langchain_batchkit._options import OPTION_NAMES, KitOptions
 from langchain_batchkit.multimodal import (
     CAPTION_COLUMNS,
     ImageSource,
@@ -34,11 +44,13 @@ from langchain_batchkit.multimodal import (
     detect_image_mime,
     expand_images,
     image_caption_chain,
+    image_key,
     image_message,
     image_part,
     to_csv,
     to_jsonl,
 )
+from langchain_batchkit.multimodal._chain import _caption_kit
 from langchain_batchkit.testing import FakeClock, FakeOpenAIServer, FakeServerConfig
 from langchain_batchkit.testing.pytest_plugin import FakeServerFactory
 
@@ -307,7 +319,7 @@ def test_image_source_error_is_a_batchkit_value_error_that_pickles() -> None:
         image_message("photos/nope.jpg")
 
     error = caught.value
-    assert isinstance(error, BatchkitError) and isinstance(error, ValueError)
+    assert isinstance(error, BatchKitError) and isinstance(error, ValueError)
     assert (error.source, error.reason) == ("photos/nope.jpg", "no such file")
     assert str(pickle.loads(pickle.dumps(error))) == "photos/nope.jpg: no such file"
 
@@ -534,6 +546,197 @@ def test_retry_failed_from_sync_code_reaches_the_model_again(
     assert again[0].error is None, again[0].error
 
 
+# -- every batchkit option, a checkpoint included ----------------------------------------
+
+
+def caption_prompt(source: str) -> str:
+    return f"Caption {source}"
+
+
+class CountingCaptioner:
+    """A chat model stand-in: counts its calls; a name in ``fail_once`` fails its first."""
+
+    def __init__(self, fail_once: tuple[str, ...] = ()) -> None:
+        self.calls: list[str] = []
+        self.fail_once = set(fail_once)
+
+    def __call__(self, messages: list[BaseMessage]) -> str:
+        name = Path(text_of(messages).removeprefix("Caption ")).name
+        self.calls.append(name)
+        if name in self.fail_once:
+            self.fail_once.discard(name)
+            raise RuntimeError(f"the model failed on {name}")
+        return f"caption of {name}"
+
+
+def _folder_of(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(PNG)
+    return folder
+
+
+def test_caption_images_resumes_from_a_checkpoint_without_calling_the_model_again(
+    tmp_path: Path,
+) -> None:
+    folder = _folder_of(tmp_path, "a.png", "b.png", "c.png")
+    model = CountingCaptioner(fail_once=("b.png",))
+    options: dict[str, Any] = {"checkpoint": tmp_path / "captions.sqlite", "progress": False}
+    llm = RunnableLambda(model)
+
+    first = caption_images(str(folder), llm=llm, prompt=caption_prompt, **options)
+    again = caption_images(str(folder), llm=llm, prompt=caption_prompt, **options)
+    retried = caption_images(
+        str(folder), llm=llm, prompt=caption_prompt, retry_failed=True, **options
+    )
+
+    assert first.outputs == ["caption of a.png", None, "caption of c.png"]
+    assert [r.key for r in first] == [str(folder / n) for n in ("a.png", "b.png", "c.png")]
+    assert again.outputs == first.outputs  # returned as stored, failure included
+    assert retried.outputs == ["caption of a.png", "caption of b.png", "caption of c.png"]
+    assert sorted(model.calls) == ["a.png", "b.png", "b.png", "c.png"]  # b once more, only b
+
+
+async def test_acaption_images_resumes_each_file_by_name_when_the_folder_changed(
+    tmp_path: Path,
+) -> None:
+    folder = _folder_of(tmp_path, "a.png", "c.png")
+    model = CountingCaptioner()
+    llm = RunnableLambda(model)
+    checkpoint = tmp_path / "captions.sqlite"
+
+    await acaption_images(
+        str(folder), llm=llm, prompt=caption_prompt, checkpoint=checkpoint, progress=False
+    )
+    _folder_of(tmp_path, "b.png")  # a new file sorts between the two captioned ones
+    results = await acaption_images(
+        str(folder), llm=llm, prompt=caption_prompt, checkpoint=checkpoint, progress=False
+    )
+
+    assert results.outputs == ["caption of a.png", "caption of b.png", "caption of c.png"]
+    assert sorted(model.calls) == ["a.png", "b.png", "c.png"]  # only the new file was captioned
+
+
+def test_caption_images_checkpoints_a_folder_with_a_non_utf8_file_name(tmp_path: Path) -> None:
+    folder = _folder_of(tmp_path, "a.png")
+    try:
+        (Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.png"))).write_bytes(PNG)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not take non-UTF-8 names")
+    model = CountingCaptioner()
+    options: dict[str, Any] = {"checkpoint": tmp_path / "captions.sqlite", "progress": False}
+
+    first = caption_images(str(folder), llm=RunnableLambda(model), prompt=caption_prompt, **options)
+    again = caption_images(str(folder), llm=RunnableLambda(model), prompt=caption_prompt, **options)
+
+    assert first.outputs == again.outputs == ["caption of a.png", "caption of caf\udce9.png"]
+    assert again[1].input == first[1].input
+    assert len(model.calls) == 2
+
+
+def test_caption_images_resumes_path_sources_as_paths(tmp_path: Path) -> None:
+    folder = _folder_of(tmp_path, "a.png")
+    options: dict[str, Any] = {"checkpoint": tmp_path / "captions.sqlite", "progress": False}
+    llm = RunnableLambda(CountingCaptioner())
+
+    first = caption_images(folder, llm=llm, prompt=caption_prompt, **options)
+    again = caption_images(folder, llm=llm, prompt=caption_prompt, **options)
+
+    assert first[0].input == again[0].input == folder / "a.png"
+    assert captions_to_records(again)[0].source == str(folder / "a.png")
+
+
+def test_caption_images_takes_a_key_function(tmp_path: Path) -> None:
+    folder = _folder_of(tmp_path, "a.png", "b.png")
+
+    results = caption_images(
+        str(folder),
+        llm=RunnableLambda(CountingCaptioner()),
+        prompt=caption_prompt,
+        checkpoint=tmp_path / "captions.sqlite",
+        key=lambda source: Path(source).stem,
+        progress=False,
+    )
+
+    assert [r.key for r in results] == ["a", "b"]
+
+
+def test_caption_images_refuses_a_misspelt_option_by_name() -> None:
+    with pytest.raises(ConfigurationError, match="max_concurency"):
+        caption_images([PNG], llm=describing_model(), max_concurency=4)
+
+
+def test_caption_images_refuses_a_key_without_a_checkpoint() -> None:
+    with pytest.raises(ConfigurationError, match="checkpoint"):
+        caption_images([PNG], llm=describing_model(), key=image_key)
+
+
+def test_caption_images_passes_every_kit_option_to_its_kit(tmp_path: Path) -> None:
+    def on_progress(event: ProgressEvent) -> None:
+        pass
+
+    def key(source: Any) -> str:
+        return str(source)
+
+    clock = FakeClock()
+    options: dict[str, Any] = {
+        "max_concurrency": 3,
+        "retry": RetryPolicy(max_attempts=5, sleep=clock.sleep, clock=clock),
+        "rate_limit": RateLimit(max_in_flight=2),
+        "checkpoint": Checkpoint(tmp_path / "c.sqlite"),
+        "key": key,
+        "retry_failed": True,
+        "progress": False,
+        "on_progress": on_progress,
+        "desc": "my captions",
+        "clock": clock,
+    }
+    assert set(options) == OPTION_NAMES  # a new option needs a value here
+
+    kit, _ = _caption_kit([PNG], describing_model(), "Caption.", None, 1000, None, options)
+
+    assert kit.options == KitOptions(**options)
+
+
+def test_caption_images_defaults_differ_from_batchkit_only_in_label_and_key(
+    tmp_path: Path,
+) -> None:
+    kit, _ = _caption_kit([PNG], describing_model(), "Caption.", None, 1000, None, {})
+    stored, _ = _caption_kit(
+        [PNG], describing_model(), "Caption.", None, 1000, None, {"checkpoint": tmp_path / "c"}
+    )
+
+    assert kit.options == KitOptions(desc="captions")
+    assert stored.options.key is image_key
+
+
+def test_image_key_is_the_path_or_url_or_a_hash_of_the_data() -> None:
+    url = f"data:image/png;base64,{base64.b64encode(PNG).decode()}"
+
+    assert image_key("photos/cat.jpg") == "photos/cat.jpg"
+    assert image_key(Path("photos") / "cat.jpg") == "photos/cat.jpg"
+    assert image_key("https://example.com/a.png") == "https://example.com/a.png"
+    assert image_key(PNG) == image_key(bytearray(PNG)) != image_key(JPEG)
+    assert image_key(PNG).startswith("sha256:") and image_key(url).startswith("sha256:")
+    assert image_key(url) == image_key(url[:]) != image_key(PNG)
+
+
+def test_image_key_of_a_non_utf8_file_name_can_be_stored_as_utf8() -> None:
+    key = image_key("photos/caf\udce9.jpg")
+
+    assert key == "photos/caf\\udce9.jpg"
+    assert key.encode("utf-8")  # SQLite stores keys as UTF-8
+
+
+def test_image_key_of_a_pil_image_follows_its_pixels() -> None:
+    pil = pytest.importorskip("PIL.Image")
+    red, also_red, blue = (pil.new("RGB", (4, 4), c) for c in ("red", "red", "blue"))
+
+    assert image_key(red) == image_key(also_red) != image_key(blue)
+    assert image_key(red) != image_key(red.convert("RGBA"))
+
+
 # -- records and export -----------------------------------------------------------------
 
 
@@ -616,6 +819,129 @@ def test_to_jsonl_streams_one_object_per_result_as_they_come(
     assert lines[2]["caption"] is None and lines[2]["error_type"] == "ImageSourceError"
 
 
+# -- exports of names that are not UTF-8, written atomically ---------------------------------
+
+NON_UTF8_NAME = "caf\udce9.jpg"  # what os.listdir gives for the bytes b"caf\xe9.jpg"
+
+
+def _captioned(*pairs: tuple[Any, str | None]) -> list[ItemResult[Any, str]]:
+    return [ItemResult(i, source, caption) for i, (source, caption) in enumerate(pairs)]
+
+
+def test_to_csv_writes_a_non_utf8_file_name_as_its_original_bytes(tmp_path: Path) -> None:
+    path = to_csv(_captioned((NON_UTF8_NAME, "a café")), tmp_path / "captions.csv")
+
+    assert b"caf\xe9.jpg" in path.read_bytes()  # the name's own bytes
+    assert "a café".encode() in path.read_bytes()  # everything else is UTF-8
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        rows = list(csv.reader(f))
+    assert rows[1][1] == NON_UTF8_NAME
+    assert os.fsencode(rows[1][1]) == b"caf\xe9.jpg"
+
+
+def test_to_jsonl_escapes_a_non_utf8_file_name_so_its_bytes_can_be_recovered(
+    tmp_path: Path,
+) -> None:
+    path = to_jsonl(_captioned((NON_UTF8_NAME, "a café")), tmp_path / "captions.jsonl")
+
+    text = path.read_bytes().decode("utf-8")  # still valid UTF-8
+    assert "\\udce9" in text and "a café" in text
+    record = json.loads(text)
+    assert record["source"] == NON_UTF8_NAME
+    assert os.fsencode(record["source"]) == b"caf\xe9.jpg"
+
+
+def test_a_lone_surrogate_that_is_no_file_byte_is_escaped_in_both_exports(
+    tmp_path: Path,
+) -> None:
+    results = _captioned(("a.png", "half an emoji \ud83d"))
+
+    csv_path = to_csv(results, tmp_path / "captions.csv")
+    jsonl_path = to_jsonl(results, tmp_path / "captions.jsonl")
+
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        assert list(csv.reader(f))[1][2] == "half an emoji \\ud83d"
+    assert json.loads(jsonl_path.read_text(encoding="utf-8"))["caption"] == "half an emoji \ud83d"
+
+
+def test_a_folder_with_a_non_utf8_file_name_exports_a_name_that_opens_the_file(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    try:
+        fd = os.open(os.fsencode(folder) + b"/caf\xe9.png", os.O_WRONLY | os.O_CREAT)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not take non-UTF-8 names")
+    os.write(fd, PNG)
+    os.close(fd)
+
+    results = caption_images(str(folder), llm=describing_model(), progress=False)
+    csv_path = to_csv(results, tmp_path / "captions.csv")
+    jsonl_path = to_jsonl(results, tmp_path / "captions.jsonl")
+
+    assert results.outputs == ["image/png detail=None"]
+    with csv_path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        from_csv = list(csv.reader(f))[1][1]
+    from_jsonl = json.loads(jsonl_path.read_text(encoding="utf-8"))["source"]
+    for name in (from_csv, from_jsonl):
+        assert Path(name).read_bytes() == PNG
+        assert os.fsencode(name).endswith(b"/caf\xe9.png")
+
+
+class _ExportCrash(Exception):
+    pass
+
+
+def _crashing_after_one_row() -> Iterator[ItemResult[Any, str]]:
+    yield ItemResult(0, "a.png", "first")
+    raise _ExportCrash
+
+
+@pytest.mark.parametrize("export", [to_csv, to_jsonl])
+def test_an_export_that_fails_midway_leaves_the_old_file_and_no_half_file(
+    export: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "captions.out"
+    path.write_text("the previous export\n", encoding="utf-8")
+
+    with pytest.raises(_ExportCrash):
+        export(_crashing_after_one_row(), path)
+
+    assert path.read_text(encoding="utf-8") == "the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.out"]  # no temp file left
+
+
+@pytest.mark.parametrize("export", [to_csv, to_jsonl])
+def test_an_interrupted_export_leaves_no_file_at_all(export: Any, tmp_path: Path) -> None:
+    def interrupted() -> Iterator[ItemResult[Any, str]]:
+        yield ItemResult(0, "a.png", "first")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export(interrupted(), tmp_path / "captions.out")
+
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("export", [to_csv, to_jsonl])
+def test_an_export_replaces_the_file_only_when_complete(export: Any, tmp_path: Path) -> None:
+    path = tmp_path / "captions.out"
+    path.write_text("the previous export\n", encoding="utf-8")
+    seen: list[str] = []
+
+    def watching() -> Iterator[ItemResult[Any, str]]:
+        for i in range(3):
+            seen.append(path.read_text(encoding="utf-8"))  # what a reader sees meanwhile
+            yield ItemResult(i, f"{i}.png", f"caption {i}")
+
+    export(watching(), path)
+
+    assert seen == ["the previous export\n"] * 3
+    assert "caption 2" in path.read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.out"]
+
+
 # -- public surface -------------------------------------------------------------------------
 
 
@@ -631,11 +957,13 @@ def test_multimodal_public_surface_is_sorted_exported_and_exactly_this() -> None
         "DEFAULT_PROMPT",
         "IMAGE_SUFFIXES",
         "CaptionRecord",
+        "CaptionResults",
         "ChatModel",
         "Detail",
         "ImageSource",
         "ImageSourceError",
         "Prompt",
+        "ThumbnailGrid",
         "acaption_images",
         "caption_images",
         "captions_to_records",
@@ -643,9 +971,11 @@ def test_multimodal_public_surface_is_sorted_exported_and_exactly_this() -> None
         "detect_image_mime",
         "expand_images",
         "image_caption_chain",
+        "image_key",
         "image_message",
         "image_part",
         "image_url",
+        "thumbnail_grid",
         "to_csv",
         "to_jsonl",
     }

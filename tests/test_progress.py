@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import sys
 from typing import Any
 from uuid import UUID
 
@@ -137,3 +140,115 @@ def test_root_run_counter_ignores_child_runs() -> None:
     counter.on_chain_end({}, run_id=UUID(int=2), parent_run_id=parent)
     counter.on_llm_end(None, run_id=UUID(int=3), parent_run_id=parent)
     assert counter.completed == 0
+
+
+# -- a broken hook or display never aborts the batch ----------------------------------------
+
+
+async def test_a_raising_hook_is_logged_once_and_dropped_on_the_async_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+
+    def broken(event: ProgressEvent) -> None:
+        calls.append(event.kind)
+        raise RuntimeError("display died")
+
+    with caplog.at_level(logging.ERROR, logger="langchain_batchkit"):
+        kit = batchkit(RunnableLambda(lambda x: x), progress=False, on_progress=broken)
+        results = await kit.abatch(list(range(20)))
+
+    assert results.outputs == list(range(20))
+    assert calls == ["done"]  # dropped after its first failure
+    assert len([r for r in caplog.records if "on_progress" in r.getMessage()]) == 1
+
+
+def test_a_hook_whose_error_cannot_be_printed_is_still_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("__str__ is broken")
+
+    def broken(event: ProgressEvent) -> None:
+        raise Unprintable
+
+    with caplog.at_level(logging.ERROR, logger="langchain_batchkit"):
+        kit = batchkit(RunnableLambda(lambda x: x), progress=False, on_progress=broken)
+        results = kit.batch(list(range(5)))
+
+    assert results.outputs == list(range(5))
+    [record] = [r for r in caplog.records if "on_progress" in r.getMessage()]
+    assert "Unprintable" in record.getMessage()
+
+
+def test_the_hook_error_is_logged_with_secrets_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    def leaky(event: ProgressEvent) -> None:
+        raise RuntimeError("upload failed: api_key=sk-live-ABCDEFGHIJKLMNOP123")
+
+    with caplog.at_level(logging.DEBUG, logger="langchain_batchkit"):
+        batchkit(RunnableLambda(lambda x: x), progress=False, on_progress=leaky).batch([1])
+
+    [record] = [r for r in caplog.records if "on_progress" in r.getMessage()]
+    assert "ABCDEFGHIJKLMNOP" not in logging.Formatter().format(record)
+    assert "upload failed" in record.getMessage()
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_ctrl_c_in_the_hook_propagates_and_keeps_the_finished_items(path: str) -> None:
+    def interrupt(event: ProgressEvent) -> None:
+        raise KeyboardInterrupt
+
+    kit = batchkit(RunnableLambda(lambda x: x), progress=False, on_progress=interrupt)
+
+    with pytest.raises(KeyboardInterrupt):
+        kit.batch([1, 2, 3]) if path == "sync" else asyncio.run(kit.abatch([1, 2, 3]))
+
+    assert kit.last_run is not None and not kit.last_run.complete
+    assert len(kit.last_run) >= 1  # the item being reported is kept
+
+
+class _BrokenTerminal(io.TextIOBase):
+    """A stream whose writes fail, like a closed or detached terminal."""
+
+    def write(self, text: str) -> int:
+        raise OSError("the terminal is gone")
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_a_bar_that_cannot_draw_is_dropped_and_the_batch_completes(
+    path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "stderr", _BrokenTerminal())
+    kit = batchkit(RunnableLambda(lambda x: x), progress=True)
+    inputs = list(range(20))
+
+    with caplog.at_level(logging.WARNING, logger="langchain_batchkit"):
+        results = kit.batch(inputs) if path == "sync" else asyncio.run(kit.abatch(inputs))
+
+    assert results.outputs == list(range(20))
+    assert len([r for r in caplog.records if "progress bar" in r.getMessage()]) == 1
+
+
+def test_a_bar_that_fails_mid_run_is_dropped_and_the_batch_completes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tqdm import tqdm
+
+    updates = 0
+
+    def update_then_fail(self: Any, n: float = 1) -> bool | None:
+        nonlocal updates
+        updates += 1
+        if updates == 3:
+            raise OSError("the terminal is gone")
+        return None
+
+    monkeypatch.setattr(tqdm, "update", update_then_fail)
+
+    with caplog.at_level(logging.WARNING, logger="langchain_batchkit"):
+        results = batchkit(RunnableLambda(lambda x: x), progress=True).batch(list(range(20)))
+
+    assert results.outputs == list(range(20))
+    assert updates == 3  # not called again once it failed
+    assert len([r for r in caplog.records if "progress bar" in r.getMessage()]) == 1

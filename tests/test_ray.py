@@ -38,7 +38,7 @@ from langchain_batchkit import (  # noqa: E402
 )
 from langchain_batchkit.ray import (  # noqa: E402
     RESULT_COLUMNS,
-    BatchkitMapper,
+    BatchKitMapper,
     ClusterRateLimit,
     run_on_ray,
 )
@@ -274,7 +274,7 @@ def test_the_public_surface_is_sorted_and_exported() -> None:
         "RESULT_COLUMNS",
         "STATUS_FAILED",
         "STATUS_OK",
-        "BatchkitMapper",
+        "BatchKitMapper",
         "ChainFactory",
         "ClusterLimiterStats",
         "ClusterRateLimit",
@@ -291,7 +291,7 @@ def test_mapper_in_map_batches_emits_ok_and_failed_rows_with_their_ids() -> None
     ds = ray.data.from_items([{"key": f"k{i}", "text": t} for i, t in enumerate(texts)])
 
     rows = ds.map_batches(
-        BatchkitMapper,
+        BatchKitMapper,
         fn_constructor_kwargs={
             "chain_factory": shouting_chain,
             "input_column": "text",

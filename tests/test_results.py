@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import copy
 import pickle
+import sys
+import threading
+import traceback
 from typing import Any
 
 import pytest
@@ -15,7 +19,7 @@ from langchain_batchkit import (
     ItemResult,
     TokenUsage,
 )
-from langchain_batchkit._errors import redact_secrets
+from langchain_batchkit._errors import RedactedError, redact_secrets
 
 
 def _error(msg: str = "boom") -> ItemError:
@@ -64,6 +68,21 @@ def test_item_error_pickles_as_text() -> None:
     assert again == err
 
 
+def test_a_pickled_item_error_drops_the_live_exception() -> None:
+    err = _error("bad thing")
+    assert err.exception is not None
+
+    again = pickle.loads(pickle.dumps(err))
+
+    assert again.exception is None
+    assert (again.type, again.message, again.traceback, again.module) == (
+        err.type,
+        err.message,
+        err.traceback,
+        err.module,
+    )
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -103,7 +122,47 @@ def test_raise_for_errors_lists_every_failed_index_and_cause() -> None:
     assert "1 of 3 items failed" in str(info.value)
     assert "[2] ValueError: bad c" in str(info.value)
     assert info.value.failed[0].index == 2
-    assert isinstance(info.value.__cause__, ValueError)
+    cause = info.value.__cause__
+    assert (type(cause).__name__, str(cause)) == ("ValueError", "bad c")
+
+
+def test_raise_for_errors_chains_a_redacted_stand_in_not_the_live_exception() -> None:
+    results = _results()
+    with pytest.raises(BatchFailedError) as info:
+        results.raise_for_errors()
+
+    cause = info.value.__cause__
+    assert isinstance(cause, RedactedError)
+    assert cause is not results[2].error.exception  # type: ignore[union-attr]
+    printed = "".join(traceback.format_exception(info.value))
+    assert "\nValueError: bad c\n" in printed  # read as the original error's line
+    if sys.version_info >= (3, 11):  # the note carries the item's own traceback
+        assert "raise ValueError(msg)" in printed
+
+
+def test_raise_for_errors_names_the_cause_of_results_without_live_exceptions() -> None:
+    loaded = pickle.loads(pickle.dumps(_results()))  # as from a pickle or a checkpoint
+    with pytest.raises(BatchFailedError) as info:
+        loaded.raise_for_errors()
+
+    assert (type(info.value.__cause__).__name__, str(info.value.__cause__)) == (
+        "ValueError",
+        "bad c",
+    )
+
+
+def test_batch_failed_error_and_its_cause_pickle() -> None:
+    with pytest.raises(BatchFailedError) as info:
+        _results().raise_for_errors()
+    cause = info.value.__cause__
+    assert cause is not None
+
+    again = pickle.loads(pickle.dumps(info.value))
+    cause_again = pickle.loads(pickle.dumps(cause))
+
+    assert (str(again), again.failed, again.total) == (str(info.value), info.value.failed, 3)
+    assert (type(cause_again).__name__, str(cause_again)) == ("ValueError", "bad c")
+    assert isinstance(cause_again, RedactedError)
 
 
 def test_raise_for_errors_returns_self_when_all_ok() -> None:
@@ -190,3 +249,42 @@ def test_by_index_finds_items_in_partial_results() -> None:
 def test_retry_failed_needs_a_runner() -> None:
     with pytest.raises(RuntimeError, match="not made by a batchkit runner"):
         _results().retry_failed()
+
+
+class _Kit:
+    """A stand-in for the kit behind a BatchResult: it cannot be pickled (a client)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def _rerun(self, pairs: Any, config: Any) -> BatchResult[str, str]:
+        return BatchResult([ItemResult(i, x, x.upper()) for i, x in pairs])
+
+    async def _arerun(self, pairs: Any, config: Any) -> BatchResult[str, str]:
+        return self._rerun(pairs, config)
+
+
+def _made_by_a_kit() -> BatchResult[str, str]:
+    return BatchResult(
+        _results(), wall_time=2.0, complete=False, rerunner=_Kit(), config={"tags": ["t"]}
+    )
+
+
+def test_a_pickle_keeps_the_results_but_not_the_kit() -> None:
+    results = _made_by_a_kit()
+
+    loaded = pickle.loads(pickle.dumps(results))
+
+    assert list(loaded) == list(results)
+    assert (loaded.wall_time, loaded.complete) == (2.0, False)
+    with pytest.raises(RuntimeError, match="unpickled"):
+        loaded.retry_failed()
+
+
+def test_a_copy_keeps_the_kit_and_can_retry() -> None:
+    results = _made_by_a_kit()
+
+    copied = copy.copy(results)
+
+    assert list(copied) == list(results) and copied is not results
+    assert copied.retry_failed().outputs == ["A", "B", "C"]

@@ -194,7 +194,67 @@ async def test_transient_failures_are_retried_until_success() -> None:
     assert results[0].attempts == 3
     assert [e.type for e in results[0].history] == ["InternalServerError", "RateLimitError"]
     assert results[1].attempts == 1
-    assert clock.sleeps == [1, 2]
+    assert clock.sleeps == [1, 1]  # a 429 starts its own schedule
+
+
+def test_429s_without_retry_after_double_their_wait_up_to_a_minute() -> None:
+    p = RetryPolicy(jitter=0, seed=0)
+    exc = api_error(429)
+    waits = [p.delay(n, exc, rate_limited=n) for n in range(1, 9)]
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_a_429_with_a_ratelimit_reset_header_waits_for_the_reset() -> None:
+    p = RetryPolicy(seed=0)
+    exc = api_error(429, {"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-reset-tokens": "20s"})
+    assert 120 <= p.delay(1, exc) <= 132  # the later reset (6 min), capped at max_retry_after
+    short = api_error(429, {"x-ratelimit-reset-requests": "250ms"})
+    assert 0.25 <= p.delay(1, short) <= 0.275
+
+
+def test_429s_do_not_use_up_attempts_but_are_bounded() -> None:
+    clock = FakeClock()
+    errors: list[BaseException] = [*[api_error(429)] * 12, *[api_error(500)] * 2]
+    script = Script({0: errors})
+    kit = batchkit(
+        script.runnable(),
+        retry=policy(clock, max_attempts=3, max_total_time=None),
+        progress=False,
+    )
+    result = kit.invoke(0)
+    assert result.ok and result.attempts == 15  # 12 429s + 2 failures + the success
+
+    always = Script({0: [api_error(429)] * 100})
+    capped = batchkit(
+        always.runnable(),
+        retry=policy(clock, max_rate_limited=5, max_total_time=None),
+        progress=False,
+    ).invoke(0)
+    assert not capped.ok and capped.attempts == 6
+
+
+def test_out_of_quota_is_not_retried() -> None:
+    request = httpx2.Request("POST", URL)
+    exc = openai.RateLimitError(
+        "You exceeded your current quota",
+        response=httpx2.Response(429, request=request),
+        body={"error": {"code": "insufficient_quota", "message": "quota"}},
+    )
+    assert not RetryPolicy().should_retry(exc)
+
+
+def test_a_retry_on_predicate_that_raises_is_a_no_not_an_abort() -> None:
+    def broken(exc: BaseException) -> bool:
+        raise RuntimeError("bug in predicate")
+
+    def fails(x: int) -> int:
+        raise ValueError(f"bad {x}")
+
+    results = batchkit(
+        RunnableLambda(fails), retry=RetryPolicy(retry_on=broken), progress=False
+    ).batch([1, 2, 3])
+    assert [r.error.type if r.error else None for r in results] == ["ValueError"] * 3
+    assert all(r.attempts == 1 for r in results)
 
 
 async def test_retry_waits_what_retry_after_says() -> None:
@@ -374,7 +434,7 @@ def test_warns_when_chatopenai_also_retries(caplog: pytest.LogCaptureFixture) ->
         batchkit(llm)
     text = caplog.text
     assert "max_retries=2" in text
-    assert "up to 9 times" in text
+    assert f"up to {3 * RetryPolicy().max_attempts} times" in text
     assert "sk-test-not-real" not in text
 
 

@@ -4,7 +4,7 @@ These are item errors: a run records them on each item's
 :class:`~langchain_batchkit.ItemResult` and never raises them. Whether an error
 is worth a resubmission is decided here, without I/O::
 
-    BatchkitError
+    BatchKitError
     └── BatchAPIError
         ├── BatchRequestError        the provider answered this item's request with an
         │                            error (status_code, code); 5xx/429/408 resubmittable
@@ -15,7 +15,12 @@ is worth a resubmission is decided here, without I/O::
 
 from __future__ import annotations
 
-from langchain_batchkit._errors import BatchkitError
+from langchain_batchkit._errors import (
+    BatchAPIError,
+    BatchJobUnfinishedError,
+    BatchRequestError,
+    BatchStateError,
+)
 from langchain_batchkit._retry import is_transient
 
 __all__ = [
@@ -25,56 +30,6 @@ __all__ = [
     "BatchStateError",
     "is_resubmittable",
 ]
-
-
-class BatchAPIError(BatchkitError):
-    """Base class of the Batch API's errors."""
-
-
-class BatchRequestError(BatchAPIError):
-    """The provider answered one item's request with an error.
-
-    Attributes:
-        status_code: the HTTP status of the request's answer (``None`` when the
-            request never got one, e.g. a line the batch's validation refused).
-        code: the provider's error code (``"invalid_request_error"``, ...), if any.
-        batch_id: the job the request ran in, if it was created.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        code: str | None = None,
-        batch_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
-        self.batch_id = batch_id
-
-
-class BatchJobUnfinishedError(BatchAPIError):
-    """The item's job ended before its request ran: expired, cancelled or failed.
-
-    Attributes:
-        status: the job's final status (``"expired"``, ``"cancelled"``, ``"failed"``).
-        batch_id: the job's id.
-        code: the provider's per-line code, e.g. ``"batch_expired"``, if it gave one.
-    """
-
-    def __init__(
-        self, message: str, *, status: str, batch_id: str | None, code: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.batch_id = batch_id
-        self.code = code
-
-
-class BatchStateError(BatchAPIError):
-    """The state file belongs to other inputs, another chain or another version."""
 
 
 def is_resubmittable(exc: BaseException) -> bool:

@@ -112,7 +112,7 @@ class JobLoop:
             if self._has_pending() or all(job.collected for job in self._jobs):
                 continue
             checks += 1
-            await self._options.sleep(self._options.poll_wait(checks))
+            await self._options.timer.sleep(self._options.poll_wait(checks))
 
     def _has_pending(self) -> bool:
         return any(item.status == "pending" for item in self._items.values())
@@ -125,7 +125,7 @@ class JobLoop:
         )
         if not pending:
             return False
-        now = self._options.clock()
+        now = self._options.timer()
         if self._cancelled():
             for state in pending:
                 state.fail(
@@ -291,7 +291,7 @@ class JobLoop:
             self._settle_all(job, exc)
             return
         line_errors = _line_errors(batch)
-        now = self._options.clock()
+        now = self._options.timer()
         settled: list[ItemState] = []
         unfinished: list[int] = []
         ok = 0
@@ -341,7 +341,7 @@ class JobLoop:
 
     def _settle_all(self, job: JobState, exc: Exception) -> None:
         """Fail every item the job still carries with ``exc``; the job is done with."""
-        now = self._options.clock()
+        now = self._options.timer()
         settled = []
         for idx in job.members.values():
             state = self._items.get(idx)

@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from langchain_batchkit._clock import SYSTEM_CLOCK, Clock, as_clock
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._validate import check_int, check_number
 
 __all__ = ["BatchAPIOptions"]
 
 #: Metadata keys the runner adds to every job (OpenAI allows 16 pairs in all).
 RESERVED_METADATA = ("batchkit_run", "batchkit_job")
 _MAX_USER_METADATA = 16 - len(RESERVED_METADATA)
-
-
-def _positive_int(name: str, value: object, *, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"BatchAPIOptions.{name} must be an int >= {minimum}, got {value!r}"
-        )
-
-
-def _seconds(name: str, value: object, *, minimum: float = 0.0, strict: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)  # type: ignore[operator]
-    if not ok:
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ConfigurationError(
-            f"BatchAPIOptions.{name} must be a finite number {bound}, got {value!r}"
-        )
 
 
 def _metadata(value: object) -> Mapping[str, str]:
@@ -79,8 +62,11 @@ class BatchAPIOptions:
             ``batchkit_run`` and ``batchkit_job``).
         local_concurrency: items in flight at once for the steps that run locally
             (prompt building before the model, parsers after it).
-        sleep: the async sleep between checks (inject a fake one in tests).
-        clock: monotonic seconds for wall time and latencies.
+        clock: the :class:`~langchain_batchkit.Clock` for waits between checks, wall
+            time and latencies (inject a ``FakeClock`` in tests; a bare ``now``
+            function is accepted too, with ``sleep``).
+        sleep: kept for compatibility: the async sleep, when ``clock`` is a bare
+            function.
 
     Example:
         >>> BatchAPIOptions(max_requests_per_job=10_000, poll_max_wait=120).poll_wait(10)
@@ -97,31 +83,35 @@ class BatchAPIOptions:
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     local_concurrency: int = 16
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
-    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+    clock: Clock | Callable[[], float] = field(default=SYSTEM_CLOCK, compare=False)
 
     def __post_init__(self) -> None:
-        _positive_int("max_requests_per_job", self.max_requests_per_job)
-        _positive_int("max_bytes_per_job", self.max_bytes_per_job)
-        _seconds("poll_initial_wait", self.poll_initial_wait)
-        _seconds("poll_max_wait", self.poll_max_wait)
-        _seconds("poll_multiplier", self.poll_multiplier, minimum=1.0)
+        check_int("BatchAPIOptions.max_requests_per_job", self.max_requests_per_job)
+        check_int("BatchAPIOptions.max_bytes_per_job", self.max_bytes_per_job)
+        check_number("BatchAPIOptions.poll_initial_wait", self.poll_initial_wait)
+        check_number("BatchAPIOptions.poll_max_wait", self.poll_max_wait)
+        check_number("BatchAPIOptions.poll_multiplier", self.poll_multiplier, minimum=1.0)
         if self.poll_max_wait < self.poll_initial_wait:
             raise ConfigurationError(
                 f"BatchAPIOptions.poll_max_wait ({self.poll_max_wait}) must be >= "
                 f"poll_initial_wait ({self.poll_initial_wait})"
             )
-        _positive_int("max_resubmits", self.max_resubmits, minimum=0)
+        check_int("BatchAPIOptions.max_resubmits", self.max_resubmits, minimum=0)
         if self.completion_window != "24h":
             raise ConfigurationError(
                 f"BatchAPIOptions.completion_window must be '24h' (the only window OpenAI "
                 f"offers), got {self.completion_window!r}"
             )
         object.__setattr__(self, "metadata", _metadata(self.metadata))
-        _positive_int("local_concurrency", self.local_concurrency)
+        check_int("BatchAPIOptions.local_concurrency", self.local_concurrency)
         if not callable(self.sleep):
             raise ConfigurationError("BatchAPIOptions.sleep must be an async callable")
         if not callable(self.clock):
             raise ConfigurationError("BatchAPIOptions.clock must be a callable returning seconds")
+        object.__setattr__(self, "timer", as_clock(self.clock, self.sleep))
+
+    timer: Clock = field(init=False, repr=False, compare=False)
+    """The one :class:`Clock` made of ``clock`` and ``sleep``."""
 
     def poll_wait(self, checks: int) -> float:
         """Seconds to wait after the ``checks``-th status check with no job finished."""

@@ -40,7 +40,7 @@ from langchain_batchkit._batch_api._requests import PreparedRequest, RequestBuil
 from langchain_batchkit._batch_api._responses import message_from_body
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._batch_api._store import JobStore, running_batch_ids
-from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._errors import BatchKitError, ConfigurationError
 from langchain_batchkit._results import BatchResult, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._runner import BatchKit, batchkit
 
@@ -176,7 +176,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
     def _exclusive(self) -> Iterator[None]:
         """One run at a time on a state file; a new run clears an old cancellation."""
         if self._running and self.state_path is not None:
-            raise BatchkitError(f"{self!r} is already running on this state file")
+            raise BatchKitError(f"{self!r} is already running on this state file")
         self._running = True
         self._cancel_requested = False
         try:
@@ -265,7 +265,7 @@ class _Run(Generic[InputT, OutputT]):
         self.pairs = pairs
         self.config = config
         self.state_path = state_path
-        self.start = runner.options.clock()
+        self.start = runner.options.timer()
         self.inputs = dict(pairs)
         self.failed: list[ItemResult[InputT, OutputT]] = []
         self.requests: dict[int, PreparedRequest] = {}
@@ -354,7 +354,7 @@ class _Run(Generic[InputT, OutputT]):
     def after_model(self) -> _LocalStep | None:
         """Turn answers into messages; the local steps after the model, over them."""
         runner = self.runner
-        now = self.answered_at = runner.options.clock()
+        now = self.answered_at = runner.options.timer()
         for idx, state in sorted(self.items.items()):
             error = state.error
             if state.status == "succeeded" and state.response is not None:
@@ -385,7 +385,7 @@ class _Run(Generic[InputT, OutputT]):
             results.append(_result(state, self.inputs[idx], output, error, usage, latency))
         return BatchResult(
             results,
-            wall_time=self.runner.options.clock() - self.start,
+            wall_time=self.runner.options.timer() - self.start,
             rerunner=self.runner,
             config=self.config,
         )

@@ -15,12 +15,13 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Iterable
+from typing import cast
 
 from langchain_batchkit._batch_api._errors import BatchStateError
 from langchain_batchkit._batch_api._state import ItemState, ItemStatus, JobState
 from langchain_batchkit._results import ItemError
+from langchain_batchkit._sqlite import open_wal, transaction
 
 __all__ = ["JobStore", "running_batch_ids"]
 
@@ -73,11 +74,11 @@ class JobStore:
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = os.fspath(path) if path is not None else None
-        self._conn = sqlite3.connect(self.path or ":memory:", isolation_level=None)
         try:
-            if self.path is not None:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn = open_wal(self.path or ":memory:", synchronous="FULL")
+        except sqlite3.Error as exc:
+            raise BatchStateError(f"cannot use {self.path!r} as a state file: {exc}") from exc
+        try:
             self._conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             self._conn.close()
@@ -98,7 +99,7 @@ class JobStore:
         meta = dict(self._conn.execute("SELECT name, value FROM meta").fetchall())
         if not meta:
             run_id = f"run-{uuid.uuid4().hex[:16]}"
-            with self._transaction():
+            with transaction(self._conn, "BEGIN IMMEDIATE"):
                 self._conn.executemany(
                     "INSERT INTO meta (name, value) VALUES (?, ?)",
                     [("version", SCHEMA_VERSION), ("run_id", run_id), ("items", str(n_items))],
@@ -132,9 +133,9 @@ class JobStore:
                 submissions=submissions,
                 job=job,
                 response=json.loads(response) if response else None,
-                error=_error_from_json(json.loads(error)) if error else None,
+                error=ItemError.from_dict(json.loads(error)) if error else None,
                 retryable=bool(retryable),
-                history=[_error_from_json(e) for e in json.loads(history)],
+                history=[ItemError.from_dict(e) for e in json.loads(history)],
             )
         return items
 
@@ -155,7 +156,7 @@ class JobStore:
 
     def add_job(self, job: JobState, items: Iterable[ItemState]) -> None:
         """Record a job and its items' submission, before anything is uploaded."""
-        with self._transaction():
+        with transaction(self._conn, "BEGIN IMMEDIATE"):
             self._write_job(job)
             self._conn.executemany(
                 "INSERT INTO members (job, custom_id, idx, line) VALUES (?, ?, ?, ?)",
@@ -165,7 +166,7 @@ class JobStore:
 
     def save(self, jobs: Iterable[JobState] = (), items: Iterable[ItemState] = ()) -> None:
         """Write jobs and items in one transaction."""
-        with self._transaction():
+        with transaction(self._conn, "BEGIN IMMEDIATE"):
             for job in jobs:
                 self._write_job(job)
             self._write_items(items)
@@ -189,16 +190,13 @@ class JobStore:
                     s.submissions,
                     s.job,
                     json.dumps(s.response) if s.response is not None else None,
-                    json.dumps(_error_to_json(s.error)) if s.error is not None else None,
+                    json.dumps(ItemError.to_dict(s.error)) if s.error is not None else None,
                     int(s.retryable),
-                    json.dumps([_error_to_json(e) for e in s.history]),
+                    json.dumps([ItemError.to_dict(e) for e in s.history]),
                 )
                 for s in items
             ],
         )
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
 
 
 def running_batch_ids(path: str | os.PathLike[str]) -> set[str]:
@@ -214,36 +212,3 @@ def running_batch_ids(path: str | os.PathLike[str]) -> set[str]:
         }
     finally:
         store.close()
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-def _error_to_json(error: ItemError) -> dict[str, str]:
-    return {
-        "type": error.type,
-        "message": error.message,
-        "traceback": error.traceback,
-        "module": error.module,
-    }
-
-
-def _error_from_json(data: Mapping[str, Any]) -> ItemError:
-    return ItemError(
-        type=str(data.get("type", "")),
-        message=str(data.get("message", "")),
-        traceback=str(data.get("traceback", "")),
-        module=str(data.get("module", "")),
-    )

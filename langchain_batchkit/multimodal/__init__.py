@@ -4,13 +4,15 @@ Sources are http(s) URLs (sent as is), data URLs, local paths (``str``/``Path``)
 folders and glob patterns (expanded to their image files), ``bytes``, and PIL images
 (``pip install 'langchain-batchkit[images]'``). Each image is read and checked inside
 its own item, so a broken one is that item's :class:`ImageSourceError` and the rest
-of the batch runs.
+of the batch runs. :func:`caption_images` takes every :func:`batchkit` option, a
+checkpoint included (keyed by :func:`image_key`, each image's path or URL).
 
 Example:
     >>> from langchain_batchkit.multimodal import caption_images, to_csv   # doctest: +SKIP
     >>> results = caption_images("photos/", llm=ChatOpenAI(model="gpt-4o-mini",
     ...                          max_retries=0))                           # doctest: +SKIP
     >>> results.failed, to_csv(results, "captions.csv")                    # doctest: +SKIP
+    >>> results.show()   # thumbnails with their captions, in a notebook   # doctest: +SKIP
 """
 
 from langchain_batchkit.multimodal._chain import (
@@ -18,6 +20,7 @@ from langchain_batchkit.multimodal._chain import (
     acaption_images,
     caption_images,
     image_caption_chain,
+    image_key,
 )
 from langchain_batchkit.multimodal._expand import expand_images
 from langchain_batchkit.multimodal._export import (
@@ -27,6 +30,7 @@ from langchain_batchkit.multimodal._export import (
     to_csv,
     to_jsonl,
 )
+from langchain_batchkit.multimodal._grid import CaptionResults, ThumbnailGrid, thumbnail_grid
 from langchain_batchkit.multimodal._messages import (
     DEFAULT_PROMPT,
     Prompt,
@@ -50,11 +54,13 @@ __all__ = [
     "DEFAULT_PROMPT",
     "IMAGE_SUFFIXES",
     "CaptionRecord",
+    "CaptionResults",
     "ChatModel",
     "Detail",
     "ImageSource",
     "ImageSourceError",
     "Prompt",
+    "ThumbnailGrid",
     "acaption_images",
     "caption_images",
     "captions_to_records",
@@ -62,9 +68,11 @@ __all__ = [
     "detect_image_mime",
     "expand_images",
     "image_caption_chain",
+    "image_key",
     "image_message",
     "image_part",
     "image_url",
+    "thumbnail_grid",
     "to_csv",
     "to_jsonl",
 ]

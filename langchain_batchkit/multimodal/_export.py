@@ -1,14 +1,22 @@
-"""Caption results as flat records, and their CSV / JSON Lines export."""
+"""Caption results as flat records, and their CSV / JSON Lines export.
+
+Both exports write atomically: rows stream into a temporary file beside the target,
+which replaces it only once complete, so a crash or Ctrl-C never leaves half a file.
+Both keep file names that are not UTF-8 recoverable (see :func:`to_csv`, :func:`to_jsonl`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from langchain_batchkit._results import ItemResult
 from langchain_batchkit.multimodal._sources import describe_source
@@ -17,6 +25,10 @@ __all__ = ["CAPTION_COLUMNS", "CaptionRecord", "captions_to_records", "to_csv", 
 
 #: The columns of every caption export, in order.
 CAPTION_COLUMNS = ("index", "source", "caption", "ok", "error_type", "error_message", "attempts")
+
+# Lone surrogates that surrogateescape cannot turn back into a byte (only U+DC80..U+DCFF
+# stand for bytes): they come from no file name, but may from a broken caption.
+_NOT_A_BYTE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +59,7 @@ class CaptionRecord:
         output = result.output
         return cls(
             index=result.index,
-            source=describe_source(result.input),
+            source=_name_of(result.input),
             caption=output if output is None or isinstance(output, str) else str(output),
             ok=error is None,
             error_type=error.type if error else None,
@@ -58,6 +70,14 @@ class CaptionRecord:
     def as_dict(self) -> dict[str, str | int | bool | None]:
         """The record as a dict keyed by :data:`CAPTION_COLUMNS`, in that order."""
         return {name: getattr(self, name) for name in CAPTION_COLUMNS}
+
+
+def _name_of(source: object) -> str:
+    """:func:`describe_source`, or a placeholder when naming the source raises."""
+    try:
+        return describe_source(source)
+    except Exception as exc:  # a user's path-like whose __fspath__ raises
+        return f"<{type(source).__name__} object: its name raised {type(exc).__name__}>"
 
 
 def _records(results: Iterable[ItemResult[Any, Any]]) -> Iterator[CaptionRecord]:
@@ -75,11 +95,20 @@ def captions_to_records(results: Iterable[ItemResult[Any, Any]]) -> list[Caption
 
 
 def to_csv(results: Iterable[ItemResult[Any, Any]], path: str | os.PathLike[str]) -> Path:
-    """Write one CSV row per result (columns :data:`CAPTION_COLUMNS`), streaming.
+    """Write one CSV row per result (columns :data:`CAPTION_COLUMNS`), streaming, atomically.
 
     Rows are written as the results are iterated, so a generator such as
-    ``kit.stream_results(...)`` is exported as it runs. Missing values are empty
+    ``kit.stream_results(...)`` is exported as it runs, into a temporary file beside
+    ``path`` that replaces it only once every row is written: a crash or Ctrl-C
+    leaves the previous file (or none), never half of one. Missing values are empty
     cells; captions with commas, quotes or newlines are quoted by ``csv``.
+
+    The text is UTF-8, except a file name that is not (``os.listdir`` gives it with
+    lone surrogates, ``"caf\\udce9.jpg"``): it is written as its original bytes
+    (``errors="surrogateescape"``). Read the file with ``open(path, newline="",
+    encoding="utf-8", errors="surrogateescape")`` to get that ``str`` back, and
+    ``os.fsencode(name)`` gives its bytes. A lone surrogate that stands for no byte
+    (a broken caption, say) is written as the text ``\\ud83d``.
 
     Returns:
         The path written.
@@ -89,18 +118,24 @@ def to_csv(results: Iterable[ItemResult[Any, Any]], path: str | os.PathLike[str]
         PosixPath('captions.csv')
     """
     target = Path(path)
-    with target.open("w", newline="", encoding="utf-8") as f:
+    with _replacing(target, errors="surrogateescape", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CAPTION_COLUMNS)
         for record in _records(results):
-            writer.writerow(["" if v is None else v for v in record.as_dict().values()])
+            writer.writerow([_csv_cell(v) for v in record.as_dict().values()])
     return target
 
 
 def to_jsonl(results: Iterable[ItemResult[Any, Any]], path: str | os.PathLike[str]) -> Path:
-    """Write one JSON object per line per result (keys :data:`CAPTION_COLUMNS`), streaming.
+    """Write one JSON object per line per result (keys :data:`CAPTION_COLUMNS`), atomically.
 
-    Missing values are ``null``; text is written as UTF-8, not escaped.
+    Lines stream into a temporary file beside ``path``, which replaces it only once
+    complete (see :func:`to_csv`). Missing values are ``null``; text is written as
+    UTF-8, not escaped, except lone surrogates. A file name that is not UTF-8 comes
+    from ``os.listdir`` with one (the bytes ``caf\\xe9.jpg`` give ``"caf\\udce9.jpg"``),
+    and it is written with JSON's escape for that character, the six characters
+    ``\\udce9``: the file stays valid UTF-8, ``json.loads`` gives the same ``str``
+    back, and ``os.fsencode(record["source"])`` gives the name's bytes.
 
     Returns:
         The path written.
@@ -110,8 +145,38 @@ def to_jsonl(results: Iterable[ItemResult[Any, Any]], path: str | os.PathLike[st
         PosixPath('captions.jsonl')
     """
     target = Path(path)
-    with target.open("w", encoding="utf-8") as f:
+    # In JSON text a lone surrogate can only sit inside a string, where the
+    # "backslashreplace" spelling (\\udce9) is exactly JSON's escape for it.
+    with _replacing(target, errors="backslashreplace") as f:
         for record in _records(results):
             f.write(json.dumps(record.as_dict(), ensure_ascii=False))
             f.write("\n")
     return target
+
+
+def _csv_cell(value: str | int | bool | None) -> str | int | bool:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return _NOT_A_BYTE.sub(lambda m: f"\\u{ord(m[0]):04x}", value)
+    return value
+
+
+@contextlib.contextmanager
+def _replacing(target: Path, *, errors: str, newline: str | None = None) -> Iterator[TextIO]:
+    """A UTF-8 text file that becomes ``target`` only once it is complete.
+
+    It is written beside ``target`` (same directory, so the same file system, where
+    ``os.replace`` is atomic), synced to disk, then renamed over it. On any error,
+    KeyboardInterrupt included, it is removed and ``target`` is left as it was.
+    """
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with temp.open("x", encoding="utf-8", errors=errors, newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

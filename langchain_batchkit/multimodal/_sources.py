@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union
 from urllib.parse import urlsplit
 
-from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._errors import ConfigurationError, ImageSourceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -69,30 +69,6 @@ _PIL_FORMATS = {
     "image/gif": "GIF",
     "image/webp": "WEBP",
 }
-
-
-class ImageSourceError(BatchkitError, ValueError):
-    """An image source cannot be sent: missing, not an image, too large, or a bad URL.
-
-    In a batch it becomes that item's error (the other items run); called directly
-    (``image_message``) it is raised. The message names the source, then the cause.
-
-    Attributes:
-        source: a short description of the source (its path or URL, ``<bytes 1234>``).
-        reason: what is wrong with it.
-
-    Example:
-        >>> str(ImageSourceError("photos/cat.jpg", "no such file"))
-        'photos/cat.jpg: no such file'
-    """
-
-    def __init__(self, source: str, reason: str) -> None:
-        self.source = source
-        self.reason = reason
-        super().__init__(f"{source}: {reason}")
-
-    def __reduce__(self) -> tuple[type[ImageSourceError], tuple[str, str]]:
-        return type(self), (self.source, self.reason)
 
 
 @dataclass(frozen=True, slots=True)

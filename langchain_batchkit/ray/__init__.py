@@ -6,7 +6,7 @@ something here is used.
 * :func:`run_on_ray` runs a chain over a list or a Ray ``Dataset`` on a pool of
   actors and returns a materialised Dataset of result rows, or writes them to one
   JSON Lines / Parquet file, with one progress bar over every item.
-* :class:`BatchkitMapper` is the callable class behind it, for your own
+* :class:`BatchKitMapper` is the callable class behind it, for your own
   ``Dataset.map_batches`` pipelines.
 * :class:`ClusterRateLimit` keeps one requests/tokens-per-minute budget in one
   actor that every worker reserves from, so N workers together stay under the
@@ -20,7 +20,7 @@ Example:
 
 from langchain_batchkit.ray._deps import INSTALL_HINT
 from langchain_batchkit.ray._limiter import ClusterRateLimit
-from langchain_batchkit.ray._mapper import BatchkitMapper, ChainFactory
+from langchain_batchkit.ray._mapper import BatchKitMapper, ChainFactory
 from langchain_batchkit.ray._rows import RESULT_COLUMNS, STATUS_FAILED, STATUS_OK
 from langchain_batchkit.ray._run import run_on_ray
 from langchain_batchkit.ray._service import ClusterLimiterStats
@@ -30,7 +30,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "STATUS_FAILED",
     "STATUS_OK",
-    "BatchkitMapper",
+    "BatchKitMapper",
     "ChainFactory",
     "ClusterLimiterStats",
     "ClusterRateLimit",

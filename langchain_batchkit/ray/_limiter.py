@@ -54,7 +54,7 @@ class ClusterRateLimit:
     Ray restarts it if it dies (with full buckets: the first requests after a
     restart are not paced against the ones before).
 
-    Pass it to :func:`run_on_ray` or :class:`BatchkitMapper` (it pickles as the actor
+    Pass it to :func:`run_on_ray` or :class:`BatchKitMapper` (it pickles as the actor
     handle plus its settings; each worker builds its limiter on first use), or use
     :meth:`limiter` in the driver to pace a local :func:`batchkit` run from the same
     budget.

@@ -1,4 +1,4 @@
-"""BatchkitMapper: the callable class Ray Data's ``map_batches`` runs in each actor."""
+"""BatchKitMapper: the callable class Ray Data's ``map_batches`` runs in each actor."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from langchain_batchkit.ray._rows import check_column_names, result_table
 if TYPE_CHECKING:
     import pyarrow as pa  # type: ignore[import-untyped]
 
-__all__ = ["BatchkitMapper", "ChainFactory"]
+__all__ = ["BatchKitMapper", "ChainFactory"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 ChainFactory = Callable[[], Runnable[Any, Any]]
 
 
-class BatchkitMapper:
+class BatchKitMapper:
     """Runs a chain over Ray Data blocks with batchkit: one result row per input row.
 
     Ray Data creates one instance per actor and calls it with each block (as a
@@ -59,7 +59,7 @@ class BatchkitMapper:
 
     Example:
         >>> ds.map_batches(                                          # doctest: +SKIP
-        ...     BatchkitMapper,
+        ...     BatchKitMapper,
         ...     fn_constructor_kwargs={"chain_factory": make_chain,
         ...                            "input_column": "text", "id_column": "id"},
         ...     batch_format="pyarrow", batch_size=64,
@@ -78,7 +78,7 @@ class BatchkitMapper:
         max_concurrency: MaxConcurrency = "auto",
         decode_input: bool = False,
     ) -> None:
-        require_ray("BatchkitMapper")
+        require_ray("BatchKitMapper")
         check_mapper_options(chain_factory, input_column, id_column, rate_limit)
         self.input_column = input_column
         self.id_column = id_column

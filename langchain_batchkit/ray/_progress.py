@@ -25,7 +25,7 @@ class BlockBar:
         desc: the bar's label.
 
     Example:
-        >>> bar = BlockBar(100, show=False); bar.add(64, ok=63, failed=1); bar.close()
+        >>> bar = BlockBar(100, show=False, desc="rows"); bar.add(64, ok=63, failed=1); bar.close()
     """
 
     __slots__ = ("_bar", "failed", "succeeded")

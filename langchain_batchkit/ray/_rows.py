@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from langchain_batchkit._errors import ConfigurationError
-from langchain_batchkit._results import BatchResult, BatchSummary, TokenUsage
+from langchain_batchkit._results import BatchResult, SummaryCounts, TokenUsage
 from langchain_batchkit._serialize import to_jsonable
 
 if TYPE_CHECKING:
@@ -106,35 +106,17 @@ def result_table(
     return table
 
 
-class Tally:
+class Tally(SummaryCounts):
     """Running counts over result blocks: the bar's postfix and the final summary."""
 
-    __slots__ = ("attempts", "failed", "succeeded", "usage")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self.succeeded = self.failed = self.attempts = 0
-        self.usage = TokenUsage()
-
-    @property
-    def total(self) -> int:
-        return self.succeeded + self.failed
-
-    def add(self, table: pa.Table) -> tuple[int, int]:
+    def add_block(self, table: pa.Table) -> tuple[int, int]:
         """Count one block; return its ``(ok, failed)`` rows."""
         import pyarrow.compute as pc  # type: ignore[import-untyped]
 
         ok = int(pc.sum(pc.equal(table["status"], STATUS_OK)).as_py() or 0)
         failed = table.num_rows - ok
-        self.succeeded += ok
-        self.failed += failed
-        self.attempts += int(pc.sum(table["attempts"]).as_py() or 0)
-        self.usage = self.usage + TokenUsage(
-            *(int(pc.sum(table[c]).as_py() or 0) for c in RESULT_COLUMNS[-3:])
-        )
+        usage = TokenUsage(*(int(pc.sum(table[c]).as_py() or 0) for c in RESULT_COLUMNS[-3:]))
+        self.add_counts(ok, failed, int(pc.sum(table["attempts"]).as_py() or 0), usage)
         return ok, failed
-
-    def summary(self, wall_time: float) -> BatchSummary:
-        rate = self.total / wall_time if wall_time > 0 else 0.0
-        return BatchSummary(
-            self.total, self.succeeded, self.failed, wall_time, rate, self.attempts, self.usage
-        )

@@ -15,9 +15,10 @@ from langchain_batchkit._options import DEFAULT_RETRY
 from langchain_batchkit._results import BatchResult, BatchSummary
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._serialize import dumps_value
+from langchain_batchkit._validate import check_int, check_number
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._limiter import ClusterRateLimit
-from langchain_batchkit.ray._mapper import BatchkitMapper, ChainFactory, check_mapper_options
+from langchain_batchkit.ray._mapper import BatchKitMapper, ChainFactory, check_mapper_options
 from langchain_batchkit.ray._progress import BlockBar
 from langchain_batchkit.ray._rows import Tally, result_table
 from langchain_batchkit.ray._sinks import Sink, format_for, open_sink
@@ -99,7 +100,7 @@ def run_on_ray(
     """Run a chain over many inputs on a pool of Ray actors; one result row per input.
 
     Beyond one machine (or one process's CPU for parsing and post-processing),
-    this runs :class:`BatchkitMapper` over the data with Ray Data: each of
+    this runs :class:`BatchKitMapper` over the data with Ray Data: each of
     ``concurrency`` actors builds the chain once from ``chain_factory`` and runs
     blocks of ``batch_size`` items through batchkit's engine. Failed items are rows
     (``status="failed"`` with the error), never dropped. An actor that dies has its
@@ -145,11 +146,9 @@ def run_on_ray(
         >>> rows.filter(lambda r: r["status"] == "failed").take(5)  # doctest: +SKIP
     """
     check_mapper_options(chain_factory, input_column, id_column, rate_limit)
-    for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
-        if type(value) is not int or value < 1:
-            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-    if isinstance(num_cpus, bool) or not isinstance(num_cpus, int | float) or num_cpus < 0:
-        raise ConfigurationError(f"num_cpus must be a number >= 0, got {num_cpus!r}")
+    check_int("batch_size", batch_size)
+    check_int("concurrency", concurrency)
+    check_number("num_cpus", num_cpus)
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
     if progress is not None and not isinstance(progress, bool):
@@ -175,7 +174,7 @@ def run_on_ray(
         actors = max(1, min(concurrency, math.ceil(total / batch_size)))
 
     mapped = dataset.map_batches(
-        BatchkitMapper,
+        BatchKitMapper,
         fn_constructor_kwargs={
             "chain_factory": chain_factory,
             "input_column": input_column,
@@ -228,7 +227,7 @@ def _collect(mapped: Dataset, bar: BlockBar, sink: Sink | None) -> tuple[Tally, 
         for bundle in mapped.iter_internal_ref_bundles():
             for ref in bundle.block_refs:
                 table: pa.Table = ray.get(ref)
-                ok, failed = tally.add(table)
+                ok, failed = tally.add_block(table)
                 bar.add(table.num_rows, ok=ok, failed=failed)
                 if sink is not None:
                     sink.write(table)
