@@ -13,8 +13,12 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -762,3 +766,48 @@ def test_factory_fixture_stops_every_server_at_teardown(pytester: pytest.Pyteste
     )
 
     result.assert_outcomes(passed=2)
+
+
+# --------------------------------------------------------------------------- optional aiohttp
+
+WITHOUT_AIOHTTP = """
+import sys
+
+sys.modules["aiohttp"] = None  # as if the 'testing' extra were not installed
+
+import langchain_batchkit.testing.pytest_plugin
+from langchain_batchkit.testing import FakeChatModel, FakeClock, FakeOpenAIServer, FakeServerConfig
+
+clock = FakeClock(start=5.0)
+clock.advance(1.0)
+assert clock() == 6.0
+assert FakeChatModel().invoke("hi").content
+config = FakeServerConfig(requests_per_minute=10)
+try:
+    FakeOpenAIServer(config)
+except ImportError as exc:
+    print(exc)
+else:
+    raise AssertionError("FakeOpenAIServer started without aiohttp")
+"""
+
+
+def test_fakes_work_without_aiohttp_and_the_server_names_the_extra() -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_AIOHTTP],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'langchain-batchkit[testing]'" in result.stdout

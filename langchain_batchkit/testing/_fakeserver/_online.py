@@ -14,7 +14,6 @@ Every chat request meets these decisions in this order:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterator, Mapping
 
@@ -23,11 +22,11 @@ from langchain_batchkit.testing._fakeserver._chat import (
     completion_object,
     compose_answer,
     parse_chat_body,
-    stream_body,
+    stream_events,
 )
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
-from langchain_batchkit.testing._fakeserver._faults import SERVER_ERRORS, FaultPlan
-from langchain_batchkit.testing._fakeserver._http import (
+from langchain_batchkit.testing._fakeserver._exchange import (
+    EventStream,
     InvalidRequest,
     Outcome,
     Request,
@@ -37,6 +36,7 @@ from langchain_batchkit.testing._fakeserver._http import (
     error_response,
     json_response,
 )
+from langchain_batchkit.testing._fakeserver._faults import SERVER_ERRORS, FaultPlan
 from langchain_batchkit.testing._fakeserver._ratelimit import (
     RateLimiter,
     Verdict,
@@ -64,9 +64,9 @@ class OnlineEndpoints:
 
     def routes(self) -> tuple[Route, ...]:
         return (
-            Route("POST", re.compile(r"/v1/chat/completions"), self.chat_completions),
-            Route("GET", re.compile(r"/v1/models"), self.list_models),
-            Route("GET", re.compile(r"/v1/models/(?P<model>[^/]+)"), self.retrieve_model),
+            Route("POST", "/v1/chat/completions", self.chat_completions),
+            Route("GET", "/v1/models", self.list_models),
+            Route("GET", "/v1/models/{model}", self.retrieve_model),
         )
 
     async def list_models(self, request: Request, params: Mapping[str, str]) -> Outcome:
@@ -88,7 +88,7 @@ class OnlineEndpoints:
     async def chat_completions(self, request: Request, params: Mapping[str, str]) -> Outcome:
         config = self._config
         try:
-            chat = parse_chat_body(request.body)
+            chat = parse_chat_body(await request.body())
             self._counters.record_images(chat.image_count)
             check_not_rejected(chat, config)
         except InvalidRequest as exc:
@@ -138,8 +138,7 @@ class OnlineEndpoints:
         completion_id = f"chatcmpl-fake{next(self._ids):08d}"
         created = int(time.time())
         if chat.stream:
-            body = stream_body(completion_id, chat, answer, created)
-            return Response(200, body, "text/event-stream", headers)
+            return EventStream(stream_events(completion_id, chat, answer, created), headers)
         return json_response(200, completion_object(completion_id, chat, answer, created), headers)
 
 
