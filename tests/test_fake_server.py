@@ -242,6 +242,23 @@ def test_malformed_json_body_gets_400(fake_openai_server: FakeOpenAIServer) -> N
     assert "parse the JSON body" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("upload", [False, True], ids=["json", "multipart"])
+def test_a_body_over_max_body_bytes_gets_413(
+    fake_openai_server_factory: FakeServerFactory, upload: bool
+) -> None:
+    server = fake_openai_server_factory(FakeServerConfig(max_body_bytes=1000))
+
+    if upload:
+        files = {"file": ("big.jsonl", b"x" * 5000)}
+        response = httpx.post(f"{server.base_url}/files", files=files, data={"purpose": "batch"})
+    else:
+        response = httpx.post(f"{server.base_url}/chat/completions", content=b"x" * 5000)
+
+    assert response.status_code == 413
+    assert "exceeds 1000 bytes" in response.json()["error"]["message"]
+    assert server.stats().responses_by_status == {413: 1}
+
+
 # --------------------------------------------------------------------------- rate limits
 
 

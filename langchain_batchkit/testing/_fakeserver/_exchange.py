@@ -11,7 +11,6 @@ import enum
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 __all__ = [
     "ApiError",
@@ -45,31 +44,21 @@ class FormPart:
         return self.data.decode("utf-8", errors="replace")
 
 
-class Request(Protocol):
+@dataclass(frozen=True, slots=True)
+class Request:
     """What a handler may read of a request. Headers are never logged.
 
     ``query`` holds the query string's parameters (the last value of a repeated one).
+    ``body()`` reads the whole body (:class:`ApiError` 413 past ``max_body_bytes``);
+    ``form()`` the fields of a ``multipart/form-data`` body by name (400 if it is not one).
     """
 
-    @property
-    def method(self) -> str: ...
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    @property
-    def query(self) -> Mapping[str, str]: ...
-
-    async def body(self) -> bytes:
-        """The whole body; :class:`ApiError` 413 past ``max_body_bytes``."""
-        ...
-
-    async def form(self) -> Mapping[str, FormPart]:
-        """The fields of a ``multipart/form-data`` body by name; 400 if it is not one."""
-        ...
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: Callable[[], Awaitable[bytes]]
+    form: Callable[[], Awaitable[Mapping[str, FormPart]]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from langchain_batchkit.testing._fakeserver._exchange import (
     Handler,
     InvalidRequest,
     Outcome,
+    Request,
     Response,
     Route,
     Silence,
@@ -145,7 +146,7 @@ class WebListener:
     async def _call(self, handler: Handler, request: web.Request) -> Outcome:
         """Run a handler; a bug in it (or in ``response_text``) becomes a logged 500."""
         try:
-            return await handler(_WebRequest(request, self._max_body), request.match_info)
+            return await handler(_adapt(request, self._max_body), request.match_info)
         except ApiError as exc:
             return exc.response()
         except Exception:
@@ -183,47 +184,23 @@ class WebListener:
         return await _send(request, outcome, request_id)
 
 
-class _WebRequest:
-    """An aiohttp request as the endpoints' :class:`._exchange.Request`."""
-
-    __slots__ = ("_max_body", "_request")
-
-    def __init__(self, request: web.Request, max_body: int) -> None:
-        self._request = request
-        self._max_body = max_body
-
-    @property
-    def method(self) -> str:
-        return self._request.method
-
-    @property
-    def path(self) -> str:
-        return self._request.path
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._request.headers
-
-    @property
-    def query(self) -> Mapping[str, str]:
-        return MappingProxyType(dict(self._request.query.items()))
-
-    async def body(self) -> bytes:
+def _adapt(request: web.Request, max_body: int) -> Request:
+    async def body() -> bytes:
         try:
-            return await self._request.read()
+            return await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
-            raise self._too_large() from exc
+            raise _too_large(max_body) from exc
 
-    async def form(self) -> Mapping[str, FormPart]:
-        if self._request.content_type != "multipart/form-data":
+    async def form() -> Mapping[str, FormPart]:
+        if request.content_type != "multipart/form-data":
             raise InvalidRequest(
                 "Expected a multipart/form-data body with a boundary "
-                f"(got Content-Type {self._request.content_type!r})."
+                f"(got Content-Type {request.content_type!r})."
             )
         parts: dict[str, FormPart] = {}
         size = 0
         try:
-            reader = await self._request.multipart()
+            reader = await request.multipart()
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader) or not part.name:
                     raise InvalidRequest(
@@ -232,15 +209,21 @@ class _WebRequest:
                     )
                 data = bytes(await part.read())
                 size += len(data)
-                if size > self._max_body:
-                    raise self._too_large()
+                if size > max_body:
+                    raise _too_large(max_body)
                 parts[part.name] = FormPart(part.name, data, _filename(part))
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise _too_large(max_body) from exc
         except (ValueError, HttpProcessingError) as exc:
             raise InvalidRequest(f"Malformed multipart/form-data body: {exc}") from exc
         return MappingProxyType(parts)
 
-    def _too_large(self) -> ApiError:
-        return ApiError(413, f"The request body exceeds {self._max_body} bytes.")
+    query = MappingProxyType(dict(request.query.items()))
+    return Request(request.method, request.path, request.headers, query, body, form)
+
+
+def _too_large(max_body: int) -> ApiError:
+    return ApiError(413, f"The request body exceeds {max_body} bytes.")
 
 
 def _filename(part: BodyPartReader) -> str | None:
