@@ -16,15 +16,22 @@ by several batches, chains, threads and event loops; the cap on requests in
 flight is a :class:`~langchain_batchkit._gate.Gate` that serves both kinds of waiter
 in one first-come-first-served line.
 
-Adaptive: a 429 pauses every new request until its ``Retry-After`` and halves
-the in-flight cap (at most once per cooldown); ``x-ratelimit-remaining-*``
-running out pauses until the window resets; successes raise the cap again by
-``1/cap`` each (additive increase, multiplicative decrease).
+Adaptive: the configured rates may be higher than the provider's real limit (a
+proxy in front of it, a key shared with others), and its 429s may not say when
+its window ends. A 429 pauses every request until its ``Retry-After`` (at most
+``max_pause``), or, without one, for a short probe that doubles while the 429s
+go on; requests already waiting for their turn are re-paced, never fired at
+the old pace. The pace the 429 came at becomes a ceiling; the pace restarts at
+what actually got through, under it, and creeps up slowly (see :class:`_Pace`).
+``x-ratelimit-remaining-*`` running out pauses until the window resets. The cap
+on requests in flight is halved by a 429 (at most once per cooldown) and raised
+by ``1/cap`` per success (additive increase, multiplicative decrease).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import threading
@@ -40,11 +47,13 @@ from langchain_core.outputs import LLMResult
 from langchain_core.rate_limiters import BaseRateLimiter
 
 from langchain_batchkit._callbacks import ModelEventsOnly, usage_of_response
-from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._errors import BatchkitError, ConfigurationError
 from langchain_batchkit._gate import Gate
 from langchain_batchkit._retry import is_rate_limit, retry_after_seconds
 
-__all__ = ["LimiterStats", "RateLimit", "estimate_tokens", "parse_reset"]
+__all__ = ["LimiterStats", "RateLimit", "RequestTooLargeError", "estimate_tokens", "parse_reset"]
+
+logger = logging.getLogger(__name__)
 
 TokenEstimator = Callable[[Sequence[BaseMessage], Mapping[str, Any]], int]
 
@@ -54,6 +63,37 @@ DEFAULT_COMPLETION_TOKENS = 256
 TOKEN_BURST_SECONDS = 10.0
 #: Tokens assumed for an image part (OpenAI's high-detail tile cost is 85 + 170 per tile).
 IMAGE_TOKENS = 765
+#: The longest a provider's answer may pause every request sharing a limiter (seconds).
+DEFAULT_MAX_PAUSE = 60.0
+
+
+class RequestTooLargeError(BatchkitError):
+    """A request is estimated at more tokens than ``tokens_per_minute`` allows.
+
+    It could never fit in the budget, so the model call fails at once (it is not
+    transient, and no retry is made) instead of waiting minutes for a turn that the
+    provider would refuse anyway.
+
+    Attributes:
+        estimate: the tokens the request is estimated at (prompt plus ``max_tokens``).
+        limit: the limiter's ``tokens_per_minute``.
+    """
+
+    is_retryable = False
+
+    def __init__(self, estimate: int, limit: float) -> None:
+        self.estimate = estimate
+        self.limit = limit
+        super().__init__(
+            f"this request is estimated at {estimate} tokens, more than "
+            f"tokens_per_minute={limit:g}: it can never fit, so it fails now instead of "
+            "waiting. Shorten it, lower max_tokens (the estimate counts the completion, "
+            f"{DEFAULT_COMPLETION_TOKENS} tokens when max_tokens is unset), or raise "
+            "tokens_per_minute."
+        )
+
+    def __reduce__(self) -> tuple[type[RequestTooLargeError], tuple[int, float]]:
+        return type(self), (self.estimate, self.limit)
 
 
 def estimate_tokens(messages: Sequence[BaseMessage], invocation_params: Mapping[str, Any]) -> int:
@@ -138,6 +178,10 @@ class _Bucket:
         level = min(self.capacity, self.level + (now - self.last) * self.rate * factor)
         return level >= amount
 
+    def forget_reservations(self) -> None:
+        """Drop the debt of reservations not used yet: their holders reserve again."""
+        self.level = max(self.level, 0.0)
+
     def give_back(self, amount: float) -> None:
         self.level = min(self.capacity, self.level + amount)
 
@@ -164,6 +208,146 @@ def make_buckets(
     return requests, tokens
 
 
+#: Pace during a 429 episode and the most it restarts at afterwards, as a share of the ceiling.
+EPISODE_PACE = 0.95
+#: The least the pace restarts at after an episode, as a share of the ceiling.
+LOWEST_RESTART = 0.25
+#: Spacings (at the lowered pace) of the first probe pause after a 429 without Retry-After.
+PROBE_SPACINGS = 2.0
+#: How far the pace creeps up, as a share of the ceiling, per provider window of successes.
+CREEP = 0.02
+#: The fewest successes taken as one provider window (for the creep).
+MIN_WINDOW_SUCCESSES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A request let through: its token estimate, when it went, the schedule it was in."""
+
+    tokens: int
+    sent_at: float
+    epoch: int
+    pace: float
+
+
+class _Pace:
+    """How much of the configured rates to use, learned from 429s: arithmetic only.
+
+    ``value`` multiplies the configured rates; ``epoch`` names the schedule that
+    reservations are made in, and changes whenever the ones already made must be
+    made again (the pace went down, a pause began).
+
+    - The first 429 of an *episode* (429s with no success in between, counting only
+      requests sent since the last change) makes the pace that request went at the
+      ``ceiling``. Without a ``Retry-After`` everyone then pauses: two spacings, doubled
+      at each further 429 of the episode, so a window that stays full until it ends
+      (a fixed-window proxy) costs a few 429s, not one per request still queued.
+    - The first success of a request sent since ends the episode: the provider's
+      window reopened between the last refused request and that one (the midpoint is
+      taken). The pace restarts at the *goodput* of the cycle that ends there (the
+      configured budget's share that got through since the previous episode), between
+      :data:`LOWEST_RESTART` and :data:`EPISODE_PACE` of the ceiling. A window never
+      lets more through than its limit, so that is at or under the real limit.
+    - Each success then raises the pace by :data:`CREEP` of the ceiling per "window" of
+      successes (as many as got through before the first 429), probing upward slowly:
+      a later 429 comes just above the real limit, costs a probe or two, and sets a
+      tight ceiling. The pace never goes above the configured rates.
+
+    Nothing here reads a clock or sleeps: the requests carry their send times.
+    """
+
+    __slots__ = (
+        "_cycle_start",
+        "_delivered",
+        "_episode_epoch",
+        "_episode_start",
+        "_in_episode",
+        "_last_refused",
+        "_probes",
+        "_successes",
+        "_upto_episode",
+        "_window",
+        "ceiling",
+        "epoch",
+        "value",
+    )
+
+    def __init__(self) -> None:
+        self.value = 1.0
+        self.ceiling = 1.0
+        self.epoch = 0
+        self._in_episode = False
+        self._episode_epoch = 0
+        self._episode_start = 0.0
+        self._last_refused = 0.0
+        self._probes = 0
+        self._successes = 0
+        self._window: float | None = None  # successes before the first 429
+        self._cycle_start: float | None = None  # the first request, then each episode's end
+        self._delivered = 0.0  # seconds of configured budget that got through in the cycle
+        self._upto_episode = 0.0  # ... by requests sent before the episode began
+
+    def sent(self, now: float) -> None:
+        """A request went out (the first cycle starts with the first one)."""
+        if self._cycle_start is None:
+            self._cycle_start = now
+
+    def repace(self) -> None:
+        """Reservations already made must be made again (a pause began)."""
+        self.epoch += 1
+
+    def pushback(self, call: _Call, cost: float, *, told_when: bool) -> float | None:
+        """A 429 for ``call``, which used ``cost`` seconds of the configured budget.
+
+        Returns ``None`` when it says nothing new (the request went before the last
+        change), else the probe pause in seconds (0 when the provider said how long
+        to wait); then reservations already made are to be made again.
+        """
+        if call.epoch != self.epoch:
+            return None
+        if not self._in_episode:
+            self._in_episode = True
+            self._probes = 0
+            if self._window is None:
+                self._window = float(max(self._successes, MIN_WINDOW_SUCCESSES))
+            self.ceiling = call.pace
+            self._upto_episode = self._delivered
+            self._episode_start = call.sent_at
+            self.value = min(self.value, call.pace * EPISODE_PACE)
+            self._episode_epoch = self.epoch + 1
+        self._probes += 1
+        self._last_refused = call.sent_at
+        self.repace()
+        if told_when or cost <= 0:
+            return 0.0
+        return cost / self.value * PROBE_SPACINGS * 2.0 ** (self._probes - 1)
+
+    def success(self, call: _Call, cost: float) -> bool:
+        """``call`` got through; ``True`` when that lowered the pace (re-pace then)."""
+        self._successes += 1
+        self._delivered += cost
+        if not self._in_episode:
+            if self._window is not None:
+                self.value = min(1.0, self.value + self.ceiling * CREEP / self._window)
+            return False
+        if call.epoch < self._episode_epoch:
+            if call.sent_at < self._episode_start:
+                self._upto_episode += cost  # late news of the cycle that just ended
+            return False
+        self._in_episode = False
+        reopened = (self._last_refused + call.sent_at) / 2
+        start = self._cycle_start if self._cycle_start is not None else reopened
+        goodput = self._upto_episode / (reopened - start) if reopened > start else self.ceiling
+        restart = min(max(goodput, LOWEST_RESTART * self.ceiling), EPISODE_PACE * self.ceiling)
+        self._cycle_start = reopened
+        self._delivered = cost
+        lowered = restart < self.value
+        self.value = restart
+        if lowered:
+            self.repace()
+        return lowered
+
+
 @dataclass(frozen=True, slots=True)
 class LimiterStats:
     """What a :class:`RateLimit` has done so far.
@@ -173,11 +357,20 @@ class LimiterStats:
         waited: requests that had to wait.
         wait_seconds: total seconds requests waited.
         rate_limited: 429 answers seen.
-        pauses: pauses started (Retry-After, or remaining budget used up).
-        in_flight: requests currently in flight.
-        max_in_flight: the most requests ever in flight at once.
+        pauses: pauses started (Retry-After, remaining budget used up, or a probe
+            pause after a 429 without Retry-After).
+        in_flight: requests open right now (sent, not answered); requests waiting for
+            their turn are not counted.
+        max_in_flight: the most requests ever open at once.
         in_flight_cap: the current cap (``inf`` when none applies).
         lowest_in_flight_cap: the lowest the cap has been (how hard it backed off).
+        pauses_capped: pauses shortened to ``max_pause`` (a provider asked for longer).
+        longest_pause_asked: the longest pause a provider asked for, in seconds, before
+            capping (``Retry-After``, or a reset with nothing remaining); 0 if none.
+        repaced: reservations made again because the pace went down or a pause began
+            while they waited (each is still one request).
+        pace: the share of the configured rates in use now (adaptive; 1.0 until a 429).
+        pace_ceiling: the pace the latest 429 episode began at (1.0 until one).
     """
 
     requests: int
@@ -189,6 +382,11 @@ class LimiterStats:
     max_in_flight: int
     in_flight_cap: float
     lowest_in_flight_cap: float
+    pauses_capped: int = 0
+    longest_pause_asked: float = 0.0
+    repaced: int = 0
+    pace: float = 1.0
+    pace_ceiling: float = 1.0
 
 
 class RateLimit(BaseRateLimiter):
@@ -212,8 +410,19 @@ class RateLimit(BaseRateLimiter):
             limit arrive with network jitter, and a provider counting a sliding window
             then sees L+1 requests in a window about half the time a request overtakes
             an earlier one; 0.97 leaves 3% for that (1.0 to use every last request).
-        adaptive: react to 429s and ``x-ratelimit-*`` headers (see module docs).
-        cooldown: seconds between two multiplicative decreases.
+        adaptive: learn from 429s: pause for a probe when they say nothing, lower the
+            pace to under the rate they came at and creep back up slowly, halve the
+            in-flight cap, pause when ``x-ratelimit-remaining-*`` runs out (see the
+            module docs and :class:`_Pace`). ``Retry-After`` is obeyed either way.
+        cooldown: seconds between two halvings of the in-flight cap.
+        max_pause: the longest one answer may pause every request sharing this limiter.
+            A ``Retry-After`` (or ``x-ratelimit-reset-*``) beyond it is cut to it,
+            counted in :meth:`stats` and logged: an hour's ``Retry-After`` is a daily
+            quota or a misbehaving proxy, not a per-minute window, and must not freeze
+            every batch sharing the limiter. The default, 60 s, waits out any
+            per-minute window in full. The request that got the answer is retried by
+            its :class:`~langchain_batchkit.RetryPolicy`, which caps its own wait
+            (``max_retry_after``).
         token_estimator: ``(messages, invocation_params) -> tokens``; default
             :func:`estimate_tokens`.
         clock: monotonic seconds (inject a fake clock in tests).
@@ -235,6 +444,7 @@ class RateLimit(BaseRateLimiter):
         headroom: float = 0.97,
         adaptive: bool = True,
         cooldown: float = 1.0,
+        max_pause: float = DEFAULT_MAX_PAUSE,
         token_estimator: TokenEstimator | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -256,6 +466,8 @@ class RateLimit(BaseRateLimiter):
             raise ConfigurationError(f"burst must be a number >= 1, got {burst!r}")
         if not (_positive(cooldown) or cooldown == 0):
             raise ConfigurationError(f"cooldown must be a number >= 0, got {cooldown!r}")
+        if not _positive(max_pause):
+            raise ConfigurationError(f"max_pause must be a positive number, got {max_pause!r}")
         if token_estimator is not None and not callable(token_estimator):
             raise ConfigurationError("token_estimator must be a callable (messages, params) -> int")
         self.requests_per_minute = requests_per_minute
@@ -263,6 +475,7 @@ class RateLimit(BaseRateLimiter):
         self.max_in_flight = max_in_flight
         self.adaptive = adaptive
         self.cooldown = cooldown
+        self.max_pause = float(max_pause)
         self._estimate = token_estimator or estimate_tokens
         self._clock = clock
         self._sleep = sleep
@@ -272,13 +485,17 @@ class RateLimit(BaseRateLimiter):
         self._requests, self._tokens = make_buckets(
             requests_per_minute, tokens_per_minute, burst=burst, headroom=headroom, now=now
         )
-        self._pace = 1.0  # multiplies both rates; lowered by 429s, recovers on successes
+        self._pace = _Pace()  # multiplies both rates; names the schedule of reservations
+        self._paced = self._requests is not None or self._tokens is not None
         self._pause_until = -math.inf
         self._gate = Gate(float(max_in_flight) if max_in_flight is not None else math.inf)
         self._lowest_cap = self._gate.cap
         self._last_decrease = -math.inf
-        self._calls: dict[UUID, int] = {}
+        self._calls: dict[UUID, _Call] = {}
+        self._max_open = 0
         self._n_requests = self._n_waited = self._n_429 = self._n_pauses = 0
+        self._n_capped = self._n_repaced = 0
+        self._longest_asked = 0.0
         self._wait_seconds = 0.0
         self.callback = _LimiterCallback(self)
 
@@ -318,19 +535,23 @@ class RateLimit(BaseRateLimiter):
         report). ``bind_to_task=False`` is for a task that is not the model call's
         own (a throw-away loop running a sync call's callback): :meth:`exit` alone
         frees the slot then.
+
+        Raises:
+            RequestTooLargeError: ``tokens`` is above ``tokens_per_minute``.
         """
+        self._check_fits(tokens)
         await self._gate.acquire()
         try:
+            epoch = self._epoch()
             delay = await self._areserve(tokens)
             while delay > 0:
                 await self._sleep(delay)
-                # A pause may have begun while we slept (a 429 elsewhere): the
-                # reservation stands, wait out the pause too.
-                delay = self._pause_remaining()
+                # A 429 or a pause while we slept re-paces us: wait our turn again.
+                delay, epoch = self._next_turn(epoch, tokens)
         except BaseException:
             self._gate.release()
             raise
-        self._started(run_id, tokens)
+        self._started(run_id, tokens, epoch)
         task = asyncio.current_task()
         if bind_to_task and task is not None:
             task.add_done_callback(lambda _: self.exit(run_id, error=_ENDED_UNREPORTED))
@@ -342,16 +563,18 @@ class RateLimit(BaseRateLimiter):
         reservation. The slot is freed by :meth:`exit` when the call reports its
         end or error, on whichever thread that happens.
         """
+        self._check_fits(tokens)
         self._gate.acquire_sync()
         try:
+            epoch = self._epoch()
             delay = self._reserve_blocking(tokens)
             while delay > 0:
                 self._sync_sleep(delay)
-                delay = self._pause_remaining()
+                delay, epoch = self._next_turn(epoch, tokens)
         except BaseException:
             self._gate.release()
             raise
-        self._started(run_id, tokens)
+        self._started(run_id, tokens, epoch)
 
     def exit(
         self,
@@ -363,28 +586,40 @@ class RateLimit(BaseRateLimiter):
     ) -> None:
         """Count a request as finished and learn from how it ended."""
         retry_after: float | None = None
+        shared: float | None = None
         with self._lock:
-            if run_id not in self._calls:
+            call = self._calls.pop(run_id, None)
+            if call is None:
                 return
-            estimated = self._calls.pop(run_id)
             now = self._clock()
             if self._tokens is not None and used_tokens is not None:
-                self._tokens.give_back(estimated - used_tokens)
+                self._tokens.give_back(call.tokens - used_tokens)
             if error is not None and is_rate_limit(error):
                 self._n_429 += 1
                 retry_after = retry_after_seconds(error)
-                self._on_pushback(now, retry_after)
+                if retry_after is not None:
+                    shared = self._capped(retry_after)
+                self._on_pushback(now, call, shared)
             elif error is None and self.adaptive:
-                self._pace = min(1.0, self._pace + 0.02)
+                if self._paced and self._pace.success(call, self._cost(call.tokens)):
+                    self._forget_reservations()
                 cap = self._gate.cap
                 if cap != math.inf:
                     ceiling = float(self.max_in_flight) if self.max_in_flight else math.inf
                     self._gate.cap = min(ceiling, cap + 1.0 / cap)
-                if headers:
-                    self._read_headers(now, headers)
+            if error is None and headers and self.adaptive:
+                self._read_headers(now, headers)
         self._gate.release()
-        if retry_after is not None:
-            self._share_pause(retry_after)
+        if retry_after is not None and shared is not None:
+            if shared < retry_after:
+                logger.warning(
+                    "a 429 asked every request to wait %.0f s (Retry-After); pausing "
+                    "%.0f s instead (max_pause). Longer waits are quotas or a misbehaving "
+                    "proxy; the request itself is retried per its RetryPolicy.",
+                    retry_after,
+                    shared,
+                )
+            self._share_pause(shared)
 
     def stats(self) -> LimiterStats:
         """A snapshot of the counters."""
@@ -395,10 +630,15 @@ class RateLimit(BaseRateLimiter):
                 wait_seconds=self._wait_seconds,
                 rate_limited=self._n_429,
                 pauses=self._n_pauses,
-                in_flight=self._gate.in_flight,
-                max_in_flight=self._gate.max_seen,
+                in_flight=len(self._calls),
+                max_in_flight=self._max_open,
                 in_flight_cap=self._gate.cap,
                 lowest_in_flight_cap=self._lowest_cap,
+                pauses_capped=self._n_capped,
+                longest_pause_asked=self._longest_asked,
+                repaced=self._n_repaced,
+                pace=self._pace.value,
+                pace_ceiling=self._pace.ceiling,
             )
 
     def estimate(self, messages: Sequence[BaseMessage], params: Mapping[str, Any]) -> int:
@@ -420,11 +660,50 @@ class RateLimit(BaseRateLimiter):
     def _share_pause(self, seconds: float) -> None:
         """A 429 asked everyone to wait ``seconds``; a shared limiter tells the others."""
 
+    def _reserve_again(self, tokens: int) -> float:
+        """Reserve anew for a request re-paced while it waited; return the seconds to wait.
+
+        It is still one request: only the wait is counted again.
+        """
+        with self._lock:
+            delay = self._book(tokens, self._clock())
+            self._wait_seconds += delay
+            return delay
+
     # -- internals (state changes happen under the lock) ------------------------------------------
 
-    def _started(self, run_id: UUID, tokens: int) -> None:
+    def _check_fits(self, tokens: int) -> None:
+        limit = self.tokens_per_minute
+        if limit is not None and tokens > limit:
+            raise RequestTooLargeError(tokens, limit)
+
+    def _capped(self, asked: float) -> float:
+        """A pause a provider asked for, cut to ``max_pause`` (and counted) if longer."""
+        self._longest_asked = max(self._longest_asked, asked)
+        if asked <= self.max_pause:
+            return asked
+        self._n_capped += 1
+        return self.max_pause
+
+    def _epoch(self) -> int:
         with self._lock:
-            self._calls[run_id] = tokens
+            return self._pace.epoch
+
+    def _next_turn(self, epoch: int, tokens: int) -> tuple[float, int]:
+        """After a wait: the further wait, and the schedule it is in."""
+        with self._lock:
+            current = self._pace.epoch
+            if current == epoch:
+                return max(0.0, self._pause_until - self._clock()), epoch
+            self._n_repaced += 1
+        return self._reserve_again(tokens), current
+
+    def _started(self, run_id: UUID, tokens: int, epoch: int) -> None:
+        with self._lock:
+            now = self._clock()
+            self._calls[run_id] = _Call(tokens, now, epoch, self._pace.value)
+            self._max_open = max(self._max_open, len(self._calls))
+            self._pace.sent(now)
 
     def _pause_remaining(self) -> float:
         with self._lock:
@@ -433,41 +712,74 @@ class RateLimit(BaseRateLimiter):
     def _reserve(self, tokens: int, *, blocking: bool) -> float | None:
         with self._lock:
             now = self._clock()
-            delay = max(0.0, self._pause_until - now)
-            if not blocking and delay > 0:
+            if not blocking and (
+                self._pause_until > now
+                or (
+                    self._requests is not None
+                    and not self._requests.can_take(1, now, self._pace.value)
+                )
+            ):
                 return None
-            if self._requests is not None:
-                if not blocking and not self._requests.can_take(1, now, self._pace):
-                    return None
-                pause = self._pause_until
-                delay = max(delay, self._requests.reserve(1, now, self._pace, pause))
-            if self._tokens is not None and tokens:
-                pause = self._pause_until
-                delay = max(delay, self._tokens.reserve(tokens, now, self._pace, pause))
+            delay = self._book(tokens, now)
             self._n_requests += 1
             if delay > 0:
                 self._n_waited += 1
                 self._wait_seconds += delay
             return delay
 
-    def _on_pushback(self, now: float, retry_after: float | None) -> None:
+    def _book(self, tokens: int, now: float) -> float:
+        """Reserve one request and ``tokens`` at the current pace (lock held)."""
+        pause, pace = self._pause_until, self._pace.value
+        delay = max(0.0, pause - now)
+        if self._requests is not None:
+            delay = max(delay, self._requests.reserve(1, now, pace, pause))
+        if self._tokens is not None and tokens:
+            delay = max(delay, self._tokens.reserve(tokens, now, pace, pause))
+        return delay
+
+    def _cost(self, tokens: int) -> float:
+        """Seconds of the configured budget one request of ``tokens`` uses up."""
+        cost = 0.0
+        if self._requests is not None:
+            cost = 1.0 / self._requests.rate
+        if self._tokens is not None and tokens:
+            cost = max(cost, tokens / self._tokens.rate)
+        return cost
+
+    def _on_pushback(self, now: float, call: _Call, retry_after: float | None) -> None:
+        if self.adaptive and self._paced:
+            probe = self._pace.pushback(
+                call, self._cost(call.tokens), told_when=retry_after is not None
+            )
+            if probe is not None:
+                self._forget_reservations()
+                if probe > 0:
+                    self._pause(now + min(probe, self.max_pause))
         if retry_after is not None:
             self._pause(now + retry_after)
         if not self.adaptive or now - self._last_decrease < self.cooldown:
             return
         self._last_decrease = now
-        self._pace = max(0.1, self._pace * 0.9)
-        cap = max(1.0, math.floor(min(self._gate.cap, self._gate.in_flight) * 0.5))
+        open_ = len(self._calls) + 1  # this one was open until now
+        cap = max(1.0, math.floor(min(self._gate.cap, open_) * 0.5))
         self._gate.cap = cap
         self._lowest_cap = min(self._lowest_cap, cap)
 
     def _pause(self, until: float) -> None:
+        """No request starts before ``until``; those already waiting wait their turn again."""
         if until > self._pause_until:
             self._pause_until = until
             self._n_pauses += 1
+            self._pace.repace()
+            self._forget_reservations()
+
+    def _forget_reservations(self) -> None:
+        for bucket in (self._requests, self._tokens):
+            if bucket is not None:
+                bucket.forget_reservations()
 
     def _read_headers(self, now: float, headers: Mapping[str, str]) -> None:
-        for kind, in_flight_need in (("requests", self._gate.in_flight - 1), ("tokens", None)):
+        for kind, in_flight_need in (("requests", len(self._calls)), ("tokens", None)):
             remaining = headers.get(f"x-ratelimit-remaining-{kind}")
             reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
             if remaining is None or reset is None:
@@ -476,9 +788,22 @@ class RateLimit(BaseRateLimiter):
                 left = float(remaining)
             except ValueError:
                 continue
-            need = in_flight_need if in_flight_need is not None else sum(self._calls.values())
+            need = (
+                in_flight_need
+                if in_flight_need is not None
+                else sum(call.tokens for call in self._calls.values())
+            )
             if left <= max(0, need):
-                self._pause(now + reset)
+                wait = self._capped(reset)
+                if wait < reset:
+                    logger.warning(
+                        "x-ratelimit-remaining-%s ran out with a reset in %.0f s; pausing "
+                        "%.0f s instead (max_pause)",
+                        kind,
+                        reset,
+                        wait,
+                    )
+                self._pause(now + wait)
 
 
 def _positive(value: object) -> bool:

@@ -13,8 +13,12 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -238,6 +242,23 @@ def test_malformed_json_body_gets_400(fake_openai_server: FakeOpenAIServer) -> N
     assert "parse the JSON body" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("upload", [False, True], ids=["json", "multipart"])
+def test_a_body_over_max_body_bytes_gets_413(
+    fake_openai_server_factory: FakeServerFactory, upload: bool
+) -> None:
+    server = fake_openai_server_factory(FakeServerConfig(max_body_bytes=1000))
+
+    if upload:
+        files = {"file": ("big.jsonl", b"x" * 5000)}
+        response = httpx.post(f"{server.base_url}/files", files=files, data={"purpose": "batch"})
+    else:
+        response = httpx.post(f"{server.base_url}/chat/completions", content=b"x" * 5000)
+
+    assert response.status_code == 413
+    assert "exceeds 1000 bytes" in response.json()["error"]["message"]
+    assert server.stats().responses_by_status == {413: 1}
+
+
 # --------------------------------------------------------------------------- rate limits
 
 
@@ -357,6 +378,60 @@ def test_admissions_never_exceed_the_limit_in_any_window(
     assert stats.max_admitted_in_window(1.0) == 3
     assert len(stats.admitted_timestamps) == 6  # at 0.0-0.2 and 1.0-1.2
     assert stats.rate_limited == 14
+
+
+def test_a_fixed_window_counts_from_each_boundary_and_forgets_at_the_next(
+    fake_openai_server_factory: FakeServerFactory, clock: FakeClock, make_client: Any
+) -> None:
+    # Windows are [1000, 1001), [1001, 1002), ... on the clock, as a per-minute counter.
+    config = FakeServerConfig(
+        requests_per_minute=2, window_seconds=1.0, rate_limit_window="fixed", clock=clock
+    )
+    client = make_client(fake_openai_server_factory(config))
+    clock.advance(0.5)
+    ask(client, "first")
+    ask(client, "second")
+    clock.advance(0.25)
+    rate_limit_error(client, "third")  # t = 1000.75: the window is full
+    clock.advance(0.25)
+
+    ask(client, "fourth")  # t = 1001.0: a new window; a sliding one would refuse both
+    ask(client, "fifth")
+
+    assert rate_limit_error(client, "sixth").response.headers["retry-after"] == "1"
+
+
+def test_the_litellm_mode_sends_no_retry_after_and_no_ratelimit_headers(
+    fake_openai_server_factory: FakeServerFactory, clock: FakeClock, make_client: Any
+) -> None:
+    config = FakeServerConfig(
+        requests_per_minute=1,
+        window_seconds=60.0,
+        rate_limit_window="fixed",
+        send_retry_after=False,
+        send_ratelimit_headers=False,
+        clock=clock,
+    )
+    client = make_client(fake_openai_server_factory(config))
+
+    answered = ask_with_headers(client, "first")
+    refused = rate_limit_error(client, "second").response.headers
+
+    for headers in (answered, refused):
+        assert not [name for name in headers if name.startswith(("x-ratelimit", "retry-after"))]
+
+
+def test_without_headers_a_too_large_request_still_gets_a_429(
+    fake_openai_server_factory: FakeServerFactory, make_client: Any
+) -> None:
+    config = FakeServerConfig(
+        tokens_per_minute=10, rate_limit_window="fixed", send_ratelimit_headers=False
+    )
+    client = make_client(fake_openai_server_factory(config))
+
+    error = rate_limit_error(client, "big", max_tokens=50)
+
+    assert "Request too large" in error.message
 
 
 # --------------------------------------------------------------------------- random faults
@@ -590,6 +665,9 @@ def test_invalid_images_get_400(
         ({"requests_per_minute": 0}, "requests_per_minute"),
         ({"tokens_per_minute": 2.5}, "tokens_per_minute"),
         ({"window_seconds": 0.0}, "window_seconds"),
+        ({"rate_limit_window": "rolling"}, "rate_limit_window"),
+        ({"send_retry_after": 1}, "send_retry_after"),
+        ({"send_ratelimit_headers": None}, "send_ratelimit_headers"),
         ({"error_rate_5xx": 1.5}, "error_rate_5xx"),
         ({"drop_rate": -0.1}, "drop_rate"),
         ({"drop_rate": 0.6, "hang_rate": 0.6}, "error_rate_5xx \\+ drop_rate \\+ hang_rate"),
@@ -705,3 +783,48 @@ def test_factory_fixture_stops_every_server_at_teardown(pytester: pytest.Pyteste
     )
 
     result.assert_outcomes(passed=2)
+
+
+# --------------------------------------------------------------------------- optional aiohttp
+
+WITHOUT_AIOHTTP = """
+import sys
+
+sys.modules["aiohttp"] = None  # as if the 'testing' extra were not installed
+
+import langchain_batchkit.testing.pytest_plugin
+from langchain_batchkit.testing import FakeChatModel, FakeClock, FakeOpenAIServer, FakeServerConfig
+
+clock = FakeClock(start=5.0)
+clock.advance(1.0)
+assert clock() == 6.0
+assert FakeChatModel().invoke("hi").content
+config = FakeServerConfig(requests_per_minute=10)
+try:
+    FakeOpenAIServer(config)
+except ImportError as exc:
+    print(exc)
+else:
+    raise AssertionError("FakeOpenAIServer started without aiohttp")
+"""
+
+
+def test_fakes_work_without_aiohttp_and_the_server_names_the_extra() -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_AIOHTTP],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'langchain-batchkit[testing]'" in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 from typing import Any
 from uuid import uuid4
@@ -18,8 +19,15 @@ from langchain_core.runnables import RunnableLambda, RunnableParallel
 from langchain_openai import ChatOpenAI
 from pydantic import Field
 
-from langchain_batchkit import ConfigurationError, RateLimit, batchkit, estimate_tokens
-from langchain_batchkit._limits import parse_reset
+from langchain_batchkit import (
+    BatchkitError,
+    ConfigurationError,
+    RateLimit,
+    RetryPolicy,
+    batchkit,
+    estimate_tokens,
+)
+from langchain_batchkit._limits import RequestTooLargeError, parse_reset
 from langchain_batchkit.testing import FakeChatModel, FakeClock
 
 
@@ -290,6 +298,202 @@ async def test_headers_are_read_from_the_model_response() -> None:
     assert clock() - start == pytest.approx(3.0)
 
 
+# -- settling under a limit it was not told: re-pacing, spreading, a learned ceiling ---------
+
+
+async def _starts_of_waiters(
+    limit: RateLimit, clock: FakeClock, n: int
+) -> list[asyncio.Task[float]]:
+    """``n`` requests queued for their turn; each task returns the time it was let go."""
+
+    async def one() -> float:
+        await limit.enter(uuid4(), 0)
+        return clock()
+
+    tasks = [asyncio.create_task(one()) for _ in range(n)]
+    await asyncio.sleep(0)  # every one has reserved its turn
+    return tasks
+
+
+async def test_requests_already_reserved_are_repaced_after_a_429_without_retry_after() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60)  # one request a second
+    first = uuid4()
+    await limit.enter(first, 0)
+    start = clock()
+    waiters = await _starts_of_waiters(limit, clock, 4)  # their turns: +1 s, +2 s, +3 s, +4 s
+
+    limit.exit(first, error=rate_limited())  # no Retry-After: the provider's window is full
+    starts = [await w - start for w in waiters]
+
+    assert starts[0] > 1.0  # none fires at the turn it had before the 429
+    assert all(b - a > 1.0 for a, b in itertools.pairwise(starts))  # at the lowered pace
+    assert limit.stats().pace < 1.0
+
+
+async def test_requests_already_reserved_when_a_pause_begins_are_spread_after_it() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60)
+    first = uuid4()
+    await limit.enter(first, 0)
+    start = clock()
+    waiters = await _starts_of_waiters(limit, clock, 4)
+
+    limit.exit(first, error=rate_limited("10"))
+    starts = [await w - start for w in waiters]
+
+    spacing = 1.0 / limit.stats().pace
+    assert starts[0] == pytest.approx(10.0)
+    assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([spacing] * 3)
+
+
+async def test_requests_waiting_for_their_turn_are_not_counted_in_flight() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60)
+
+    async def one() -> None:
+        run_id = uuid4()
+        await limit.enter(run_id, 0)
+        limit.exit(run_id)  # answered at once: never two requests open
+
+    await asyncio.gather(*(one() for _ in range(10)))
+
+    assert limit.stats().max_in_flight == 1
+
+
+async def test_the_in_flight_cap_is_halved_from_requests_open_not_waiting() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60)
+    open_ids = [uuid4(), uuid4()]
+    for run_id in open_ids:
+        await limit.enter(run_id, 0)
+    waiters = await _starts_of_waiters(limit, clock, 10)
+
+    limit.exit(open_ids[0], error=rate_limited("1"))
+
+    assert limit.stats().in_flight_cap == 1  # half of the 2 open, not of 12
+    limit.exit(open_ids[1])
+    for waiter in waiters:  # let the queue drain, one open at a time
+        await waiter
+
+
+class FixedWindowProvider:
+    """A provider limit as a LiteLLM proxy counts it: ``limit`` requests per fixed window
+    of the clock, and 429s that say nothing about when the window ends."""
+
+    def __init__(self, clock: FakeClock, limit: int, window: float) -> None:
+        self.clock, self.limit, self.window = clock, limit, window
+        self.start, self.used = -1.0, 0
+        self.answers: list[tuple[float, bool]] = []  # (time, admitted)
+
+    def admits(self) -> bool:
+        now = self.clock()
+        start = now // self.window * self.window
+        if start > self.start:
+            self.start, self.used = start, 0
+        admitted = self.used < self.limit
+        self.used += admitted
+        self.answers.append((now, admitted))
+        return admitted
+
+
+async def send_through(limit: RateLimit, provider: FixedWindowProvider, items: int) -> None:
+    """Eight workers send ``items`` requests; a refused one is sent again at once."""
+    todo = list(range(items))
+
+    async def worker() -> None:
+        while todo:
+            todo.pop()
+            while True:
+                run_id = uuid4()
+                await limit.enter(run_id, 0)
+                if provider.admits():
+                    limit.exit(run_id)
+                    break
+                limit.exit(run_id, error=rate_limited())
+
+    await asyncio.gather(*(worker() for _ in range(8)))
+
+
+async def test_the_pace_settles_under_a_fixed_window_limit_it_was_not_told() -> None:
+    # The provider admits 20 per 2 s window (600 a minute); the limiter is told 900.
+    clock = FakeClock()
+    provider = FixedWindowProvider(clock, limit=20, window=2.0)
+    limit = limiter(clock, requests_per_minute=900)
+
+    await send_through(limit, provider, items=800)  # 40 windows' worth
+
+    refused = [t for t, admitted in provider.answers if not admitted]
+    assert len(refused) <= 0.03 * len(provider.answers)
+    learned = limit.stats().pace_ceiling * 900
+    assert 600 <= learned <= 1.1 * 600  # the last 429 came just above the real limit
+    late = [t for t, admitted in provider.answers if admitted and t >= clock() - 40.0]
+    assert len(late) >= 0.9 * 20 * 20  # over the last 20 windows: at least 90% of the limit
+
+
+# -- a long Retry-After; a request that can never fit ------------------------------------------
+
+
+async def test_a_long_retry_after_pauses_everyone_for_at_most_max_pause() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, max_pause=60)
+    first = uuid4()
+    await limit.enter(first, 0)
+    start = clock()
+
+    limit.exit(first, error=rate_limited("3600"))
+    await limit.enter(uuid4(), 0)
+
+    assert clock() - start == pytest.approx(60.0)
+
+
+async def test_a_capped_pause_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    limit = limiter(clock)
+    first = uuid4()
+    await limit.enter(first, 0)
+
+    with caplog.at_level(logging.WARNING, logger="langchain_batchkit._limits"):
+        limit.exit(first, error=rate_limited("3600"))
+
+    stats = limit.stats()
+    assert (stats.pauses_capped, stats.longest_pause_asked) == (1, 3600.0)
+    assert "3600" in caplog.text
+    assert "max_pause" in caplog.text
+
+
+async def test_a_request_estimated_above_tokens_per_minute_fails_at_once() -> None:
+    clock = FakeClock()
+    model = clocked(clock)
+    limit = limiter(clock, tokens_per_minute=1000, token_estimator=lambda m, p: 4000)
+    kit = batchkit(model, rate_limit=limit, retry=RetryPolicy(max_attempts=5), progress=False)
+
+    result = await kit.ainvoke("far too long")
+
+    assert result.error is not None
+    assert result.error.type == "RequestTooLargeError"
+    assert "4000" in result.error.message
+    assert "tokens_per_minute=1000" in result.error.message
+    assert result.attempts == 1  # not retried: it would never fit
+    assert model.seen == []
+    assert clock.sleeps == []
+    assert limit.stats().in_flight == 0
+
+
+def test_a_request_too_large_fails_at_once_on_the_sync_path_too() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, tokens_per_minute=1000, token_estimator=lambda m, p: 4000)
+    model = FakeChatModel()
+
+    with pytest.raises(RequestTooLargeError) as caught:
+        model.invoke("far too long", config={"callbacks": [limit.callback]})
+
+    assert isinstance(caught.value, BatchkitError)
+    assert (caught.value.estimate, caught.value.limit) == (4000, 1000)
+    assert model.calls == 0
+    assert clock.sleeps == []
+
+
 # -- LangChain's BaseRateLimiter ----------------------------------------------------------------
 
 
@@ -326,6 +530,8 @@ async def test_async_acquire_waits_its_turn() -> None:
         ({"headroom": 1.5}, "headroom"),
         ({"headroom": 0}, "headroom"),
         ({"token_estimator": 3}, "token_estimator"),
+        ({"max_pause": 0}, "max_pause"),
+        ({"max_pause": float("inf")}, "max_pause"),
     ],
 )
 def test_invalid_limits_fail_at_construction(kwargs: dict[str, Any], field: str) -> None:
@@ -414,4 +620,5 @@ async def test_requests_queued_during_a_pause_stay_evenly_spaced_after_it() -> N
     await asyncio.gather(*(one() for _ in range(5)))
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert starts[0] == pytest.approx(10.0)
-    assert gaps == pytest.approx([1 / 0.9] * 4)  # evenly spaced (pace eased 10%), no herd
+    assert limit.stats().pace < 1.0
+    assert gaps == pytest.approx([1 / limit.stats().pace] * 4)  # evenly spaced at the eased pace

@@ -7,7 +7,10 @@ import queue
 import threading
 from collections import deque
 from typing import Any
+from uuid import uuid4
 
+import httpx2
+import openai
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
@@ -23,6 +26,12 @@ from langchain_batchkit.testing._models import FakeModelError
 from langchain_batchkit.testing.pytest_plugin import FakeServerFactory
 
 ITEMS: list[Any] = [f"q{i}" for i in range(12)]
+
+
+def rate_limited() -> openai.RateLimitError:
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    response = httpx2.Response(429, request=request)  # no Retry-After
+    return openai.RateLimitError("rate limited", response=response, body=None)
 
 
 def capped_config(limit: RateLimit) -> RunnableConfig:
@@ -161,6 +170,34 @@ def test_sync_requests_are_spaced_by_the_rate_with_the_injected_sync_sleep() -> 
     assert [b - a for a, b in zip(model.seen, model.seen[1:], strict=False)] == [2.0] * 4
     assert clock.sleeps == [pytest.approx(2.0)] * 4
     assert limit.stats().waited == 4
+
+
+def test_a_thread_waiting_for_its_turn_when_a_429_comes_waits_its_turn_again() -> None:
+    clock = FakeClock()
+    first, second = uuid4(), uuid4()
+    refused: list[float] = []
+
+    def sleep_through_a_429(seconds: float) -> None:
+        if not refused:  # while this thread sleeps, the first request is refused
+            refused.append(clock())
+            limit.exit(first, error=rate_limited())
+        clock.sleep_sync(seconds)
+
+    limit = RateLimit(
+        requests_per_minute=60,
+        headroom=1.0,
+        clock=clock,
+        sleep=_no_async_sleep,
+        sync_sleep=sleep_through_a_429,
+    )
+    limit.enter_sync(first, 0)
+    start = clock()
+
+    limit.enter_sync(second, 0)  # its turn was at +1 s, before the 429
+
+    assert clock() - start > 1.0  # re-paced: it did not fire at its old turn
+    assert len(clock.sleeps) == 2
+    assert limit.stats().repaced == 1
 
 
 # -- a failing limiter fails the call, it never sends it unpaced --------------------------

@@ -208,6 +208,11 @@ class _SharedBudgetLimit(RateLimit):
     def _share_pause(self, seconds: float) -> None:
         self._remember(self._service.pause.remote(seconds))
 
+    def _reserve_again(self, tokens: int) -> float:
+        # The actor cannot forget a reservation: one made there stands, and a request
+        # re-paced here only waits out this process's pause (it is never booked twice).
+        return self._pause_remaining()
+
     # -- the other paths to the buckets: LangChain's BaseRateLimiter, token corrections --------
 
     def _reserve(self, tokens: int, *, blocking: bool) -> float | None:
@@ -236,10 +241,10 @@ class _SharedBudgetLimit(RateLimit):
     ) -> None:
         """Finish the request locally, and correct the shared budget by the tokens used."""
         with self._lock:
-            estimated = self._calls.get(run_id)
+            call = self._calls.get(run_id)
         super().exit(run_id, used_tokens=used_tokens, headers=headers, error=error)
-        if estimated is not None and used_tokens is not None and self._tokens is not None:
-            unused = estimated - used_tokens
+        if call is not None and used_tokens is not None and self._tokens is not None:
+            unused = call.tokens - used_tokens
             if unused:
                 self._remember(self._service.give_back.remote(unused))
 

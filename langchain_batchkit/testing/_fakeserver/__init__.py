@@ -8,21 +8,25 @@ are cancelled. :class:`FakeOpenAIServer` reproduces those over real HTTP/1.1 on
 (connection pools, retries, timeouts, header parsing, multipart uploads) are
 exercised end to end, with no network and no API key.
 
-It uses the standard library only: one daemon thread runs its own asyncio event
-loop with :func:`asyncio.start_server`, and requests are parsed by hand.
+HTTP is aiohttp's web server (the ``testing`` extra, ``pip install
+'langchain-batchkit[testing]'``), imported only when a server is built: one daemon
+thread runs the server's own asyncio event loop. Everything else here is pure and
+needs nothing beyond the standard library.
 
 Modules, one concern each:
 
 - ``_config``: :class:`FakeServerConfig`, the validated behaviour knobs;
 - ``_stats``: counters and the :class:`ServerStats` snapshot;
-- ``_ratelimit``: the exact sliding-window limiter and its headers;
+- ``_ratelimit``: the exact sliding-window limiter (or fixed windows) and its headers;
 - ``_faults``: scripted and random faults, latency draws;
-- ``_http``: HTTP/1.1 wire format, route and error types;
+- ``_exchange``: the handler contract (request, outcomes, routes, OpenAI errors);
 - ``_chat`` / ``_images``: what a chat request means and how it is answered;
 - ``_online``: ``/v1/chat/completions`` and ``/v1/models``;
-- ``_multipart``, ``_files``, ``_pages``: uploads, stored files, list pages;
+- ``_files``, ``_pages``: stored files, list pages;
 - ``_batch_input``, ``_batch_exec``, ``_batches``, ``_batch_api``: the Batch API;
-- ``_server``: :class:`FakeOpenAIServer`, its thread, loop and dispatch.
+- ``_web``: the route table on aiohttp (the only module importing it), connection
+  counting, drops, hangs, server-sent events;
+- ``_server``: :class:`FakeOpenAIServer`, its thread and loop.
 
 Example:
     >>> from openai import OpenAI

@@ -13,13 +13,11 @@ a file with more than ``batch_max_requests`` lines is accepted, and its batch
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 
 from langchain_batchkit.testing._fakeserver._batches import BatchStore
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
-from langchain_batchkit.testing._fakeserver._files import FileStore, WallClock
-from langchain_batchkit.testing._fakeserver._http import (
+from langchain_batchkit.testing._fakeserver._exchange import (
     InvalidRequest,
     Outcome,
     Request,
@@ -27,7 +25,7 @@ from langchain_batchkit.testing._fakeserver._http import (
     Route,
     json_response,
 )
-from langchain_batchkit.testing._fakeserver._multipart import parse_form_data
+from langchain_batchkit.testing._fakeserver._files import FileStore, WallClock
 from langchain_batchkit.testing._fakeserver._pages import cursor_page, query_limit
 from langchain_batchkit.testing._fakeserver._stats import Counters
 
@@ -35,7 +33,6 @@ __all__ = ["BatchApiEndpoints"]
 
 _PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 _ENDPOINT = "/v1/chat/completions"
-_ID = r"(?P<{}>[^/]+)"
 
 
 class BatchApiEndpoints:
@@ -51,24 +48,23 @@ class BatchApiEndpoints:
         self._batches = BatchStore(config, self._files, counters, self._wall)
 
     def routes(self) -> tuple[Route, ...]:
-        file_path = "/v1/files/" + _ID.format("file_id")
-        batch_path = "/v1/batches/" + _ID.format("batch_id")
+        file_path, batch_path = "/v1/files/{file_id}", "/v1/batches/{batch_id}"
         return (
-            Route("POST", re.compile(r"/v1/files"), self.upload_file),
-            Route("GET", re.compile(r"/v1/files"), self.list_files),
-            Route("GET", re.compile(file_path), self.retrieve_file),
-            Route("DELETE", re.compile(file_path), self.delete_file),
-            Route("GET", re.compile(file_path + "/content"), self.file_content),
-            Route("POST", re.compile(r"/v1/batches"), self.create_batch),
-            Route("GET", re.compile(r"/v1/batches"), self.list_batches),
-            Route("GET", re.compile(batch_path), self.retrieve_batch),
-            Route("POST", re.compile(batch_path + "/cancel"), self.cancel_batch),
+            Route("POST", "/v1/files", self.upload_file),
+            Route("GET", "/v1/files", self.list_files),
+            Route("GET", file_path, self.retrieve_file),
+            Route("DELETE", file_path, self.delete_file),
+            Route("GET", file_path + "/content", self.file_content),
+            Route("POST", "/v1/batches", self.create_batch),
+            Route("GET", "/v1/batches", self.list_batches),
+            Route("GET", batch_path, self.retrieve_batch),
+            Route("POST", batch_path + "/cancel", self.cancel_batch),
         )
 
     # ------------------------------------------------------------------ files
 
     async def upload_file(self, request: Request, params: Mapping[str, str]) -> Outcome:
-        form = parse_form_data(request.headers.get("content-type", ""), request.body)
+        form = await request.form()
         purpose_part, file_part = form.get("purpose"), form.get("file")
         if purpose_part is None:
             raise InvalidRequest(
@@ -144,7 +140,7 @@ class BatchApiEndpoints:
 
     async def create_batch(self, request: Request, params: Mapping[str, str]) -> Outcome:
         try:
-            payload = json.loads(request.body)
+            payload = json.loads(await request.body())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidRequest("We could not parse the JSON body of your request.") from exc
         if not isinstance(payload, dict):

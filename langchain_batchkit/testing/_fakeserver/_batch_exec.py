@@ -22,7 +22,7 @@ from langchain_batchkit.testing._fakeserver._chat import (
     parse_chat_payload,
 )
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
-from langchain_batchkit.testing._fakeserver._http import ApiError, error_body
+from langchain_batchkit.testing._fakeserver._exchange import ApiError, error_body
 
 __all__ = ["LineResult", "expired_record", "run_line"]
 

@@ -35,8 +35,8 @@ from langchain_batchkit.testing._fakeserver._batch_input import (
     parse_batch_input,
 )
 from langchain_batchkit.testing._fakeserver._config import EPSILON, FakeServerConfig
+from langchain_batchkit.testing._fakeserver._exchange import ApiError, InvalidRequest
 from langchain_batchkit.testing._fakeserver._files import FileStore, WallClock
-from langchain_batchkit.testing._fakeserver._http import ApiError, InvalidRequest
 from langchain_batchkit.testing._fakeserver._pages import cursor_page
 from langchain_batchkit.testing._fakeserver._stats import Counters
 

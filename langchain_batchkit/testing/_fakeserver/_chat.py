@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
-from langchain_batchkit.testing._fakeserver._http import InvalidRequest
+from langchain_batchkit.testing._fakeserver._exchange import InvalidRequest
 from langchain_batchkit.testing._fakeserver._images import check_image_url
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "estimate_tokens",
     "parse_chat_body",
     "parse_chat_payload",
-    "stream_body",
+    "stream_events",
 ]
 
 
@@ -192,8 +192,10 @@ def _sse(payload: object) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def stream_body(completion_id: str, chat: ChatRequest, answer: ChatAnswer, created: int) -> bytes:
-    """The whole answer as server-sent ``chat.completion.chunk`` events, then [DONE]."""
+def stream_events(
+    completion_id: str, chat: ChatRequest, answer: ChatAnswer, created: int
+) -> tuple[bytes, ...]:
+    """The answer as server-sent ``chat.completion.chunk`` events, one per word, then [DONE]."""
 
     def chunk(delta: Mapping[str, str], finish: str | None) -> dict[str, object]:
         event: dict[str, object] = {
@@ -229,4 +231,4 @@ def stream_body(completion_id: str, chat: ChatRequest, answer: ChatAnswer, creat
             )
         )
     events.append(b"data: [DONE]\n\n")
-    return b"".join(events)
+    return tuple(events)

@@ -16,11 +16,15 @@ __all__ = [
     "EPSILON",
     "FakeServerConfig",
     "LatencyDistribution",
+    "RateLimitWindow",
     "ScriptedFault",
 ]
 
 LatencyDistribution = Literal["fixed", "lognormal", "pareto"]
 """How per-request latency is drawn; see :attr:`FakeServerConfig.latency`."""
+
+RateLimitWindow = Literal["sliding", "fixed"]
+"""How the rate limit counts; see :attr:`FakeServerConfig.rate_limit_window`."""
 
 ScriptedFault = Literal["ok", "429", "500", "502", "503", "drop", "hang"]
 """What one attempt of a scripted prompt meets; see :attr:`FakeServerConfig.script`."""
@@ -94,16 +98,21 @@ class FakeServerConfig:
     :class:`~langchain_batchkit._errors.ConfigurationError` (a ``ValueError``) naming
     it, so a typo in a benchmark fails at once rather than after a silent run.
 
-    Rate limiting is an **exact sliding-window log**: a request is admitted when, over
-    the last ``window_seconds`` (half-open, ``(now - window, now]``), fewer than
-    ``requests_per_minute`` requests and at most ``tokens_per_minute - cost`` tokens
-    were admitted. So *no* window of that length ever holds more than the limit
+    Rate limiting is an **exact sliding-window log** by default: a request is admitted
+    when, over the last ``window_seconds`` (half-open, ``(now - window, now]``), fewer
+    than ``requests_per_minute`` requests and at most ``tokens_per_minute - cost``
+    tokens were admitted. So *no* window of that length ever holds more than the limit
     (a fixed window would allow twice the limit across a boundary), and
     ``Retry-After`` is exact: the time until enough old admissions slide out,
     rounded up to the millisecond. Only admitted requests count; 400s and 429s
     cost nothing. A request costing more tokens than ``tokens_per_minute`` can never
     be admitted and gets a 429 *without* ``Retry-After``. The limiter reads
     ``clock``, so tests drive windows with a fake clock and never wait.
+
+    ``rate_limit_window="fixed"`` with ``send_retry_after=False`` and
+    ``send_ratelimit_headers=False`` reproduces a LiteLLM proxy's limiter: a counter
+    per fixed window that refuses everything once full, until the window ends, and
+    whose 429s say nothing about when that is.
 
     The ``batch_*`` fields shape the Batch API (``/v1/files``, ``/v1/batches``).
     A batch's lines finish evenly spread over ``batch_completion_delay`` seconds of
@@ -130,6 +139,16 @@ class FakeServerConfig:
             plus ``max_tokens``/``max_completion_tokens`` if given, else the answer size.
         window_seconds: the window of both limits, so benches can say "20 requests per
             1-second window".
+        rate_limit_window: ``"sliding"`` (the exact log above, as OpenAI limits), or
+            ``"fixed"``: windows ``[k * window_seconds, (k + 1) * window_seconds)`` of
+            ``clock``, each counted from zero (as a per-minute counter in a proxy), so
+            up to twice the limit fits across a boundary, and once a window is full
+            every request fails until it ends.
+        send_retry_after: send ``Retry-After`` and ``retry-after-ms`` with 429s
+            (scripted ones included); ``False`` sends neither, as LiteLLM.
+        send_ratelimit_headers: send the ``x-ratelimit-*`` headers on every chat
+            response; ``False`` sends none, so a client learns nothing about the
+            window from successes either.
         error_rate_5xx: probability that an admitted request gets 500, 502 or 503.
         drop_rate: probability that the connection is closed without any response.
         hang_rate: probability that no answer comes until the client gives up or the
@@ -184,6 +203,9 @@ class FakeServerConfig:
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     window_seconds: float = 60.0
+    rate_limit_window: RateLimitWindow = "sliding"
+    send_retry_after: bool = True
+    send_ratelimit_headers: bool = True
     error_rate_5xx: float = 0.0
     drop_rate: float = 0.0
     hang_rate: float = 0.0
@@ -226,6 +248,13 @@ class FakeServerConfig:
         _check_int("requests_per_minute", self.requests_per_minute, optional=True)
         _check_int("tokens_per_minute", self.tokens_per_minute, optional=True)
         _check_real("window_seconds", self.window_seconds, positive=True)
+        if self.rate_limit_window not in get_args(RateLimitWindow):
+            raise _bad(
+                "rate_limit_window", f"one of {get_args(RateLimitWindow)}", self.rate_limit_window
+            )
+        for name in ("send_retry_after", "send_ratelimit_headers"):
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(name, "a bool", getattr(self, name))
         for name in ("error_rate_5xx", "drop_rate", "hang_rate"):
             _check_probability(name, getattr(self, name))
         total = self.error_rate_5xx + self.drop_rate + self.hang_rate

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from langchain_batchkit.testing._fakeserver._http import ApiError
+from langchain_batchkit.testing._fakeserver._exchange import ApiError
 
 __all__ = ["FileStore", "StoredFile", "WallClock"]
 

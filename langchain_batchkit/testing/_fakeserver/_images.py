@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from langchain_batchkit.testing._fakeserver._http import InvalidRequest
+from langchain_batchkit.testing._fakeserver._exchange import InvalidRequest
 
 __all__ = ["check_image_url"]
 

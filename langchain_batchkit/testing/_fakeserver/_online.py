@@ -4,7 +4,7 @@ Every chat request meets these decisions in this order:
 
 1. the body is validated (JSON, ``messages``, image parts) → 400;
 2. ``reject_prompts`` → 400, every time;
-3. the rate limiter (exact sliding window) → 429;
+3. the rate limiter (exact sliding window, or fixed windows) → 429;
 4. a fault: the prompt's next ``script`` step if it has one left, otherwise a
    draw from the seeded RNG (``error_rate_5xx``, ``drop_rate``, ``hang_rate``);
 5. latency (drops and hangs skip it), then the fault's response or the answer
@@ -14,7 +14,6 @@ Every chat request meets these decisions in this order:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterator, Mapping
 
@@ -23,11 +22,11 @@ from langchain_batchkit.testing._fakeserver._chat import (
     completion_object,
     compose_answer,
     parse_chat_body,
-    stream_body,
+    stream_events,
 )
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
-from langchain_batchkit.testing._fakeserver._faults import SERVER_ERRORS, FaultPlan
-from langchain_batchkit.testing._fakeserver._http import (
+from langchain_batchkit.testing._fakeserver._exchange import (
+    EventStream,
     InvalidRequest,
     Outcome,
     Request,
@@ -37,6 +36,7 @@ from langchain_batchkit.testing._fakeserver._http import (
     error_response,
     json_response,
 )
+from langchain_batchkit.testing._fakeserver._faults import SERVER_ERRORS, FaultPlan
 from langchain_batchkit.testing._fakeserver._ratelimit import (
     RateLimiter,
     Verdict,
@@ -64,9 +64,9 @@ class OnlineEndpoints:
 
     def routes(self) -> tuple[Route, ...]:
         return (
-            Route("POST", re.compile(r"/v1/chat/completions"), self.chat_completions),
-            Route("GET", re.compile(r"/v1/models"), self.list_models),
-            Route("GET", re.compile(r"/v1/models/(?P<model>[^/]+)"), self.retrieve_model),
+            Route("POST", "/v1/chat/completions", self.chat_completions),
+            Route("GET", "/v1/models", self.list_models),
+            Route("GET", "/v1/models/{model}", self.retrieve_model),
         )
 
     async def list_models(self, request: Request, params: Mapping[str, str]) -> Outcome:
@@ -88,7 +88,7 @@ class OnlineEndpoints:
     async def chat_completions(self, request: Request, params: Mapping[str, str]) -> Outcome:
         config = self._config
         try:
-            chat = parse_chat_body(request.body)
+            chat = parse_chat_body(await request.body())
             self._counters.record_images(chat.image_count)
             check_not_rejected(chat, config)
         except InvalidRequest as exc:
@@ -106,7 +106,7 @@ class OnlineEndpoints:
         verdict = self._limiter.admit(now, answer.cost, chat.model)
         headers = self._limiter.headers(now)
         if not verdict.admitted:
-            return _rate_limited(verdict, headers)
+            return _rate_limited(verdict, headers, config.send_retry_after)
         self._counters.record_admission(now)
 
         fault = self._faults.next_fault(chat.prompt)
@@ -124,7 +124,7 @@ class OnlineEndpoints:
                 retry_after=config.scripted_retry_after,
                 message=f"Rate limit reached for {chat.model} (scripted fault).",
             )
-            return _rate_limited(scripted, headers)
+            return _rate_limited(scripted, headers, config.send_retry_after)
         if fault in SERVER_ERRORS:
             status = int(fault)
             return error_response(
@@ -138,8 +138,7 @@ class OnlineEndpoints:
         completion_id = f"chatcmpl-fake{next(self._ids):08d}"
         created = int(time.time())
         if chat.stream:
-            body = stream_body(completion_id, chat, answer, created)
-            return Response(200, body, "text/event-stream", headers)
+            return EventStream(stream_events(completion_id, chat, answer, created), headers)
         return json_response(200, completion_object(completion_id, chat, answer, created), headers)
 
 
@@ -147,8 +146,8 @@ def _model_object(model: str) -> dict[str, object]:
     return {"id": model, "object": "model", "created": 0, "owned_by": "fake-openai"}
 
 
-def _rate_limited(verdict: Verdict, headers: _Headers) -> Response:
-    if verdict.retry_after is not None:
+def _rate_limited(verdict: Verdict, headers: _Headers, send_retry_after: bool) -> Response:
+    if verdict.retry_after is not None and send_retry_after:
         headers += (
             ("retry-after", format_seconds(verdict.retry_after)),
             ("retry-after-ms", str(ceil_ms(verdict.retry_after))),

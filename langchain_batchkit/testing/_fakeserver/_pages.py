@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from langchain_batchkit.testing._fakeserver._http import InvalidRequest
+from langchain_batchkit.testing._fakeserver._exchange import InvalidRequest
 
 __all__ = ["cursor_page", "query_limit"]
 

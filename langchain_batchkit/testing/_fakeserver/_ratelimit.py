@@ -1,4 +1,5 @@
-"""Rate limiting: an exact sliding-window log per limit, and OpenAI's headers for it."""
+"""Rate limiting: an exact sliding-window log (or a fixed-window counter) per limit, and
+OpenAI's headers for it."""
 
 from __future__ import annotations
 
@@ -84,6 +85,51 @@ class _SlidingWindowLog:
         return max(0.0, self._entries[-1][0] + self.window - now) if self._entries else 0.0
 
 
+class _FixedWindowCounter:
+    """Weighted admissions counted per fixed window of the clock; pure, no I/O, no clock.
+
+    Windows are ``[k * window, (k + 1) * window)``; each starts from zero, like the
+    per-minute counters of a proxy (LiteLLM), so a full window refuses everything
+    until its end, and up to twice the limit fits across a boundary.
+    """
+
+    __slots__ = ("_start", "_used", "limit", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._start = -math.inf
+        self._used = 0
+
+    def _roll(self, now: float) -> None:
+        start = math.floor((now + EPSILON) / self.window) * self.window
+        if start > self._start:
+            self._start = start
+            self._used = 0
+
+    def wait_time(self, now: float, weight: int) -> float | None:
+        """Seconds until ``weight`` fits (0.0 if now), or None if it never can."""
+        self._roll(now)
+        if weight > self.limit:
+            return None
+        if self._used + weight <= self.limit:
+            return 0.0
+        return max(0.0, self._start + self.window - now)
+
+    def add(self, now: float, weight: int) -> None:
+        self._roll(now)
+        self._used += weight
+
+    def used(self, now: float) -> int:
+        self._roll(now)
+        return self._used
+
+    def reset_after(self, now: float) -> float:
+        """Seconds until the window ends (0 when nothing is counted in it)."""
+        self._roll(now)
+        return max(0.0, self._start + self.window - now) if self._used else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The rate limiter's answer for one request."""
@@ -100,14 +146,17 @@ class RateLimiter:
     Lives on the server's event loop only, so it needs no lock.
     """
 
-    __slots__ = ("_requests", "_tokens", "_window")
+    __slots__ = ("_requests", "_say_when", "_send_headers", "_tokens", "_window")
 
     def __init__(self, config: FakeServerConfig) -> None:
         window = config.window_seconds
         self._window = window
+        self._send_headers = config.send_ratelimit_headers
+        self._say_when = config.send_retry_after
+        kind = _FixedWindowCounter if config.rate_limit_window == "fixed" else _SlidingWindowLog
         rpm, tpm = config.requests_per_minute, config.tokens_per_minute
-        self._requests = _SlidingWindowLog(rpm, window) if rpm is not None else None
-        self._tokens = _SlidingWindowLog(tpm, window) if tpm is not None else None
+        self._requests = kind(rpm, window) if rpm is not None else None
+        self._tokens = kind(tpm, window) if tpm is not None else None
 
     def admit(self, now: float, tokens: int, model: str) -> Verdict:
         request_wait = self._requests.wait_time(now, 1) if self._requests else 0.0
@@ -142,14 +191,23 @@ class RateLimiter:
             retry_after=retry_after,
             message=(
                 f"Rate limit reached for {model} on {kind} per {window}: Limit {log.limit}, "
-                f"Used {log.used(now)}, Requested {requested}. "
-                f"Please try again in {format_duration(retry_after)}."
+                f"Used {log.used(now)}, Requested {requested}."
+                + (
+                    f" Please try again in {format_duration(retry_after)}."
+                    if self._say_when
+                    else ""
+                )
             ),
         )
 
     def headers(self, now: float) -> tuple[tuple[str, str], ...]:
-        """The ``x-ratelimit-*`` headers; a limit that is ``None`` sends none of its three."""
+        """The ``x-ratelimit-*`` headers; a limit that is ``None`` sends none of its three.
+
+        None at all when the config says not to send them.
+        """
         headers: list[tuple[str, str]] = []
+        if not self._send_headers:
+            return ()
         for kind, log in (("requests", self._requests), ("tokens", self._tokens)):
             if log is None:
                 continue

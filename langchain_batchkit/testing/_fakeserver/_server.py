@@ -1,7 +1,8 @@
-"""FakeOpenAIServer: the background thread, its event loop, connections and dispatch.
+"""FakeOpenAIServer: the background thread and its event loop.
 
-What the endpoints answer lives elsewhere: :mod:`._online` (chat completions,
-models) and :mod:`._batch_api` (files, batches). This module only serves them.
+What the endpoints answer lives in :mod:`._online` (chat completions, models) and
+:mod:`._batch_api` (files, batches); :mod:`._web` serves them with aiohttp, imported
+when a server is built (the ``testing`` extra).
 """
 
 from __future__ import annotations
@@ -11,23 +12,12 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from types import TracebackType
+from collections.abc import Callable
+from types import ModuleType, TracebackType
 
 from langchain_batchkit.testing._fakeserver._batch_api import BatchApiEndpoints
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
-from langchain_batchkit.testing._fakeserver._http import (
-    ApiError,
-    HttpError,
-    Outcome,
-    Request,
-    Route,
-    Silence,
-    encode_response,
-    error_response,
-    read_request,
-    until_disconnected,
-)
+from langchain_batchkit.testing._fakeserver._exchange import Route
 from langchain_batchkit.testing._fakeserver._online import OnlineEndpoints
 from langchain_batchkit.testing._fakeserver._stats import Counters, ServerStats
 
@@ -46,14 +36,19 @@ class FakeOpenAIServer:
     ``/v1/files`` (upload, list, retrieve, delete, ``/content``) and ``/v1/batches``
     (create, list, retrieve, ``/cancel``), whose timeline runs on ``config.clock``.
     Routing is a small table; unknown paths get an OpenAI-style 404, wrong methods 405.
+    HTTP itself is aiohttp's, so it needs the ``testing`` extra.
 
     Servers are single-use: ``start()`` once, ``stop()`` as often as you like.
-    ``stop()`` cancels every connection (so hung requests end at once and their
+    ``stop()`` closes every connection (so hung requests end at once and their
     clients see a closed connection), and joins the thread. The Authorization
     header is never logged or echoed.
 
     Args:
         config: the server's behaviour; the default answers every request at once.
+
+    Raises:
+        ImportError: if aiohttp is not installed
+            (``pip install 'langchain-batchkit[testing]'``).
 
     Example:
         >>> from langchain_openai import ChatOpenAI
@@ -66,7 +61,6 @@ class FakeOpenAIServer:
 
     __slots__ = (
         "_config",
-        "_connection_tasks",
         "_counters",
         "_ids",
         "_loop",
@@ -76,9 +70,11 @@ class FakeOpenAIServer:
         "_startup_error",
         "_stop_event",
         "_thread",
+        "_web",
     )
 
     def __init__(self, config: FakeServerConfig | None = None) -> None:
+        self._web = _import_web()
         self._config = config if config is not None else FakeServerConfig()
         self._counters = Counters()
         self._ids = itertools.count(1)
@@ -91,7 +87,6 @@ class FakeOpenAIServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._port: int | None = None
-        self._connection_tasks: set[asyncio.Task[object]] = set()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -220,113 +215,26 @@ class FakeOpenAIServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         stop = self._stop_event = asyncio.Event()
-        server = await asyncio.start_server(self._on_connection, host=HOST, port=0)
-        self._port = int(server.sockets[0].getsockname()[1])
-        self._ready.set()
+        listener = self._web.WebListener(
+            self._routes, self._counters, self._ids, stop, self._config.max_body_bytes
+        )
         try:
+            self._port = await listener.start(HOST)
+            self._ready.set()
             await stop.wait()
         finally:
-            server.close()
-            while self._connection_tasks:
-                tasks = list(self._connection_tasks)
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+            await listener.close()
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connection_tasks.add(task)
-        self._counters.connection_opened()
-        try:
-            while await self._serve_one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            logger.debug("client connection ended: %r", exc)
-        except asyncio.CancelledError:
-            # Only stop() cancels these tasks; end them normally, because Python 3.11's
-            # StreamReaderProtocol logs a cancelled connection callback as an error.
-            if self._stop_event is None or not self._stop_event.is_set():
-                raise
-            logger.debug("connection closed by stop()")
-        finally:
-            self._connection_tasks.discard(task)
-            writer.close()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Read and answer one request; returns whether the connection stays open."""
-        try:
-            request = await read_request(reader, self._config.max_body_bytes)
-        except HttpError as exc:
-            self._counters.record_status(exc.status)
-            response = error_response(exc.status, exc.message, "invalid_request_error")
-            writer.write(encode_response(response, keep_alive=False, request_id="req_invalid"))
-            await writer.drain()
-            return False
-        if request is None:
-            return False
-        request_id = f"req_fake_{next(self._ids)}"
-        self._counters.request_started()
-        try:
-            outcome = await self._dispatch(request)
-            logger.debug(
-                "%s %s -> %s",
-                request.method,
-                request.path,
-                outcome.value if isinstance(outcome, Silence) else outcome.status,
-            )
-            if outcome is Silence.DROP:
-                self._counters.record_drop()
-                return False
-            if outcome is Silence.HANG:
-                self._counters.record_hang()
-                await until_disconnected(reader)
-                return False
-            self._counters.record_status(outcome.status)
-            payload = encode_response(outcome, keep_alive=request.keep_alive, request_id=request_id)
-        finally:
-            # Before the write: once the bytes leave, the client may read the stats or
-            # send its next request, and must find every counter of this one settled.
-            self._counters.request_finished()
-        if writer.is_closing():
-            return False
-        writer.write(payload)
-        await writer.drain()
-        return request.keep_alive
+def _import_web() -> ModuleType:
+    """The aiohttp glue, imported on first use so the rest of the package never needs it."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "FakeOpenAIServer needs aiohttp, which the 'testing' extra installs: "
+            "pip install 'langchain-batchkit[testing]'"
+        ) from exc
+    from langchain_batchkit.testing._fakeserver import _web
 
-    async def _dispatch(self, request: Request) -> Outcome:
-        allowed: list[str] = []
-        for route in self._routes:
-            match = route.pattern.fullmatch(request.path)
-            if match is None:
-                continue
-            if route.method == request.method:
-                return await self._call_handler(route, request, match.groupdict())
-            allowed.append(route.method)
-        if allowed:
-            return error_response(
-                405,
-                f"Method {request.method} not allowed for {request.path}.",
-                "invalid_request_error",
-                headers=(("allow", ", ".join(allowed)),),
-            )
-        return error_response(
-            404, f"Invalid URL ({request.method} {request.path})", "invalid_request_error"
-        )
-
-    @staticmethod
-    async def _call_handler(route: Route, request: Request, params: Mapping[str, str]) -> Outcome:
-        """Run a handler; a bug in it (or in ``response_text``) becomes a logged 500."""
-        try:
-            return await route.handler(request, params)
-        except ApiError as exc:
-            return exc.response()
-        except Exception:
-            logger.exception("fake server handler for %s %s raised", request.method, request.path)
-            return error_response(
-                500, "The fake server's handler raised an exception; see its log.", "server_error"
-            )
+    return _web
