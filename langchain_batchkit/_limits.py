@@ -214,8 +214,10 @@ EPISODE_PACE = 0.95
 LOWEST_RESTART = 0.25
 #: Spacings (at the lowered pace) of the first probe pause after a 429 without Retry-After.
 PROBE_SPACINGS = 2.0
-#: How far the pace creeps up, as a share of the ceiling, per provider window of successes.
+#: How far the pace creeps up, as a share of the ceiling, per provider window of successes...
 CREEP = 0.02
+#: ... up to this share of the ceiling; beyond it, it probes upward four times slower.
+NEAR_CEILING = 0.97
 #: The fewest successes taken as one provider window (for the creep).
 MIN_WINDOW_SUCCESSES = 20
 
@@ -249,9 +251,10 @@ class _Pace:
       :data:`LOWEST_RESTART` and :data:`EPISODE_PACE` of the ceiling. A window never
       lets more through than its limit, so that is at or under the real limit.
     - Each success then raises the pace by :data:`CREEP` of the ceiling per "window" of
-      successes (as many as got through before the first 429), probing upward slowly:
-      a later 429 comes just above the real limit, costs a probe or two, and sets a
-      tight ceiling. The pace never goes above the configured rates.
+      successes (as many as got through before the first 429), and four times slower
+      from :data:`NEAR_CEILING` of it on, probing upward: a later 429 comes just above
+      the real limit, costs a probe or two, and sets a tight ceiling, every few windows
+      at most. The pace never goes above the configured rates.
 
     Nothing here reads a clock or sleeps: the requests carry their send times.
     """
@@ -328,7 +331,10 @@ class _Pace:
         self._delivered += cost
         if not self._in_episode:
             if self._window is not None:
-                self.value = min(1.0, self.value + self.ceiling * CREEP / self._window)
+                step = self.ceiling * CREEP / self._window
+                if self.value >= NEAR_CEILING * self.ceiling:
+                    step /= 4
+                self.value = min(1.0, self.value + step)
             return False
         if call.epoch < self._episode_epoch:
             if call.sent_at < self._episode_start:
@@ -473,6 +479,7 @@ class RateLimit(BaseRateLimiter):
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.max_in_flight = max_in_flight
+        self.headroom = headroom
         self.adaptive = adaptive
         self.cooldown = cooldown
         self.max_pause = float(max_pause)

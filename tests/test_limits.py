@@ -377,6 +377,45 @@ async def test_the_in_flight_cap_is_halved_from_requests_open_not_waiting() -> N
         await waiter
 
 
+async def test_without_retry_after_everyone_pauses_for_a_probe_that_doubles() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60)
+    sent: list[float] = []
+    for _ in range(3):  # the provider's window stays full: each probe is refused
+        run_id = uuid4()
+        await limit.enter(run_id, 0)
+        sent.append(clock())
+        limit.exit(run_id, error=rate_limited())
+    run_id = uuid4()
+    await limit.enter(run_id, 0)
+    sent.append(clock())
+
+    first, second, third = (b - a for a, b in itertools.pairwise(sent))
+    assert second == pytest.approx(2 * first)
+    assert third == pytest.approx(2 * second)
+    assert limit.stats().pauses == 3
+
+
+async def test_a_429_for_a_request_sent_before_the_pace_changed_changes_nothing() -> None:
+    clock = FakeClock()
+    limit = limiter(clock, requests_per_minute=60, max_in_flight=2)
+    early, late = uuid4(), uuid4()
+    await limit.enter(early, 0)
+    await limit.enter(late, 0)  # both went at the first pace
+    limit.exit(early, error=rate_limited())
+    before = limit.stats()
+
+    limit.exit(late, error=rate_limited())  # the same news, sent before we reacted
+
+    after = limit.stats()
+    assert after.rate_limited == 2
+    assert (after.pace, after.pace_ceiling, after.pauses) == (
+        before.pace,
+        before.pace_ceiling,
+        before.pauses,
+    )
+
+
 class FixedWindowProvider:
     """A provider limit as a LiteLLM proxy counts it: ``limit`` requests per fixed window
     of the clock, and 429s that say nothing about when the window ends."""
