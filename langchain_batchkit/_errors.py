@@ -12,6 +12,7 @@ so ``except BatchKitError`` catches all of them and nothing else::
     ├── BatcherStoppedError         (also RuntimeError) a stopped MicroBatcher was called
     ├── BatchOutputMismatchError    a batch function returned the wrong number of results
     ├── ImageSourceError            (also ValueError) an image cannot be sent (an item's error)
+    ├── RequestTooLargeError        a request can never fit tokens_per_minute (a call's error)
     └── BatchAPIError               the provider Batch API
         ├── BatchRequestError       the provider answered one item's request with an error
         ├── BatchJobUnfinishedError the item's job ended before its request ran
@@ -50,6 +51,7 @@ __all__ = [
     "ImageSourceError",
     "InputSourceError",
     "RedactedError",
+    "RequestTooLargeError",
     "describe_exception",
     "exception_message",
     "exception_traceback",
@@ -304,6 +306,35 @@ class ImageSourceError(BatchKitError, ValueError):
 
     def __reduce__(self) -> tuple[type[ImageSourceError], tuple[str, str]]:
         return type(self), (self.source, self.reason)
+
+
+class RequestTooLargeError(BatchKitError):
+    """A request is estimated at more tokens than ``tokens_per_minute`` allows.
+
+    It could never fit in the budget, so the model call fails at once (it is not
+    transient, and no retry is made) instead of waiting minutes for a turn that the
+    provider would refuse anyway.
+
+    Attributes:
+        estimate: the tokens the request is estimated at (prompt plus ``max_tokens``).
+        limit: the limiter's ``tokens_per_minute``.
+    """
+
+    is_retryable = False
+
+    def __init__(self, estimate: int, limit: float) -> None:
+        self.estimate = estimate
+        self.limit = limit
+        super().__init__(
+            f"this request is estimated at {estimate} tokens, more than "
+            f"tokens_per_minute={limit:g}: it can never fit, so it fails now instead of "
+            "waiting. Shorten it, lower max_tokens (the estimate counts the completion, "
+            "256 tokens when max_tokens is unset), or raise "
+            "tokens_per_minute."
+        )
+
+    def __reduce__(self) -> tuple[type[RequestTooLargeError], tuple[int, float]]:
+        return type(self), (self.estimate, self.limit)
 
 
 def __getattr__(name: str) -> Any:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,9 +46,9 @@ from langchain_core.outputs import LLMResult
 from langchain_core.rate_limiters import BaseRateLimiter
 
 from langchain_batchkit._callbacks import ModelEventsOnly, usage_of_response
-from langchain_batchkit._errors import BatchkitError, ConfigurationError
+from langchain_batchkit._errors import ConfigurationError, RequestTooLargeError
 from langchain_batchkit._gate import Gate
-from langchain_batchkit._retry import is_rate_limit, retry_after_seconds
+from langchain_batchkit._retry import is_rate_limit, parse_reset, retry_after_seconds
 
 __all__ = ["LimiterStats", "RateLimit", "RequestTooLargeError", "estimate_tokens", "parse_reset"]
 
@@ -65,35 +64,6 @@ TOKEN_BURST_SECONDS = 10.0
 IMAGE_TOKENS = 765
 #: The longest a provider's answer may pause every request sharing a limiter (seconds).
 DEFAULT_MAX_PAUSE = 60.0
-
-
-class RequestTooLargeError(BatchkitError):
-    """A request is estimated at more tokens than ``tokens_per_minute`` allows.
-
-    It could never fit in the budget, so the model call fails at once (it is not
-    transient, and no retry is made) instead of waiting minutes for a turn that the
-    provider would refuse anyway.
-
-    Attributes:
-        estimate: the tokens the request is estimated at (prompt plus ``max_tokens``).
-        limit: the limiter's ``tokens_per_minute``.
-    """
-
-    is_retryable = False
-
-    def __init__(self, estimate: int, limit: float) -> None:
-        self.estimate = estimate
-        self.limit = limit
-        super().__init__(
-            f"this request is estimated at {estimate} tokens, more than "
-            f"tokens_per_minute={limit:g}: it can never fit, so it fails now instead of "
-            "waiting. Shorten it, lower max_tokens (the estimate counts the completion, "
-            f"{DEFAULT_COMPLETION_TOKENS} tokens when max_tokens is unset), or raise "
-            "tokens_per_minute."
-        )
-
-    def __reduce__(self) -> tuple[type[RequestTooLargeError], tuple[int, float]]:
-        return type(self), (self.estimate, self.limit)
 
 
 def estimate_tokens(messages: Sequence[BaseMessage], invocation_params: Mapping[str, Any]) -> int:
@@ -125,24 +95,6 @@ def estimate_tokens(messages: Sequence[BaseMessage], invocation_params: Mapping[
         or DEFAULT_COMPLETION_TOKENS
     )
     return total + int(completion)
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def parse_reset(value: str | None) -> float | None:
-    """Seconds in an ``x-ratelimit-reset-*`` value such as ``"1s"``, ``"6m0s"``, ``"250ms"``."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(value)
-    if not parts:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[unit] for n, unit in parts)
 
 
 _ENDED_UNREPORTED = asyncio.CancelledError("the model call ended without reporting")
@@ -393,6 +345,16 @@ class LimiterStats:
     repaced: int = 0
     pace: float = 1.0
     pace_ceiling: float = 1.0
+
+    def __str__(self) -> str:
+        from langchain_batchkit._display import limiter_stats_text
+
+        return limiter_stats_text(self)
+
+    def _repr_html_(self) -> str:
+        from langchain_batchkit._display import limiter_stats_html
+
+        return limiter_stats_html(self)
 
 
 class RateLimit(BaseRateLimiter):
