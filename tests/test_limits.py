@@ -20,14 +20,14 @@ from langchain_openai import ChatOpenAI
 from pydantic import Field
 
 from langchain_batchkit import (
-    BatchkitError,
+    BatchKitError,
     ConfigurationError,
     RateLimit,
     RetryPolicy,
     batchkit,
-    estimate_tokens,
 )
 from langchain_batchkit._limits import RequestTooLargeError, parse_reset
+from langchain_batchkit.sizing import estimate_tokens
 from langchain_batchkit.testing import FakeChatModel, FakeClock
 
 
@@ -527,7 +527,7 @@ def test_a_request_too_large_fails_at_once_on_the_sync_path_too() -> None:
     with pytest.raises(RequestTooLargeError) as caught:
         model.invoke("far too long", config={"callbacks": [limit.callback]})
 
-    assert isinstance(caught.value, BatchkitError)
+    assert isinstance(caught.value, BatchKitError)
     assert (caught.value.estimate, caught.value.limit) == (4000, 1000)
     assert model.calls == 0
     assert clock.sleeps == []
