@@ -170,8 +170,11 @@ PROBE_SPACINGS = 2.0
 CREEP = 0.02
 #: ... up to this share of the ceiling; beyond it, it probes upward four times slower.
 NEAR_CEILING = 0.97
-#: The fewest successes taken as one provider window (for the creep).
+#: The fewest and the most successes taken as one provider window (for the creep): a first
+#: 429 after a long clean run (jitter) says little about the window, and must not make the
+#: pace crawl back for the rest of the run.
 MIN_WINDOW_SUCCESSES = 20
+MAX_WINDOW_SUCCESSES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +267,9 @@ class _Pace:
             self._in_episode = True
             self._probes = 0
             if self._window is None:
-                self._window = float(max(self._successes, MIN_WINDOW_SUCCESSES))
+                self._window = float(
+                    min(max(self._successes, MIN_WINDOW_SUCCESSES), MAX_WINDOW_SUCCESSES)
+                )
             self.ceiling = call.pace
             self._upto_episode = self._delivered
             self._episode_start = call.sent_at
@@ -370,6 +375,8 @@ class RateLimit(BaseRateLimiter):
     Args:
         requests_per_minute: request budget; ``None`` for no request pacing.
         tokens_per_minute: token budget (estimated before, corrected after each call).
+            A request estimated above it fails at once with
+            :class:`RequestTooLargeError` (it could never fit).
         max_in_flight: the most requests in flight at once, across every chain and
             batch using this limiter (``None``: no cap until the provider pushes back).
         burst: requests that may start back to back before pacing applies (1 = evenly
@@ -378,10 +385,12 @@ class RateLimit(BaseRateLimiter):
             limit arrive with network jitter, and a provider counting a sliding window
             then sees L+1 requests in a window about half the time a request overtakes
             an earlier one; 0.97 leaves 3% for that (1.0 to use every last request).
-        adaptive: learn from 429s: pause for a probe when they say nothing, lower the
-            pace to under the rate they came at and creep back up slowly, halve the
-            in-flight cap, pause when ``x-ratelimit-remaining-*`` runs out (see the
-            module docs and :class:`_Pace`). ``Retry-After`` is obeyed either way.
+        adaptive: learn from 429s, for a provider whose real limit is below the
+            configured one: pause for a probe when they do not say how long, re-pace
+            requests already waiting, settle under the rate they came at and probe
+            upward slowly (``stats().pace``), halve the in-flight cap; and pause when
+            ``x-ratelimit-remaining-*`` runs out (see the module docs). The pace never
+            goes above the configured rates. ``Retry-After`` is obeyed either way.
         cooldown: seconds between two halvings of the in-flight cap.
         max_pause: the longest one answer may pause every request sharing this limiter.
             A ``Retry-After`` (or ``x-ratelimit-reset-*``) beyond it is cut to it,

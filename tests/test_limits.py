@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import pickle
 import threading
 from typing import Any
 from uuid import uuid4
@@ -529,6 +530,8 @@ def test_a_request_too_large_fails_at_once_on_the_sync_path_too() -> None:
 
     assert isinstance(caught.value, BatchKitError)
     assert (caught.value.estimate, caught.value.limit) == (4000, 1000)
+    copy = pickle.loads(pickle.dumps(caught.value))  # results may travel between processes
+    assert (copy.estimate, copy.limit, str(copy)) == (4000, 1000, str(caught.value))
     assert model.calls == 0
     assert clock.sleeps == []
 
