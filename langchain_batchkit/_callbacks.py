@@ -86,6 +86,13 @@ class ModelEventsOnly(BaseCallbackHandler):
     def ignore_custom_event(self) -> bool:
         return True
 
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[Any]], **kwargs: Any
+    ) -> Any:
+        """Nothing at the start; defined so LangChain does not fall back to
+        ``on_llm_start`` and turn every message into a string first."""
+        return None
+
 
 class UsageCollector(ModelEventsOnly):
     """Sums the token usage of every model call made for one item, at any depth.
