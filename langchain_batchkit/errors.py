@@ -24,6 +24,7 @@ from langchain_batchkit._errors import (
     ImageSourceError,
     InputSourceError,
     RedactedError,
+    RequestTooLargeError,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "ImageSourceError",
     "InputSourceError",
     "RedactedError",
+    "RequestTooLargeError",
 ]
