@@ -33,7 +33,7 @@ def limiter_stats_text(stats: LimiterStats) -> str:
     """
     each = stats.wait_seconds / stats.waited if stats.waited else 0.0
     waited = (
-        f"{stats.waited:,} waited ({stats.wait_seconds:.3g} s in all, {each:.2g} s each)"
+        f"{stats.waited:,} waited ({each:.2g} s each, {stats.wait_seconds:.3g} s summed)"
         if stats.waited
         else "none waited"
     )
@@ -45,9 +45,15 @@ def limiter_stats_text(stats: LimiterStats) -> str:
     )
     return (
         f"{_plural(stats.requests, 'request')}, {waited}; "
-        f"{stats.rate_limited:,} rate-limited (429), {_plural(stats.pauses, 'pause')}; "
+        f"{stats.rate_limited:,} rate-limited (429), {_plural(stats.pauses, 'pause')}"
+        f"{_paused(stats)}; "
         f"{stats.in_flight:,} in flight (at most {stats.max_in_flight:,}), {cap}{lowest}"
     )
+
+
+def _paused(stats: LimiterStats) -> str:
+    seconds = getattr(stats, "paused_seconds", 0.0)
+    return f" ({seconds:.3g} s of wall time paused)" if stats.pauses and seconds else ""
 
 
 def limiter_stats_html(stats: LimiterStats) -> str:
@@ -56,7 +62,8 @@ def limiter_stats_html(stats: LimiterStats) -> str:
     rows = (
         ("requests let through", f"{stats.requests:,}"),
         ("requests that waited", f"{stats.waited:,}"),
-        ("seconds waited", f"{stats.wait_seconds:.3g} in all, {each:.2g} each"),
+        ("seconds waited", f"{stats.wait_seconds:.3g} summed over requests, {each:.2g} each"),
+        ("wall time paused", f"{getattr(stats, 'paused_seconds', 0.0):.3g} s"),
         ("429s seen", f"{stats.rate_limited:,}"),
         ("pauses", f"{stats.pauses:,}"),
         ("in flight", f"{stats.in_flight:,} now, {stats.max_in_flight:,} at most"),

@@ -334,6 +334,8 @@ class LimiterStats:
             while they waited (each is still one request).
         pace: the share of the configured rates in use now (adaptive; 1.0 until a 429).
         pace_ceiling: the pace the latest 429 episode began at (1.0 until one).
+        paused_seconds: wall time during which pauses held every request back
+            (overlapping pauses counted once; ``wait_seconds`` sums each request's wait).
     """
 
     requests: int
@@ -350,6 +352,7 @@ class LimiterStats:
     repaced: int = 0
     pace: float = 1.0
     pace_ceiling: float = 1.0
+    paused_seconds: float = 0.0
 
     def __str__(self) -> str:
         from langchain_batchkit._display import limiter_stats_text
@@ -360,6 +363,16 @@ class LimiterStats:
         from langchain_batchkit._display import limiter_stats_html
 
         return limiter_stats_html(self)
+
+    def plot(self) -> Any:
+        """A figure of these numbers; needs ``pip install 'langchain-batchkit[plot]'``."""
+        try:
+            from langchain_batchkit._plot import plot_limiter_stats
+        except ImportError as exc:
+            raise ImportError(
+                "LimiterStats.plot() needs matplotlib: pip install 'langchain-batchkit[plot]'"
+            ) from exc
+        return plot_limiter_stats(self)
 
 
 class RateLimit(BaseRateLimiter):
@@ -472,6 +485,7 @@ class RateLimit(BaseRateLimiter):
         self._calls: dict[UUID, _Call] = {}
         self._max_open = 0
         self._n_requests = self._n_waited = self._n_429 = self._n_pauses = 0
+        self._paused_seconds = 0.0
         self._n_capped = self._n_repaced = 0
         self._longest_asked = 0.0
         self._wait_seconds = 0.0
@@ -608,6 +622,7 @@ class RateLimit(BaseRateLimiter):
                 wait_seconds=self._wait_seconds,
                 rate_limited=self._n_429,
                 pauses=self._n_pauses,
+                paused_seconds=self._paused_seconds,
                 in_flight=len(self._calls),
                 max_in_flight=self._max_open,
                 in_flight_cap=self._gate.cap,
@@ -746,6 +761,8 @@ class RateLimit(BaseRateLimiter):
     def _pause(self, until: float) -> None:
         """No request starts before ``until``; those already waiting wait their turn again."""
         if until > self._pause_until:
+            start = max(self._clock(), self._pause_until)
+            self._paused_seconds += max(0.0, until - start)  # wall time, overlaps once
             self._pause_until = until
             self._n_pauses += 1
             self._pace.repace()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -19,7 +20,7 @@ from matplotlib.ticker import FuncFormatter
 
 from langchain_batchkit._timeline import LATENCY_FLOOR, Timeline
 
-__all__ = ["PANELS", "RunFigure", "plot_run", "png_bytes", "png_data_url"]
+__all__ = ["PANELS", "RunFigure", "plot_limiter_stats", "plot_run", "png_bytes", "png_data_url"]
 
 #: The panel titles of a full plot, in order.
 PANELS = ("Items finished", "In flight", "Latency", "Failures by error type")
@@ -77,6 +78,40 @@ def plot_run(
         _failures(axes[3], timeline)
     if title:
         figure.suptitle(title, fontsize=10 if compact else 12)
+    return figure
+
+
+def plot_limiter_stats(stats: Any) -> RunFigure:
+    """What a RateLimit did, in two panels: what happened to its requests (let
+    through, waited, 429s, pauses, re-paced), and how far it backed off (requests
+    open vs the cap, pace vs its ceiling).
+
+    Args:
+        stats: a :class:`~langchain_batchkit.LimiterStats`.
+    """
+    figure = RunFigure(figsize=(9, 3), dpi=100, layout="constrained")
+    left, right = figure.subplots(1, 2)
+    names = ["let through", "waited", "429s", "pauses", "re-paced"]
+    values = [stats.requests, stats.waited, stats.rate_limited, stats.pauses, stats.repaced]
+    colours = [_OK, _CAP, _LIMITED, _PAUSE, _RETRY]
+    left.barh(names[::-1], values[::-1], color=colours[::-1])
+    left.set_title("Requests")
+    for y, value in enumerate(values[::-1]):
+        left.annotate(f"{value:,}", (value, y), xytext=(3, 0), textcoords="offset points",
+                      va="center", fontsize=8)  # fmt: skip
+    cap = stats.in_flight_cap if math.isfinite(stats.in_flight_cap) else None
+    gauges = ["most open", "cap now", "lowest cap"]
+    levels = [float(stats.max_in_flight), cap or 0.0, stats.lowest_in_flight_cap
+              if math.isfinite(stats.lowest_in_flight_cap) else 0.0]  # fmt: skip
+    right.bar(gauges, levels, color=[_OK, _CAP, _RETRY])
+    right.set_title("Back-off")
+    right.set_xlabel(
+        f"pace {stats.pace:.0%} (ceiling {stats.pace_ceiling:.0%}), "
+        f"paused {getattr(stats, 'paused_seconds', 0.0):.3g} s of wall time"
+    )
+    if cap is None:
+        right.annotate("no cap", (1, 0), ha="center", va="bottom", fontsize=8)
+    figure.suptitle(_short(str(stats), 140), fontsize=9)
     return figure
 
 

@@ -24,6 +24,7 @@ from langchain_batchkit import (
     ItemError,
     ItemResult,
     LimiterStats,
+    RateLimit,
     RetryPolicy,
     batchkit,
 )
@@ -413,10 +414,33 @@ def test_limiter_stats_read_as_a_sentence_and_a_table() -> None:
         max_in_flight=16,
         in_flight_cap=12.0,
         lowest_in_flight_cap=6.0,
+        paused_seconds=7.5,
     )
     assert limiter_stats_text(stats) == (
-        "1,204 requests, 87 waited (12.3 s in all, 0.14 s each); 5 rate-limited (429), "
-        "3 pauses; 4 in flight (at most 16), cap 12 (lowest 6)"
+        "1,204 requests, 87 waited (0.14 s each, 12.3 s summed); 5 rate-limited (429), "
+        "3 pauses (7.5 s of wall time paused); 4 in flight (at most 16), cap 12 (lowest 6)"
     )
     table = limiter_stats_html(stats)
     assert "<table>" in table and "1,204" in table and "6 at lowest" in table
+    assert "wall time paused" in table
+
+
+def test_paused_wall_time_counts_overlapping_pauses_once() -> None:
+    clock = FakeClock()
+    limit = RateLimit(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    limit._pause(clock() + 10)  # a 10 s pause
+    clock.advance(5)
+    limit._pause(clock() + 10)  # extends it by 5 s, overlapping 5 s
+    limit._pause(clock() + 2)  # inside the current pause: nothing new
+    assert limit.stats().paused_seconds == pytest.approx(15.0)
+
+
+def test_limiter_stats_can_be_plotted() -> None:
+    clock = FakeClock()
+    limit = RateLimit(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    limit._pause(clock() + 3)
+
+    figure = limit.stats().plot()
+
+    assert [ax.get_title() for ax in figure.axes] == ["Requests", "Back-off"]
+    assert "paused 3 s" in figure.axes[1].get_xlabel()
