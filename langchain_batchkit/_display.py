@@ -3,7 +3,7 @@
 Example:
     >>> from langchain_batchkit import LimiterStats
     >>> print(limiter_stats_text(LimiterStats(120, 30, 12.5, 2, 1, 0, 8, float("inf"), 6.0)))
-    120 requests, 30 waited (12.5 s in all, 0.42 s each); 2 rate-limited (429), 1 pause; 0 in flight (at most 8), no cap now (lowest 6)
+    120 requests, 30 waited (0.42 s each, 12.5 s summed); 2 rate-limited (429), 1 pause; 0 in flight (at most 8), no cap now (lowest 6)
 """  # noqa: E501
 
 from __future__ import annotations
