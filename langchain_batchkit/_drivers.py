@@ -63,10 +63,6 @@ class Reader(Generic[InputT]):
         self._aiter = aiter(source) if isinstance(source, AsyncIterable) else None
         self._next_index = 0
 
-    @property
-    def is_async(self) -> bool:
-        return self._aiter is not None
-
     def read_sync(self, n: int) -> tuple[list[tuple[int, InputT]], bool, BaseException | None]:
         """Up to ``n`` pairs, whether the input ended, and the error that ended it."""
         assert self._iter is not None
