@@ -13,6 +13,7 @@ so ``except BatchKitError`` catches all of them and nothing else::
     ├── BatchOutputMismatchError    a batch function returned the wrong number of results
     ├── ImageSourceError            (also ValueError) an image cannot be sent (an item's error)
     ├── RequestTooLargeError        a request can never fit tokens_per_minute (a call's error)
+    ├── BudgetExceededError         a model call would pass the dollar Budget (a call's error)
     └── BatchAPIError               the provider Batch API
         ├── BatchRequestError       the provider answered one item's request with an error
         ├── BatchJobUnfinishedError the item's job ended before its request ran
@@ -22,6 +23,7 @@ Item failures are never raised by a batch run: they are recorded as
 :class:`~langchain_batchkit.ItemError` values on each result. The cause chained to a
 ``BatchFailedError`` is a :class:`RedactedError`, a text-only stand-in for the first
 failed item's exception (never raised itself, so not part of the tree).
+Warnings: :class:`CostWarning` (``UserWarning``), once per model with no known price.
 ``BatchkitError`` is the deprecated spelling of ``BatchKitError`` (one release).
 """
 
@@ -45,8 +47,10 @@ __all__ = [
     "BatchRequestError",
     "BatchStateError",
     "BatcherStoppedError",
+    "BudgetExceededError",
     "CheckpointError",
     "ConfigurationError",
+    "CostWarning",
     "EventLoopMismatchError",
     "ImageSourceError",
     "InputSourceError",
@@ -335,6 +339,38 @@ class RequestTooLargeError(BatchKitError):
 
     def __reduce__(self) -> tuple[type[RequestTooLargeError], tuple[int, float]]:
         return type(self), (self.estimate, self.limit)
+
+
+class BudgetExceededError(BatchKitError):
+    """A model call was not made: its worst-case cost would pass the dollar budget.
+
+    Raised when the call starts, before anything is sent or paid, so the item that
+    made it is reported as *not run* (a resumed run with a larger budget runs it).
+    Not retryable: a retry would meet the same budget.
+
+    Attributes:
+        needed: the call's worst-case cost in US dollars.
+        left: what the budget had left (its cap minus spent and reserved).
+        cap: the budget's cap.
+    """
+
+    is_retryable = False
+
+    def __init__(self, needed: float, left: float, cap: float) -> None:
+        self.needed = needed
+        self.left = left
+        self.cap = cap
+        super().__init__(
+            f"this model call may cost up to ${needed:.4f}, and the budget has "
+            f"${max(left, 0.0):.4f} of ${cap:.2f} left: not sent"
+        )
+
+    def __reduce__(self) -> tuple[type[BudgetExceededError], tuple[float, float, float]]:
+        return type(self), (self.needed, self.left, self.cap)
+
+
+class CostWarning(UserWarning):
+    """A model's price is unknown, so its calls cost ``None`` (said once per model)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ def _pandas_rows(shift: float = 0.0) -> list[Any]:
 
 def _dates(day: int = 2) -> list[Any]:
     return [date(2024, 1, 1), date(2024, 1, day), date(2024, 1, 3), date(2024, 1, 4),
-            datetime(2024, 1, 5, 12, tzinfo=timezone.utc)]  # fmt: skip
+            datetime(2024, 1, 5, 12, tzinfo=UTC)]  # fmt: skip
 
 
 # Each kind: a factory of equal inputs (fresh objects per call), and one that differs
