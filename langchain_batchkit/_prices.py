@@ -181,9 +181,14 @@ class PriceBook:
         resolved = self._resolve(model, provider, tier)
         return None if resolved is None else resolved.cost(usage, tier)
 
-    def price(self, model: str | None, *, provider: str | None = None) -> Price | None:
+    def price(
+        self, model: str | None, *, provider: str | None = None, warn: bool = True
+    ) -> Price | None:
         """The per-token price of ``model`` (for estimates), or ``None`` when unknown."""
-        resolved = self._resolve(model, provider, "standard")
+        if warn:
+            resolved = self._resolve(model, provider, "standard")
+        else:
+            resolved = self._lookup(model, provider, "standard")
         return None if resolved is None else resolved.unit
 
     def known(self, model: str | None, *, provider: str | None = None) -> bool:

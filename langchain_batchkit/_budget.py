@@ -1,0 +1,284 @@
+"""A hard dollar cap: :class:`Budget`, a limit like :class:`~langchain_batchkit.RateLimit`.
+
+Every model call reserves its *worst-case* cost before it is sent: its prompt
+(counted offline; an estimated count gets :data:`ESTIMATE_MARGIN` more) plus its
+``max_tokens`` of output (or ``max_output_tokens`` when the request sets none),
+at the model's price. When the answer arrives the reservation is replaced by
+what the call really cost, from the usage the provider reported. A call whose
+reservation would pass the cap is not sent: it fails with
+:class:`~langchain_batchkit.errors.BudgetExceededError` before anything is paid,
+and its item is reported as *not run*. From then on no new item starts.
+
+**The overshoot bound.** Calls only start with their worst case reserved, so
+``spent`` stays at or under ``usd`` as long as the worst cases hold. Two things
+can break one: a call that sets no ``max_tokens`` and writes more than
+``max_output_tokens``, and a prompt counted by estimate that is more than
+:data:`ESTIMATE_MARGIN` over. The overshoot is then at most what the calls in
+flight at the time spent beyond their reservations: ``spent <= usd + sum over
+calls in flight of (cost - reserved)``. Set ``max_tokens`` and install the
+``tokenizer`` extra (OpenAI models) for ``spent <= usd`` outright.
+
+Share one budget by reference across kits and runs (and threads and loops), as
+with a rate limit. A resumed run counts what its checkpoint already spent
+(:meth:`Budget.add_spent` is called for you), so ``Budget(usd=20)`` after a
+crashed $10 run allows $10 more.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.outputs import LLMResult
+
+from langchain_batchkit._costs import CallStart, call_start, price_response
+from langchain_batchkit._errors import BudgetExceededError, ConfigurationError
+from langchain_batchkit._prices import PriceBook
+from langchain_batchkit._tokenize import count_messages
+
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "ESTIMATE_MARGIN", "Budget", "BudgetCallback"]
+
+#: Output tokens reserved for a request that sets no ``max_tokens``.
+DEFAULT_MAX_OUTPUT_TOKENS = 16_384
+#: Float rounding forgiven when comparing with the cap (a millionth of a cent).
+_CENT_FRACTION = 1e-8
+#: Extra share reserved on a prompt whose tokens were estimated, not counted.
+ESTIMATE_MARGIN = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStats:
+    """A snapshot of a :class:`Budget`: dollars spent, reserved and left, calls refused."""
+
+    usd: float
+    spent: float
+    reserved: float
+    refused: int
+    calls: int
+    overshoot: float
+
+    @property
+    def left(self) -> float:
+        return self.usd - self.spent - self.reserved
+
+
+class Budget:
+    """At most ``usd`` dollars of model calls, shared by every kit and run given it.
+
+    Args:
+        usd: the cap in US dollars.
+        max_output_tokens: output tokens reserved for a request without ``max_tokens``.
+        spent: dollars already spent elsewhere, counted against the cap.
+
+    Example:
+        >>> budget = Budget(usd=10)
+        >>> budget                                          # doctest: +ELLIPSIS
+        Budget(usd=10.00, spent=0.0000, reserved=0.0000, left=10.0000)
+        >>> kit = batchkit(chain, budget=budget)            # doctest: +SKIP
+        >>> kit.batch(prompts); budget.spent                # doctest: +SKIP
+    """
+
+    __slots__ = (
+        "_calls",
+        "_lock",
+        "_max_overshoot",
+        "_refused",
+        "_reserved",
+        "_spent",
+        "max_output_tokens",
+        "usd",
+    )
+
+    def __init__(
+        self,
+        usd: float,
+        *,
+        max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        spent: float = 0.0,
+    ) -> None:
+        if not _finite(usd) or usd <= 0:
+            raise ConfigurationError(
+                f"Budget.usd must be a positive number of dollars, got {usd!r}"
+            )
+        if isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int):
+            raise ConfigurationError(
+                f"Budget.max_output_tokens must be an int >= 1, got {max_output_tokens!r}"
+            )
+        if max_output_tokens < 1:
+            raise ConfigurationError(
+                f"Budget.max_output_tokens must be an int >= 1, got {max_output_tokens!r}"
+            )
+        if not _finite(spent) or spent < 0:
+            raise ConfigurationError(f"Budget.spent must be a number >= 0, got {spent!r}")
+        self.usd = float(usd)
+        self.max_output_tokens = max_output_tokens
+        self._spent = float(spent)
+        self._reserved = 0.0
+        self._refused = 0
+        self._calls = 0
+        self._max_overshoot = 0.0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (
+            f"Budget(usd={s.usd:.2f}, spent={s.spent:.4f}, reserved={s.reserved:.4f}, "
+            f"left={s.left:.4f})"
+        )
+
+    @property
+    def spent(self) -> float:
+        """Dollars spent so far (calls finished, as their usage was priced)."""
+        with self._lock:
+            return self._spent
+
+    @property
+    def left(self) -> float:
+        """Dollars not spent nor reserved by calls in flight."""
+        with self._lock:
+            return self.usd - self._spent - self._reserved
+
+    @property
+    def exhausted(self) -> bool:
+        """True once a call was refused: the runs sharing it start no new item."""
+        with self._lock:
+            return self._refused > 0
+
+    def stats(self) -> BudgetStats:
+        with self._lock:
+            return BudgetStats(
+                self.usd,
+                self._spent,
+                self._reserved,
+                self._refused,
+                self._calls,
+                self._max_overshoot,
+            )
+
+    def add_spent(self, usd: float) -> None:
+        """Count dollars spent outside this process's calls (a resumed run's stored cost)."""
+        if not _finite(usd) or usd < 0:
+            raise ConfigurationError(f"add_spent needs a number >= 0, got {usd!r}")
+        with self._lock:
+            self._spent += usd
+
+    def reserve(self, usd: float) -> bool:
+        """Reserve a call's worst case; ``False`` (nothing reserved) if it would pass the cap."""
+        with self._lock:
+            if self._spent + self._reserved + usd > self.usd + _CENT_FRACTION:
+                self._refused += 1
+                return False
+            self._reserved += usd
+            self._calls += 1
+            return True
+
+    def settle(self, reserved: float, cost: float | None) -> None:
+        """A call ended: its reservation becomes its cost (``None``: the reservation stands)."""
+        actual = reserved if cost is None else cost
+        with self._lock:
+            self._reserved = max(0.0, self._reserved - reserved)
+            self._spent += actual
+            over = self._spent - self.usd
+            if over > self._max_overshoot:
+                self._max_overshoot = over
+
+    def release(self, reserved: float) -> None:
+        """A call failed unanswered (not billed): give its reservation back."""
+        with self._lock:
+            self._reserved = max(0.0, self._reserved - reserved)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    start: CallStart
+    usd: float
+
+
+class BudgetCallback(BaseCallbackHandler):
+    """Reserves each model call's worst case from a :class:`Budget`, then settles it.
+
+    ``raise_error``: a refused call raises :class:`BudgetExceededError` in the
+    model's start callback, so it is never sent. The same handler serves sync and
+    async managers (its events never wait).
+    """
+
+    raise_error = True
+    run_inline = True
+
+    def __init__(self, budget: Budget, prices: PriceBook) -> None:
+        self.budget = budget
+        self.prices = prices
+        self._held: dict[UUID, _Held] = {}
+        self._lock = threading.Lock()
+
+    def on_chat_model_start(
+        self,
+        serialized: Any,
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        **kwargs: Any,
+    ) -> None:
+        """Reserve the call's worst case, or refuse it."""
+        self._start(run_id, [m for group in messages for m in group], kwargs)
+
+    def on_llm_start(
+        self, serialized: Any, prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Reserve a completion call's worst case, or refuse it."""
+        self._start(run_id, [HumanMessage(p) for p in prompts], kwargs)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """Replace the reservation by the call's cost."""
+        with self._lock:
+            held = self._held.pop(run_id, None)
+        if held is None:
+            return
+        try:
+            cost = price_response(response, self.prices, held.start)
+        except Exception:
+            cost = None
+        self.budget.settle(held.usd, cost)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """An unanswered call is not billed: give its reservation back."""
+        with self._lock:
+            held = self._held.pop(run_id, None)
+        if held is not None:
+            self.budget.release(held.usd)
+
+    def worst_case(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]) -> float:
+        """A call's most possible cost in dollars (raises if its model has no price)."""
+        start = call_start(kwargs)
+        price = self.prices.price(start.model, provider=start.provider, warn=False)
+        if price is None:
+            raise ConfigurationError(
+                f"Budget cannot bound calls to {start.model or 'an unnamed model'!r}: its "
+                "price is unknown. Pass prices={model: Price(...)} to the kit."
+            )
+        count = count_messages(messages, start.model)
+        prompt = count.tokens * (1.0 if count.exact else 1.0 + ESTIMATE_MARGIN)
+        params = kwargs.get("invocation_params") or {}
+        limit = params.get("max_completion_tokens") or params.get("max_tokens")
+        output = limit if isinstance(limit, int) and limit > 0 else self.budget.max_output_tokens
+        share = price.flex if start.tier == "flex" else 1.0
+        per_prompt_token = max(price.input, price.cache_write or 0.0)  # a cache write costs more
+        return (prompt * per_prompt_token + output * price.output) / 1e6 * share
+
+    def _start(self, run_id: UUID, messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> None:
+        usd = self.worst_case(messages, kwargs)
+        if not self.budget.reserve(usd):
+            s = self.budget.stats()
+            raise BudgetExceededError(usd, s.left, s.usd)
+        with self._lock:
+            self._held[run_id] = _Held(call_start(kwargs), usd)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
