@@ -52,7 +52,7 @@ def with_service_tier(runnable: Runnable[Any, Any], tier: str) -> Runnable[Any, 
         ConfigurationError: no OpenAI chat model was found in the chain.
     """
     found: list[int] = []
-    copied = _rewrite(runnable, lambda model: _retiered(model, tier, found), set())
+    copied: Runnable[Any, Any] = _rewrite(runnable, lambda m: _retiered(m, tier, found), set())
     if not found:
         raise ConfigurationError(
             "flex=True found no OpenAI chat model in the chain (one called inside a "
