@@ -20,6 +20,7 @@ PUBLIC_MODULES = [
     "langchain_batchkit",
     "langchain_batchkit.sizing",
     "langchain_batchkit.errors",
+    "langchain_batchkit.costs",
     "langchain_batchkit.testing",
     "langchain_batchkit.multimodal",
     "langchain_batchkit.ray",
