@@ -18,9 +18,10 @@ Modules, one concern each:
 - ``_config``: :class:`FakeServerConfig`, the validated behaviour knobs;
 - ``_stats``: counters and the :class:`ServerStats` snapshot;
 - ``_ratelimit``: the exact sliding-window limiter (or fixed windows) and its headers;
-- ``_faults``: scripted and random faults, latency draws;
+- ``_faults``: scripted and random faults (flex capacity included), latency draws;
 - ``_exchange``: the handler contract (request, outcomes, routes, OpenAI errors);
-- ``_chat`` / ``_images``: what a chat request means and how it is answered;
+- ``_chat`` / ``_images``: what a chat request means, how it is answered and how its
+  tokens are counted (``chars`` or the model's tokenizer);
 - ``_online``: ``/v1/chat/completions`` and ``/v1/models``;
 - ``_files``, ``_pages``: stored files, list pages;
 - ``_batch_input``, ``_batch_exec``, ``_batches``, ``_batch_api``: the Batch API;
@@ -44,6 +45,7 @@ from langchain_batchkit.testing._fakeserver._config import (
     FakeServerConfig,
     LatencyDistribution,
     ScriptedFault,
+    TokenCounting,
 )
 from langchain_batchkit.testing._fakeserver._server import FakeOpenAIServer
 from langchain_batchkit.testing._fakeserver._stats import ServerStats
@@ -54,4 +56,5 @@ __all__ = [
     "LatencyDistribution",
     "ScriptedFault",
     "ServerStats",
+    "TokenCounting",
 ]

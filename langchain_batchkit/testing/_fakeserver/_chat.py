@@ -12,16 +12,22 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
+from langchain_batchkit import _tokenize
+from langchain_batchkit.testing._fakeserver._config import FakeServerConfig, TokenCounting
 from langchain_batchkit.testing._fakeserver._exchange import InvalidRequest
 from langchain_batchkit.testing._fakeserver._images import check_image_url
 
 __all__ = [
+    "SERVICE_TIERS",
     "ChatAnswer",
     "ChatRequest",
+    "MessageContent",
     "check_not_rejected",
+    "check_service_tier",
     "completion_object",
     "compose_answer",
+    "count_completion",
+    "count_prompt",
     "estimate_tokens",
     "parse_chat_body",
     "parse_chat_payload",
@@ -29,17 +35,41 @@ __all__ = [
 ]
 
 
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """What one message carries that costs tokens: its text parts and its image count."""
+
+    texts: tuple[str, ...]
+    images: int
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """The parts of a chat completion request the fake server acts on."""
+    """The parts of a chat completion request the fake server acts on.
+
+    ``service_tier`` is what the request asked for (``None`` when it did not say).
+    """
 
     model: str
     prompt: str
-    prompt_tokens: int
+    messages: tuple[MessageContent, ...]
     image_count: int
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    service_tier: str | None = None
+
+    @property
+    def flex(self) -> bool:
+        return self.service_tier == "flex"
+
+    @property
+    def tier_used(self) -> str:
+        """The tier a completion reports: ``"auto"`` and ``"scale"`` are served by default."""
+        return self.service_tier if self.service_tier in ("flex", "priority") else "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +81,15 @@ class ChatAnswer:
     prompt_tokens: int
     completion_tokens: int
     cost: int
+    cached_tokens: int = 0
 
     @property
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, object]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
         }
 
 
@@ -65,12 +97,50 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def _message_text(content: object, index: int) -> tuple[str, int]:
-    """The text of one message's content and its number of (validated) images."""
+def count_prompt(messages: tuple[MessageContent, ...], model: str, tokenizer: TokenCounting) -> int:
+    """A request's prompt tokens, counted as ``FakeServerConfig.tokenizer`` says."""
+    if tokenizer == "chars":
+        return 3 + sum(4 + estimate_tokens("\n".join(m.texts)) + 85 * m.images for m in messages)
+    per_message = _tokenize.PER_MESSAGE
+    return _tokenize.REPLY_PRIMING + sum(
+        per_message
+        + sum(_tokenize.count_text(text, model).tokens for text in m.texts)
+        + _tokenize.IMAGE_TOKENS * m.images
+        for m in messages
+    )
+
+
+def count_completion(text: str, model: str, tokenizer: TokenCounting) -> int:
+    """An answer's completion tokens, counted as ``FakeServerConfig.tokenizer`` says."""
+    if tokenizer == "chars":
+        return estimate_tokens(text)
+    return _tokenize.count_text(text, model).tokens
+
+
+def _truncate(text: str, max_tokens: int, model: str, tokenizer: TokenCounting) -> str:
+    """The longest prefix of ``text`` counted as at most ``max_tokens`` tokens.
+
+    Counts of prefixes grow with their length (near enough for BPE), so a binary
+    search finds it; the result always fits, whatever the tokenizer does.
+    """
+    if tokenizer == "chars":
+        return text[: max_tokens * 4]
+    low, high = 0, len(text)  # text[:low] fits, text[:high + 1] does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_completion(text[:middle], model, tokenizer) <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
+
+
+def _message_content(content: object, index: int) -> MessageContent:
+    """The text parts of one message's content and its number of (validated) images."""
     if content is None:
-        return "", 0
+        return MessageContent((), 0)
     if isinstance(content, str):
-        return content, 0
+        return MessageContent((content,), 0)
     if not isinstance(content, list):
         raise InvalidRequest(
             f"'messages[{index}].content' must be a string or an array of content parts.",
@@ -91,7 +161,7 @@ def _message_text(content: object, index: int) -> tuple[str, int]:
         elif kind == "image_url":
             check_image_url(part, param)
             images += 1
-    return "\n".join(texts), images
+    return MessageContent(tuple(texts), images)
 
 
 def parse_chat_body(body: bytes) -> ChatRequest:
@@ -116,18 +186,16 @@ def parse_chat_payload(payload: object) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
     prompt = ""
-    prompt_tokens = 3
-    image_count = 0
+    contents: list[MessageContent] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidRequest(
                 f"'messages[{i}]' must be an object with a string 'role'.", param=f"messages[{i}]"
             )
-        text, images = _message_text(message.get("content"), i)
-        prompt_tokens += 4 + estimate_tokens(text) + 85 * images
-        image_count += images
+        content = _message_content(message.get("content"), i)
+        contents.append(content)
         if message["role"] == "user":
-            prompt = text
+            prompt = "\n".join(content.texts)
     max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -136,7 +204,24 @@ def parse_chat_payload(payload: object) -> ChatRequest:
     stream = payload.get("stream") is True
     options = payload.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    return ChatRequest(model, prompt, prompt_tokens, image_count, max_tokens, stream, include_usage)
+    service_tier = payload.get("service_tier")
+    if service_tier is not None and service_tier not in SERVICE_TIERS:
+        supported = ", ".join(repr(tier) for tier in SERVICE_TIERS)
+        raise InvalidRequest(
+            f"Invalid value: {service_tier!r}. Supported values are: {supported}.",
+            param="service_tier",
+            code="invalid_value",
+        )
+    return ChatRequest(
+        model=model,
+        prompt=prompt,
+        messages=tuple(contents),
+        image_count=sum(content.images for content in contents),
+        max_tokens=max_tokens,
+        stream=stream,
+        include_usage=include_usage,
+        service_tier=service_tier,
+    )
 
 
 def check_not_rejected(chat: ChatRequest, config: FakeServerConfig) -> None:
@@ -150,19 +235,32 @@ def check_not_rejected(chat: ChatRequest, config: FakeServerConfig) -> None:
         )
 
 
+def check_service_tier(chat: ChatRequest, config: FakeServerConfig) -> None:
+    """Raise the 400 a model in ``flex_unsupported_models`` answers to a flex request."""
+    if chat.flex and chat.model in config.flex_unsupported_models:
+        raise InvalidRequest(
+            f"Unsupported service_tier: flex (the model '{chat.model}' does not offer it).",
+            param="service_tier",
+        )
+
+
 def compose_answer(chat: ChatRequest, config: FakeServerConfig) -> ChatAnswer:
     """Build the answer with ``config.response_text`` (whose exceptions propagate)."""
+    tokenizer = config.tokenizer
     text = config.response_text(chat.prompt)
     finish_reason = "stop"
-    if chat.max_tokens is not None and estimate_tokens(text) > chat.max_tokens:
-        text, finish_reason = text[: chat.max_tokens * 4], "length"
-    completion_tokens = estimate_tokens(text)
+    completion_tokens = count_completion(text, chat.model, tokenizer)
+    if chat.max_tokens is not None and completion_tokens > chat.max_tokens:
+        text, finish_reason = _truncate(text, chat.max_tokens, chat.model, tokenizer), "length"
+        completion_tokens = count_completion(text, chat.model, tokenizer)
+    prompt_tokens = count_prompt(chat.messages, chat.model, tokenizer)
     return ChatAnswer(
         text=text,
         finish_reason=finish_reason,
-        prompt_tokens=chat.prompt_tokens,
+        prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        cost=chat.prompt_tokens + (chat.max_tokens or completion_tokens),
+        cost=prompt_tokens + (chat.max_tokens or completion_tokens),
+        cached_tokens=math.floor(prompt_tokens * config.cached_prompt_fraction),
     )
 
 
@@ -176,6 +274,7 @@ def completion_object(
         "created": created,
         "model": chat.model,
         "system_fingerprint": "fp_fake",
+        "service_tier": chat.tier_used,
         "choices": [
             {
                 "index": 0,
@@ -204,6 +303,7 @@ def stream_events(
             "created": created,
             "model": chat.model,
             "system_fingerprint": "fp_fake",
+            "service_tier": chat.tier_used,
             "choices": [
                 {"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finish}
             ],
@@ -225,6 +325,7 @@ def stream_events(
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": chat.model,
+                    "service_tier": chat.tier_used,
                     "choices": [],
                     "usage": answer.usage,
                 }

@@ -18,6 +18,7 @@ __all__ = [
     "LatencyDistribution",
     "RateLimitWindow",
     "ScriptedFault",
+    "TokenCounting",
 ]
 
 LatencyDistribution = Literal["fixed", "lognormal", "pareto"]
@@ -26,8 +27,11 @@ LatencyDistribution = Literal["fixed", "lognormal", "pareto"]
 RateLimitWindow = Literal["sliding", "fixed"]
 """How the rate limit counts; see :attr:`FakeServerConfig.rate_limit_window`."""
 
-ScriptedFault = Literal["ok", "429", "500", "502", "503", "drop", "hang"]
+ScriptedFault = Literal["ok", "429", "500", "502", "503", "drop", "hang", "flex_unavailable"]
 """What one attempt of a scripted prompt meets; see :attr:`FakeServerConfig.script`."""
+
+TokenCounting = Literal["chars", "model"]
+"""How usage is counted; see :attr:`FakeServerConfig.tokenizer`."""
 
 EPSILON = 1e-9  # float slack so "wait exactly Retry-After" is always enough
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
@@ -64,12 +68,12 @@ def _check_int(name: str, value: object, *, optional: bool = False) -> None:
         raise _bad(name, "None or an int >= 1" if optional else "an int >= 1", value)
 
 
-def _normalize_reject(value: object) -> frozenset[str]:
+def _normalize_strings(name: str, value: object) -> frozenset[str]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
-        raise _bad("reject_prompts", "a collection of non-empty strings (not a str)", value)
+        raise _bad(name, "a collection of non-empty strings (not a str)", value)
     items = frozenset(value)
     if not all(isinstance(item, str) and item for item in items):
-        raise _bad("reject_prompts", "a collection of non-empty strings", value)
+        raise _bad(name, "a collection of non-empty strings", value)
     return items
 
 
@@ -120,6 +124,16 @@ class FakeServerConfig:
     time it is read, so a test with a :class:`FakeClock` advances time instead of
     waiting. Batch lines skip the rate limiter, latency and the online faults.
 
+    A chat request with ``"service_tier": "flex"`` models OpenAI's flex processing
+    (Batch API prices on ordinary calls): it waits ``flex_latency_factor`` times
+    longer, and when flex capacity is short (``flex_unavailable_rate``, or a scripted
+    ``"flex_unavailable"`` step) it gets HTTP 429 with code ``resource_unavailable``
+    at once, with neither ``Retry-After`` nor ``x-ratelimit-*`` headers and without
+    counting against the rate limits (the real API does not charge it either). Every
+    completion says which tier served it (``"flex"``, ``"priority"`` or
+    ``"default"``), as the real API does; a model in ``flex_unsupported_models``
+    refuses flex with a 400.
+
     Attributes:
         latency: seconds added before answering an admitted request. With
             ``"lognormal"`` it is the median, with ``"pareto"`` the minimum (scale).
@@ -135,8 +149,8 @@ class FakeServerConfig:
         requests_per_minute: admitted requests per window (OpenAI's RPM when the
             window is 60 s), or ``None`` for no limit.
         tokens_per_minute: admitted tokens per window, or ``None``. A request costs its
-            estimated prompt tokens (about ``chars / 4`` per message, 85 per image)
-            plus ``max_tokens``/``max_completion_tokens`` if given, else the answer size.
+            prompt tokens (counted as ``tokenizer`` says) plus
+            ``max_tokens``/``max_completion_tokens`` if given, else the answer size.
         window_seconds: the window of both limits, so benches can say "20 requests per
             1-second window".
         rate_limit_window: ``"sliding"`` (the exact log above, as OpenAI limits), or
@@ -160,9 +174,13 @@ class FakeServerConfig:
             e.g. ``{"flaky-1": ("429", "500", "ok")}``. Attempts are counted per
             distinct prompt (last user text), so every prompt containing the key runs
             the sequence; the first key in mapping order that matches wins. Only
-            requests the rate limiter admits consume a step. Once the steps run out the
-            prompt is treated normally (random faults included). A scripted ``"429"``
-            is a synthetic fault with ``Retry-After: scripted_retry_after``.
+            requests the rate limiter admits consume a step, except that a flex
+            request whose next step is ``"flex_unavailable"`` takes it before the
+            limiter (it is refused without being admitted); a request that is not
+            flex meeting that step is answered normally (the default tier has
+            capacity). Once the steps run out the prompt is treated normally (random
+            faults included). A scripted ``"429"`` is a synthetic fault with
+            ``Retry-After: scripted_retry_after``.
         scripted_retry_after: ``Retry-After`` seconds sent with scripted 429s.
         clock: monotonic seconds for the rate limiter, the admission timestamps and
             the Batch API's timeline (its Unix timestamps move with it).
@@ -170,6 +188,24 @@ class FakeServerConfig:
             it (``"echo: <text>"``), so each item can be checked to get *its* answer.
         models: the ids ``GET /v1/models`` lists (chat accepts and echoes any model).
         max_body_bytes: larger request bodies (file uploads included) get HTTP 413.
+        flex_latency_factor: a flex request's latency is the drawn latency times this
+            (at least 1; ``max_latency`` still caps the product).
+        flex_unavailable_rate: probability that a flex request is refused with the
+            429 ``resource_unavailable`` (drawn from the seeded RNG, before the
+            rate limiter).
+        flex_unsupported_models: model ids that refuse ``service_tier="flex"`` with
+            HTTP 400 ``invalid_request_error``, every time.
+        tokenizer: how prompt and completion tokens are counted. ``"chars"``: about
+            4 characters a token, ``3 + sum(4 + ceil(chars / 4))`` over the messages
+            and 85 per image. ``"model"``: the model's own tokenizer through
+            :func:`langchain_batchkit._tokenize.count_text` (exact for OpenAI models
+            when ``bpe-openai`` is installed, else its estimate), 3 tokens a message
+            and 3 to prime the reply, ``_tokenize.IMAGE_TOKENS`` per image, as
+            :func:`langchain_batchkit._tokenize.count_messages` counts.
+            ``max_tokens`` truncation uses the same count.
+        cached_prompt_fraction: share of each prompt's tokens reported as served from
+            the prompt cache (``usage.prompt_tokens_details.cached_tokens``, rounded
+            down); 0 reports none.
         batch_completion_delay: ``clock`` seconds from a batch's creation until it
             ends (``completed``, or ``expired``); 0 finishes it at once.
         batch_cancel_delay: ``clock`` seconds a cancelled batch stays ``cancelling``
@@ -218,6 +254,11 @@ class FakeServerConfig:
     response_text: Callable[[str], str] = _echo
     models: tuple[str, ...] = DEFAULT_MODELS
     max_body_bytes: int = 32 * 1024 * 1024
+    flex_latency_factor: float = 3.0
+    flex_unavailable_rate: float = 0.0
+    flex_unsupported_models: frozenset[str] = frozenset()
+    tokenizer: TokenCounting = "chars"
+    cached_prompt_fraction: float = 0.0
     batch_completion_delay: float = 0.0
     batch_cancel_delay: float = 0.0
     batch_expired_fraction: float = 0.0
@@ -260,7 +301,9 @@ class FakeServerConfig:
         total = self.error_rate_5xx + self.drop_rate + self.hang_rate
         if total > 1 + EPSILON:
             raise _bad("error_rate_5xx + drop_rate + hang_rate", "at most 1", total)
-        object.__setattr__(self, "reject_prompts", _normalize_reject(self.reject_prompts))
+        object.__setattr__(
+            self, "reject_prompts", _normalize_strings("reject_prompts", self.reject_prompts)
+        )
         object.__setattr__(self, "script", _normalize_script(self.script))
         _check_real("scripted_retry_after", self.scripted_retry_after)
         if not callable(self.clock):
@@ -274,6 +317,19 @@ class FakeServerConfig:
         ):
             raise _bad("models", "a non-empty tuple of model ids", self.models)
         _check_int("max_body_bytes", self.max_body_bytes)
+        if _check_real("flex_latency_factor", self.flex_latency_factor) < 1:
+            raise _bad(
+                "flex_latency_factor", ">= 1 (flex is never faster)", self.flex_latency_factor
+            )
+        _check_probability("flex_unavailable_rate", self.flex_unavailable_rate)
+        object.__setattr__(
+            self,
+            "flex_unsupported_models",
+            _normalize_strings("flex_unsupported_models", self.flex_unsupported_models),
+        )
+        if self.tokenizer not in get_args(TokenCounting):
+            raise _bad("tokenizer", f"one of {get_args(TokenCounting)}", self.tokenizer)
+        _check_probability("cached_prompt_fraction", self.cached_prompt_fraction)
         _check_real("batch_completion_delay", self.batch_completion_delay)
         _check_real("batch_cancel_delay", self.batch_cancel_delay)
         _check_probability("batch_expired_fraction", self.batch_expired_fraction)

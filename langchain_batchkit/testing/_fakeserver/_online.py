@@ -2,13 +2,18 @@
 
 Every chat request meets these decisions in this order:
 
-1. the body is validated (JSON, ``messages``, image parts) → 400;
-2. ``reject_prompts`` → 400, every time;
-3. the rate limiter (exact sliding window, or fixed windows) → 429;
-4. a fault: the prompt's next ``script`` step if it has one left, otherwise a
+1. the body is validated (JSON, ``messages``, image parts, ``service_tier``) → 400;
+2. ``reject_prompts``, and flex for a model in ``flex_unsupported_models`` → 400,
+   every time;
+3. a flex request only: no flex capacity (a scripted ``"flex_unavailable"`` step,
+   or a draw of ``flex_unavailable_rate``) → 429 ``resource_unavailable`` at once,
+   with no ``Retry-After`` and no ``x-ratelimit-*`` headers, not admitted;
+4. the rate limiter (exact sliding window, or fixed windows) → 429;
+5. a fault: the prompt's next ``script`` step if it has one left, otherwise a
    draw from the seeded RNG (``error_rate_5xx``, ``drop_rate``, ``hang_rate``);
-5. latency (drops and hangs skip it), then the fault's response or the answer
-   (JSON, or server-sent events when ``"stream": true``).
+6. latency (drops and hangs skip it; flex multiplies it by
+   ``flex_latency_factor``), then the fault's response or the answer (JSON, or
+   server-sent events when ``"stream": true``), which names the tier that served it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import time
 from collections.abc import Iterator, Mapping
 
 from langchain_batchkit.testing._fakeserver._chat import (
+    ChatRequest,
     check_not_rejected,
+    check_service_tier,
     completion_object,
     compose_answer,
     parse_chat_body,
@@ -90,7 +97,10 @@ class OnlineEndpoints:
         try:
             chat = parse_chat_body(await request.body())
             self._counters.record_images(chat.image_count)
+            if chat.flex:
+                self._counters.record_flex_request()
             check_not_rejected(chat, config)
+            check_service_tier(chat, config)
         except InvalidRequest as exc:
             return error_response(
                 400,
@@ -100,6 +110,9 @@ class OnlineEndpoints:
                 param=exc.param,
                 headers=self._limiter.headers(config.clock()),
             )
+        if chat.flex and self._faults.flex_unavailable(chat.prompt):
+            self._counters.record_flex_unavailable()
+            return _flex_unavailable(chat)
         answer = compose_answer(chat, config)
 
         now = config.clock()
@@ -114,7 +127,7 @@ class OnlineEndpoints:
             return Silence.DROP
         if fault == "hang":
             return Silence.HANG
-        delay = self._faults.sample_latency()
+        delay = self._faults.sample_latency(config.flex_latency_factor if chat.flex else 1.0)
         if delay > 0:
             await asyncio.sleep(delay)
         if fault == "429":
@@ -144,6 +157,21 @@ class OnlineEndpoints:
 
 def _model_object(model: str) -> dict[str, object]:
     return {"id": model, "object": "model", "created": 0, "owned_by": "fake-openai"}
+
+
+def _flex_unavailable(chat: ChatRequest) -> Response:
+    """OpenAI's 429 when flex capacity is short: try later or on the default tier.
+
+    It says nothing about when to retry: no ``Retry-After``, no ``x-ratelimit-*``.
+    """
+    return error_response(
+        429,
+        f"Resource unavailable: there is not enough flex processing capacity for "
+        f"{chat.model} right now. Please retry later, or send the request with the "
+        "default service tier.",
+        "server_error",
+        code="resource_unavailable",
+    )
 
 
 def _rate_limited(verdict: Verdict, headers: _Headers, send_retry_after: bool) -> Response:

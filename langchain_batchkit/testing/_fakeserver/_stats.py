@@ -20,7 +20,8 @@ class ServerStats:
     Attributes:
         total_requests: HTTP requests received, on any route.
         responses_by_status: responses sent, by HTTP status code.
-        rate_limited: responses with status 429 (limiter and scripted).
+        rate_limited: responses with status 429 (limiter, scripted and
+            flex-unavailable).
         dropped: requests whose connection was closed without a response.
         hung: requests that were never answered.
         in_flight: requests being processed right now (hung ones included).
@@ -35,6 +36,10 @@ class ServerStats:
         batch_lines_processed: batch lines that were run (answered or failed; not
             expired or dropped by a cancel). Lines run lazily, when a read of their
             batch finds their time has come, and each is counted once.
+        flex_requests: valid chat requests that asked for ``service_tier="flex"``,
+            whatever their answer (a 400 for an unsupported model included).
+        flex_unavailable: flex requests refused with the 429
+            ``resource_unavailable`` (also counted in ``rate_limited``).
 
     The online counters (``answers_per_prompt``, ``images_seen``, ...) count only
     ``/v1/chat/completions`` requests, never batch lines.
@@ -54,6 +59,8 @@ class ServerStats:
     files_uploaded: int = 0
     batches_created: int = 0
     batch_lines_processed: int = 0
+    flex_requests: int = 0
+    flex_unavailable: int = 0
 
     def max_admitted_in_window(self, window_seconds: float) -> int:
         """The most admissions inside any half-open window ``[t, t + window_seconds)``.
@@ -93,6 +100,8 @@ class Counters:
         "_connections",
         "_dropped",
         "_files",
+        "_flex",
+        "_flex_unavailable",
         "_hung",
         "_images",
         "_in_flight",
@@ -116,11 +125,14 @@ class Counters:
         self._files = 0
         self._batches = 0
         self._batch_lines = 0
+        self._flex = 0
+        self._flex_unavailable = 0
 
     def reset(self) -> None:
         with self._changed:
             self._requests = self._connections = self._dropped = self._hung = self._images = 0
             self._files = self._batches = self._batch_lines = 0
+            self._flex = self._flex_unavailable = 0
             self._max_in_flight = self._in_flight
             self._statuses.clear()
             self._answers.clear()
@@ -175,6 +187,16 @@ class Counters:
                 self._images += count
                 self._changed.notify_all()
 
+    def record_flex_request(self) -> None:
+        with self._changed:
+            self._flex += 1
+            self._changed.notify_all()
+
+    def record_flex_unavailable(self) -> None:
+        with self._changed:
+            self._flex_unavailable += 1
+            self._changed.notify_all()
+
     def record_file_upload(self) -> None:
         with self._changed:
             self._files += 1
@@ -223,4 +245,6 @@ class Counters:
             files_uploaded=self._files,
             batches_created=self._batches,
             batch_lines_processed=self._batch_lines,
+            flex_requests=self._flex,
+            flex_unavailable=self._flex_unavailable,
         )
