@@ -4,8 +4,8 @@ tiktoken downloads its encodings the first time they are used, which fails on
 air-gapped machines and in CI (and ``ChatOpenAI.get_num_tokens`` fails with it).
 The optional ``tokenizer`` extra installs ``bpe-openai``, whose wheel carries
 ``o200k_base`` and ``cl100k_base``: OpenAI models are then counted exactly, as
-the API bills them (3 tokens a message and 3 to prime the reply, as OpenAI's
-cookbook counts). Everything else, and every model when the extra is missing, is
+the API bills them (4 tokens a message with its role, and 3 to prime the reply,
+as OpenAI's cookbook counts). Everything else, and every model when the extra is missing, is
 *estimated* at :data:`CHARS_PER_TOKEN` characters a token, and the count says so
 (``exact=False``): an estimate never breaks a run, and it is never passed off as
 exact. Images count :data:`IMAGE_TOKENS` each (an estimate too: the real figure
@@ -29,8 +29,9 @@ __all__ = ["CHARS_PER_TOKEN", "IMAGE_TOKENS", "TokenCount", "count_messages", "c
 CHARS_PER_TOKEN = 4.0
 #: Tokens assumed for one image part (OpenAI bills a 512 px high-detail tile 85 + 170).
 IMAGE_TOKENS = 255
-#: Tokens the chat format adds per message, and once to prime the reply.
-PER_MESSAGE = 3
+#: Tokens the chat format adds per message (3 of framing, 1 for the role), and once
+#: to prime the reply, as OpenAI's cookbook counts them.
+PER_MESSAGE = 4
 REPLY_PRIMING = 3
 
 _O200K = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "gpt-6", "o1", "o3", "o4", "chatgpt-")

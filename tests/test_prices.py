@@ -155,7 +155,7 @@ def test_counting_tokens_offline() -> None:
     if tokenizer_for("gpt-4o-mini") is not None:  # the tokenizer extra is installed
         assert exact.exact and exact.tokens != estimated.tokens
     chat = count_messages([SystemMessage("Be brief."), HumanMessage(text)], "gpt-4o-mini")
-    assert chat.tokens == 3 + 3 + count_text("Be brief.", "gpt-4o-mini").tokens + 3 + exact.tokens
+    assert chat.tokens == 3 + 4 + count_text("Be brief.", "gpt-4o-mini").tokens + 4 + exact.tokens
     with_image = count_messages(
         [HumanMessage([{"type": "image_url", "image_url": {"url": "data:x"}}])], "gpt-4o-mini"
     )
