@@ -1,8 +1,9 @@
 """Checkpoint and resume: every finished item committed to an embedded SQLite file.
 
-One row per item key: status, input, output, error, attempts, a fingerprint of
-the input and the run that wrote it, written in batched transactions (WAL
-journal) so throughput stays high. A transaction commits when ``chunk_size``
+One row per item key: status, input, output, error, attempts (each earlier one
+as an :class:`Attempt` record), cost, a fingerprint of the input and the run
+that wrote it (see ``_checkpoint_layout.py``), written in batched transactions
+(WAL journal) so throughput stays high. A transaction commits when ``chunk_size``
 rows are buffered or the oldest has waited ``flush_interval`` seconds, so a run
 that crashes loses at most the items in flight plus about one interval of
 finished work; running again with the same checkpoint skips every committed item
@@ -36,12 +37,15 @@ from langchain_batchkit._checkpoint_layout import (
     COLUMNS,
     INSERT,
     ROW_ERRORS,
+    SCHEMA_VERSION,
     Row,
+    columns_of,
     db_key,
     error_row,
     explain,
     from_db_key,
     item_row,
+    layout_of,
     load,
     prepare,
     row_to_result,
@@ -324,10 +328,11 @@ class Checkpoint:
         """Every stored item in index order, read in chunks (never all at once)."""
         db, owned = self._reader()
         try:
-            cursor = db.execute(f"SELECT {COLUMNS} FROM items ORDER BY idx")
+            layout = SCHEMA_VERSION if not owned else layout_of(db, self.path)
+            cursor = db.execute(f"SELECT {columns_of(layout)} FROM items ORDER BY idx")
             while rows := cursor.fetchmany(1000):
                 for row in rows:
-                    yield row_to_result(row, lenient=True)
+                    yield row_to_result(row, lenient=True, layout=layout)
         finally:
             if owned:
                 db.close()

@@ -4,6 +4,17 @@ The ``items`` table has one row per item key; :func:`item_row` writes a result a
 such a row and :func:`row_to_result` reads it back. :func:`prepare` creates the
 tables in a new file, migrates an older layout in place, and refuses a file of a
 layout this release does not know or written for another chain.
+
+Layouts:
+
+* **3** (this release): ``history`` holds :class:`Attempt` records
+  (:func:`dump_history`), and a ``cost`` column the item's dollars.
+* **2**: ``history`` was a list of :class:`ItemError` dicts; no ``cost``.
+* **1**: no ``input_fp`` (the input's fingerprint) nor ``run`` columns either.
+
+A run migrates a layout 1 or 2 file in place, in the transaction that opens it (old
+errors become attempts with nothing else known); :func:`layout_of` lets a reader
+read an older file without writing to it.
 """
 
 from __future__ import annotations
@@ -16,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from langchain_batchkit._errors import CheckpointError
-from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
+from langchain_batchkit._item import (
+    ItemError,
+    ItemResult,
+    TokenUsage,
+    dump_history,
+    legacy_history,
+    load_history,
+)
 from langchain_batchkit._serialize import dumps_value, fingerprint_value, loads_value
 
 __all__ = [
@@ -25,11 +43,13 @@ __all__ = [
     "ROW_ERRORS",
     "SCHEMA_VERSION",
     "Row",
+    "columns_of",
     "db_key",
     "error_row",
     "explain",
     "from_db_key",
     "item_row",
+    "layout_of",
     "load",
     "prepare",
     "row_to_result",
@@ -37,9 +57,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Bumped when the table layout changes. Layout 1 files are migrated in place (two
-#: columns added); any other version is refused.
-SCHEMA_VERSION = 2
+#: Bumped when the table layout changes. Layout 1 and 2 files are migrated in place
+#: (see the module docstring); any other version is refused.
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,15 +76,19 @@ CREATE TABLE IF NOT EXISTS items (
     history TEXT,
     written_at REAL NOT NULL,
     input_fp TEXT,
-    run INTEGER
+    run INTEGER,
+    cost REAL
 );
 CREATE INDEX IF NOT EXISTS items_idx ON items (idx);
 """
 COLUMNS = (
     "key, idx, ok, input, output, error, attempts, latency, usage, history, written_at, "
-    "input_fp, run"
+    "input_fp, run, cost"
 )
-INSERT = f"INSERT OR REPLACE INTO items ({COLUMNS}) VALUES ({', '.join('?' * 13)})"
+INSERT = f"INSERT OR REPLACE INTO items ({COLUMNS}) VALUES ({', '.join('?' * 14)})"
+
+#: The columns each older layout lacks, read as NULL.
+_MISSING = {1: ("input_fp", "run", "cost"), 2: ("cost",)}
 
 #: What a single row's values (not the file) can make SQLite refuse: text it cannot
 #: encode, a constraint, a value too big or of an unsupported type.
@@ -94,19 +118,13 @@ def prepare(db: sqlite3.Connection, path: Path, expected: str | None) -> int:
             "created_at": str(time.time()),
         }
         db.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
-    version = meta.get("schema_version")
-    if version == "1":  # layout 1 lacks the input fingerprint and the run: add them
-        db.execute("ALTER TABLE items ADD COLUMN input_fp TEXT")
-        db.execute("ALTER TABLE items ADD COLUMN run INTEGER")
+    layout = _known_layout(path, meta.get("schema_version"))
+    if layout < SCHEMA_VERSION:
+        _migrate(db, layout)
         db.execute(
             "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
         )
-        logger.info("checkpoint %s: migrated from layout 1 to %d", path, SCHEMA_VERSION)
-    elif version != str(SCHEMA_VERSION):
-        raise CheckpointError(
-            f"checkpoint {path} has layout version {version}, this langchain-batchkit "
-            f"writes version {SCHEMA_VERSION}; use a new file or the matching release"
-        )
+        logger.info("checkpoint %s: migrated from layout %d to %d", path, layout, SCHEMA_VERSION)
     stored = meta.get("fingerprint") or None
     if expected and stored and stored != expected:
         raise CheckpointError(
@@ -148,6 +166,53 @@ def explain(path: Path, exc: sqlite3.DatabaseError) -> CheckpointError:
     return CheckpointError(f"checkpoint {path}: {text}")
 
 
+def layout_of(db: sqlite3.Connection, path: Path) -> int:
+    """The layout of an open file, for reading it as it is (see :func:`columns_of`).
+
+    Raises:
+        CheckpointError: a layout this release does not know.
+    """
+    row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    return _known_layout(path, row[0] if row else None)
+
+
+def columns_of(layout: int) -> str:
+    """The SELECT list reading a file of ``layout`` as rows of the current one."""
+    missing = _MISSING.get(layout, ())
+    return ", ".join(f"NULL AS {name}" if name in missing else name for name in COLUMNS.split(", "))
+
+
+def _known_layout(path: Path, version: str | None) -> int:
+    if version in ("1", "2", str(SCHEMA_VERSION)):
+        return int(version)
+    newer = version is not None and version.isdigit() and int(version) > SCHEMA_VERSION
+    raise CheckpointError(
+        f"checkpoint {path} has layout version {version}"
+        + (", written by a newer langchain-batchkit" if newer else "")
+        + f"; this release reads layouts 1 to {SCHEMA_VERSION}: use a new file, or the "
+        "release that wrote it"
+    )
+
+
+def _migrate(db: sqlite3.Connection, layout: int) -> None:
+    """Bring a layout 1 or 2 file to the current layout (inside the caller's transaction)."""
+    if layout == 1:
+        db.execute("ALTER TABLE items ADD COLUMN input_fp TEXT")
+        db.execute("ALTER TABLE items ADD COLUMN run INTEGER")
+    db.execute("ALTER TABLE items ADD COLUMN cost REAL")
+    last = 0
+    while rows := db.execute(  # chunk by chunk: only retried items have a history
+        "SELECT rowid, history FROM items WHERE history IS NOT NULL AND rowid > ? "
+        "ORDER BY rowid LIMIT 1000",
+        (last,),
+    ).fetchall():
+        db.executemany(
+            "UPDATE items SET history = ? WHERE rowid = ?",
+            [(legacy_history(history), rowid) for rowid, history in rows],
+        )
+        last = rows[-1][0]
+
+
 def _dump_error(error: ItemError) -> str:
     return json.dumps(error.to_dict())
 
@@ -179,8 +244,18 @@ def load(text: str | None, *, lenient: bool) -> Any:
         return text
 
 
-def row_to_result(row: Row, *, lenient: bool = False) -> ItemResult[Any, Any]:
+def row_to_result(
+    row: Row, *, lenient: bool = False, layout: int = SCHEMA_VERSION
+) -> ItemResult[Any, Any]:
+    """The result a row holds (``layout``: of the file it was read from, as is).
+
+    Raises:
+        Exception: a stored value cannot be decoded now, unless ``lenient`` (its
+            stored JSON text is returned in its place, with a warning).
+    """
     key, idx, ok, inp, out, err, attempts, latency, usage, history = row[:10]
+    if history and layout < 3:
+        history = legacy_history(history)
     return ItemResult(
         index=idx,
         input=load(inp, lenient=lenient),
@@ -189,8 +264,9 @@ def row_to_result(row: Row, *, lenient: bool = False) -> ItemResult[Any, Any]:
         attempts=attempts,
         latency=latency,
         usage=TokenUsage(*json.loads(usage)) if usage else None,
-        history=tuple(_load_error(h) for h in json.loads(history)) if history else (),
+        history=load_history(history, lenient=lenient),
         key=from_db_key(key),
+        cost=row[13],
     )
 
 
@@ -209,8 +285,9 @@ def item_row(key: str, result: ItemResult[Any, Any], run: int) -> Row:
         json.dumps([usage.input_tokens, usage.output_tokens, usage.total_tokens])
         if usage
         else None,
-        json.dumps([ItemError.to_dict(e) for e in result.history]) if result.history else None,
+        dump_history(result.history) if result.history else None,
         time.time(),
         fingerprint_value(result.input),
         run,
+        result.cost,
     )

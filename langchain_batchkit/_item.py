@@ -1,4 +1,5 @@
-"""One input's outcome: :class:`ItemResult`, its :class:`ItemError` and :class:`TokenUsage`.
+"""One input's outcome: :class:`ItemResult`, its :class:`ItemError`, :class:`TokenUsage`
+and the :class:`Attempt` records of its earlier attempts.
 
 These are the values every part of the package passes around per item (the
 engine, the checkpoint, the Batch API runner, the Ray driver); the views over
@@ -7,7 +8,9 @@ many of them (:class:`BatchResult`, summaries) are in ``_results.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -18,8 +21,19 @@ from langchain_batchkit._errors import (
     redact_secrets,
     safe_repr,
 )
+from langchain_batchkit._serialize import decode_value, encode_value, json_text
 
-__all__ = ["ItemError", "ItemResult", "TokenUsage"]
+__all__ = [
+    "Attempt",
+    "ItemError",
+    "ItemResult",
+    "TokenUsage",
+    "dump_history",
+    "legacy_history",
+    "load_history",
+]
+
+logger = logging.getLogger(__name__)
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
@@ -126,6 +140,126 @@ class TokenUsage:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
+class Attempt:
+    """One earlier attempt at an item: how it ended, and what it took.
+
+    :attr:`ItemResult.history` holds one per attempt before the item's last,
+    oldest first: the retries within a run, the earlier runs that
+    :meth:`BatchResult.retry_failed` merged in, the earlier submissions of a
+    Batch API run. The last attempt is the ItemResult itself, so
+    ``len(result.history) == result.attempts - 1`` wherever every attempt was recorded.
+
+    Attributes:
+        error: what the attempt ended with; ``None`` only for an attempt that
+            produced an output which was then rejected (see ``output``).
+        output: the raw output of an attempt that produced one but was not
+            accepted; ``None`` when the attempt raised.
+        usage: the tokens that attempt's model calls reported, if any.
+        cost: what the attempt cost in US dollars, when known.
+        latency: seconds from the attempt's start to its end, not counting the
+            backoff wait after it.
+
+    Where something was not measured the field keeps its default: a Batch API
+    submission has no latency of its own, a record stored before attempts existed
+    only its error, and so does the last attempt of an earlier run that had
+    retried, when ``retry_failed`` merges it in (that run's result sums usage and
+    time over all its attempts).
+
+    Example:
+        >>> attempt = Attempt(ItemError("RateLimitError", "slow down"), latency=0.25)
+        >>> Attempt.from_dict(attempt.to_dict()) == attempt
+        True
+        >>> attempt
+        Attempt(error=RateLimitError: slow down, 0.25 s)
+    """
+
+    error: ItemError | None
+    output: Any = None
+    usage: TokenUsage | None = None
+    cost: float | None = None
+    latency: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The attempt as JSON-able fields, for stores and exports (the error as
+        :meth:`ItemError.to_dict`, the output in the tagged form the checkpoint uses)."""
+        usage = self.usage
+        return {
+            "error": self.error.to_dict() if self.error is not None else None,
+            "output": encode_value(self.output) if self.output is not None else None,
+            "usage": [usage.input_tokens, usage.output_tokens, usage.total_tokens]
+            if usage is not None
+            else None,
+            "cost": self.cost,
+            "latency": self.latency,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, lenient: bool = False) -> Attempt:
+        """Read back what :meth:`to_dict` wrote (missing fields take their defaults).
+
+        Args:
+            data: the dict.
+            lenient: an output that cannot be decoded now (its class moved) is kept
+                as its stored JSON text, with a warning, instead of raising.
+        """
+        error = data.get("error")
+        usage = data.get("usage")
+        cost = data.get("cost")
+        return cls(
+            error=ItemError.from_dict(error) if error is not None else None,
+            output=_decode_output(data.get("output"), lenient=lenient),
+            usage=TokenUsage(*usage) if usage is not None else None,
+            cost=float(cost) if cost is not None else None,
+            latency=float(data.get("latency") or 0.0),
+        )
+
+    def __repr__(self) -> str:
+        shown = f"error={_one_line(str(self.error), 120)}" if self.error else "error=None"
+        if self.output is not None:
+            shown += f", output={_one_line(safe_repr(self.output), 80)}"
+        if self.usage is not None:
+            shown += f", {self.usage.total_tokens} tokens"
+        if self.cost is not None:
+            shown += f", ${self.cost:.6g}"
+        return f"Attempt({shown}, {self.latency:.2f} s)"
+
+
+def dump_history(history: Iterable[Attempt]) -> str:
+    """Attempts as one JSON text (a list of :meth:`Attempt.to_dict`), for the stores."""
+    return json_text([attempt.to_dict() for attempt in history])
+
+
+def load_history(text: str | None, *, lenient: bool = False) -> tuple[Attempt, ...]:
+    """Read back :func:`dump_history`'s text (``None``: no attempts)."""
+    if not text:
+        return ()
+    return tuple(Attempt.from_dict(data, lenient=lenient) for data in json.loads(text))
+
+
+def legacy_history(text: str) -> str:
+    """A history stored before attempts existed (a JSON list of :meth:`ItemError.to_dict`)
+    in :func:`dump_history`'s form: one attempt per error, nothing else known.
+
+    Example:
+        >>> load_history(legacy_history('[{"type": "TimeoutError", "message": "late"}]'))
+        (Attempt(error=TimeoutError: late, 0.00 s),)
+    """
+    return dump_history(Attempt(ItemError.from_dict(error)) for error in json.loads(text))
+
+
+def _decode_output(data: Any, *, lenient: bool) -> Any:
+    if data is None:
+        return None
+    try:
+        return decode_value(data)
+    except Exception:
+        if not lenient:
+            raise
+        logger.warning("an attempt's stored output cannot be loaded back; keeping its JSON text")
+        return json_text(data)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class ItemResult(Generic[InputT, OutputT]):
     """The outcome of one input: its output or its error, never both.
 
@@ -136,10 +270,14 @@ class ItemResult(Generic[InputT, OutputT]):
         error: what went wrong, or ``None`` when the item succeeded.
         attempts: how many times the chain was called for this item.
         latency: seconds from the item's first start to its end.
-        usage: token counts when the output carries ``usage_metadata``.
-        history: errors of earlier attempts that were retried, oldest first.
+        usage: token counts of the model calls of its attempts in the run that
+            made it (or its output's ``usage_metadata``); earlier runs' are in ``history``.
+        history: the earlier attempts (retried, or re-run by ``retry_failed``),
+            oldest first, as :class:`Attempt` records.
         key: the item's checkpoint key (``str(index)`` unless a ``key=`` function
             was given), when the run used a checkpoint.
+        cost: what the item cost in US dollars over all its attempts, when known
+            (``None``: not priced).
     """
 
     index: int
@@ -149,8 +287,9 @@ class ItemResult(Generic[InputT, OutputT]):
     attempts: int = 1
     latency: float = 0.0
     usage: TokenUsage | None = None
-    history: tuple[ItemError, ...] = ()
+    history: tuple[Attempt, ...] = ()
     key: str | None = None
+    cost: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -187,6 +326,7 @@ class ItemResult(Generic[InputT, OutputT]):
             "input_tokens": usage.input_tokens if usage else None,
             "output_tokens": usage.output_tokens if usage else None,
             "total_tokens": usage.total_tokens if usage else None,
+            "cost_usd": self.cost,
         }
 
 

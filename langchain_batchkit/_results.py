@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from langchain_core.runnables import RunnableConfig
 
 from langchain_batchkit._errors import BatchFailedError, redact_secrets, safe_repr
-from langchain_batchkit._item import ItemError, ItemResult, TokenUsage
+from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._summary import (
     BatchSummary,
     RunReport,
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "Attempt",
     "BatchResult",
     "BatchSummary",
     "ItemError",
@@ -139,8 +140,9 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         """Re-run only the failed items and return the merged result.
 
         Each re-run item keeps its original index; its ``attempts`` add up across
-        runs and ``history`` keeps the earlier errors. Items that succeeded are
-        not called again.
+        runs and ``history`` keeps the earlier attempts, oldest first: this result's
+        ``history``, then its last attempt, then the re-run's own retries. Items
+        that succeeded are not called again.
 
         Raises:
             RuntimeError: items failed, and this BatchResult was not made by a kit,
@@ -202,7 +204,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         merged = {r.index: r for r in self}
         for new in again:
             old = merged[new.index]
-            earlier = (*old.history, old.error) if old.error else old.history
+            earlier = (*old.history, _last_attempt(old))
             merged[new.index] = replace(
                 new, attempts=old.attempts + new.attempts, history=earlier + new.history
             )
@@ -297,6 +299,18 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             f"<th>message</th><th>attempts</th></tr></thead><tbody>{rows}{more}</tbody>"
             f"</table>{picture}</div>"
         )
+
+
+def _last_attempt(result: ItemResult[Any, Any]) -> Attempt:
+    """The last attempt of a finished item, as a record for a later run's history.
+
+    An ItemResult's usage, cost and latency cover all the attempts of the run that
+    made it, so they are that last attempt's own only when it was the item's
+    first; otherwise only its error is known.
+    """
+    if result.history or result.attempts > 1:
+        return Attempt(result.error)
+    return Attempt(result.error, usage=result.usage, cost=result.cost, latency=result.latency)
 
 
 def _by_index(r: ItemResult[Any, Any]) -> int:
