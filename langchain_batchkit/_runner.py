@@ -375,7 +375,7 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
             source = enumerate(cast(Iterable[InputT], inputs))
         resume = None
         if opts.checkpoint is not None:
-            resume = Resume(opts.checkpoint, opts.key, include_failed=opts.retry_failed or indexed)
+            resume = Resume(opts.checkpoint, opts.key, rerun_failed=opts.retry_failed or indexed)
         return Run(
             self.bound,
             self._plan_for(opts, configs, chain_kwargs),
