@@ -17,7 +17,6 @@ from langchain_batchkit._calls import Inputs
 from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
 from langchain_batchkit._concurrency import MaxConcurrency
-from langchain_batchkit._drivers import invoke_async, invoke_sync
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._introspect import display_name, sdk_retrying_models
 from langchain_batchkit._limits import RateLimit
@@ -27,6 +26,7 @@ from langchain_batchkit._results import BatchResult, ItemResult
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._runs import INDEX_METADATA_KEY, Run
 from langchain_batchkit._schema import item_result_schema
+from langchain_batchkit._steps import invoke_async, invoke_sync
 from langchain_batchkit._streams import StreamingCalls
 
 __all__ = ["INDEX_METADATA_KEY", "BatchKit", "batchkit"]
