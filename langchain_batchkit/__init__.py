@@ -27,6 +27,7 @@ from langchain_batchkit._microbatch import MicroBatcher
 from langchain_batchkit._options import KitOptions
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
 from langchain_batchkit._results import (
+    Attempt,
     BatchResult,
     BatchSummary,
     ItemError,
@@ -41,6 +42,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "INDEX_METADATA_KEY",
+    "Attempt",
     "BatchAPIOptions",
     "BatchAPIRunner",
     "BatchFailedError",

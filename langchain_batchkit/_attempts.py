@@ -30,7 +30,7 @@ from langchain_batchkit._errors import (
     exception_message,
     exception_traceback,
 )
-from langchain_batchkit._results import ItemError, ItemResult, TokenUsage
+from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._retry import RetryPolicy, status_code_of
 
 __all__ = ["ItemRun", "RunPlan", "run_stopper"]
@@ -43,6 +43,7 @@ class ItemRun(Generic[InputT, OutputT]):
     """The mutable state of one item while it runs; owned by one attempt at a time."""
 
     __slots__ = (
+        "attempt_started",
         "attempts",
         "config",
         "history",
@@ -55,6 +56,7 @@ class ItemRun(Generic[InputT, OutputT]):
         "seq",
         "started",
         "usage",
+        "usage_before",
         "value",
     )
 
@@ -68,12 +70,14 @@ class ItemRun(Generic[InputT, OutputT]):
         self.config = config
         self.attempts = 0
         self.started = 0.0
+        self.attempt_started = 0.0
         self.not_before = 0.0
-        self.history: list[ItemError] = []
+        self.history: list[Attempt] = []
         self.last_error: ItemError | None = None
         self.retry_state: RetryCallState | None = None
         self.run_manager: Any = None
         self.usage: UsageCollector | None = None
+        self.usage_before: TokenUsage | None = None
 
     def begin_attempt(self, now: float) -> RunnableConfig:
         """Count one more attempt; return the config the chain is called with."""
@@ -84,7 +88,21 @@ class ItemRun(Generic[InputT, OutputT]):
         elif self.retry_state is not None and self.retry_state.outcome is not None:
             self.retry_state.prepare_for_next_attempt()
         self.attempts += 1
+        self.attempt_started = now
+        self.usage_before = self.usage.usage if self.usage is not None else None
         return self.config
+
+    def retried(self, error: ItemError, now: float) -> None:
+        """Record the attempt that just ended with ``error`` as one that will be retried."""
+        collected = self.usage.usage if self.usage is not None else None
+        self.history.append(
+            Attempt(
+                error,
+                usage=_usage_since(self.usage_before, collected),
+                latency=now - self.attempt_started,
+            )
+        )
+        self.last_error = error
 
 
 class RunPlan(Generic[InputT, OutputT]):
@@ -164,8 +182,7 @@ class RunPlan(Generic[InputT, OutputT]):
             delay = self.policy.decide(item.retry_state, exc, now)
         if delay is None:
             return self._result(item, None, error, collected, now)
-        item.history.append(error)
-        item.last_error = error
+        item.retried(error, now)
         item.not_before = now + delay
         return delay
 
@@ -187,6 +204,19 @@ class RunPlan(Generic[InputT, OutputT]):
             usage,
             tuple(item.history),
         )
+
+
+def _usage_since(before: TokenUsage | None, now: TokenUsage | None) -> TokenUsage | None:
+    """The tokens counted between two readings of an item's running total."""
+    if now is None or now == before:
+        return None
+    if before is None:
+        return now
+    return TokenUsage(
+        now.input_tokens - before.input_tokens,
+        now.output_tokens - before.output_tokens,
+        now.total_tokens - before.total_tokens,
+    )
 
 
 _ASYNC_ONLY = "Cannot invoke a coroutine function synchronously"

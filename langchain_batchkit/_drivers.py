@@ -8,7 +8,8 @@
   (a Jupyter cell) and never touches a model's cached async HTTP client.
 
 Both ask the same :class:`~langchain_batchkit._window.Window` what to start and
-hand it every outcome. Neither runs a user's chain on a private event loop.
+hand it every outcome (one attempt of one item is ``_steps.py``'s). Neither runs
+a user's chain on a private event loop.
 
 Leaving early (``break``, an exception, Ctrl-C) stops new work at once. Async
 items in flight are cancelled. A worker thread cannot be cancelled: it is
@@ -24,33 +25,20 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, 
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
-from langchain_core.runnables.config import (
-    ContextThreadPoolExecutor,
-    get_async_callback_manager_for_config,
-    get_callback_manager_for_config,
-    patch_config,
-)
+from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from langchain_batchkit._attempts import ItemRun, RunPlan
-from langchain_batchkit._errors import InputSourceError, exception_traceback
-from langchain_batchkit._results import ItemError, ItemResult
+from langchain_batchkit._errors import InputSourceError
+from langchain_batchkit._item import ItemError, ItemResult
+from langchain_batchkit._steps import Verdict, step_async, step_sync
 from langchain_batchkit._window import Window
 
-__all__ = [
-    "InputSourceError",
-    "Reader",
-    "drive_tasks",
-    "drive_threads",
-    "invoke_async",
-    "invoke_sync",
-]
+__all__ = ["InputSourceError", "Reader", "drive_tasks", "drive_threads"]
 
 logger = logging.getLogger(__name__)
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
-
-Verdict = ItemResult[InputT, OutputT] | float
 
 
 class Reader(Generic[InputT]):
@@ -98,147 +86,6 @@ class Reader(Generic[InputT]):
         )
         error.__cause__ = exc
         return error
-
-
-# -- one attempt ----------------------------------------------------------------------------
-
-
-def step_sync(plan: RunPlan[InputT, OutputT], item: ItemRun[InputT, OutputT]) -> Verdict[Any, Any]:
-    """Run one attempt of ``item`` through the chain's sync path (in a worker thread)."""
-    config = item.begin_attempt(plan.clock())
-    if plan.observed:
-        if item.run_manager is None:
-            manager = get_callback_manager_for_config(config)
-            item.run_manager = _guard(
-                manager.on_chain_start,
-                None,
-                item.value,
-                run_id=config.get("run_id"),
-                name=config.get("run_name") or plan.name,
-            )
-        config = _child_config(item, config)
-    try:
-        output = plan.runnable.invoke(item.value, config, **plan.kwargs)
-    except Exception as exc:
-        return _end_sync(plan, item, None, exc)
-    return _end_sync(plan, item, output, None)
-
-
-def _end_sync(
-    plan: RunPlan[InputT, OutputT],
-    item: ItemRun[InputT, OutputT],
-    output: OutputT | None,
-    exc: Exception | None,
-) -> Verdict[InputT, OutputT]:
-    manager = item.run_manager
-    try:
-        verdict = plan.settle(item, output, exc, sync=True)
-    except BaseException as stop:
-        if manager is not None:
-            _guard(manager.on_chain_error, stop)
-        raise
-    if manager is not None:
-        if isinstance(verdict, ItemResult):
-            _guard(manager.on_chain_end, verdict)
-        else:
-            _guard(manager.on_retry, item.retry_state)
-    return verdict
-
-
-async def step_async(
-    plan: RunPlan[InputT, OutputT], item: ItemRun[InputT, OutputT]
-) -> Verdict[InputT, OutputT]:
-    """Run one attempt of ``item`` through the chain's async path (a task on the caller's loop)."""
-    config = item.begin_attempt(plan.clock())
-    if plan.observed:
-        if item.run_manager is None:
-            manager = get_async_callback_manager_for_config(config)
-            item.run_manager = await _aguard(
-                manager.on_chain_start,
-                None,
-                item.value,
-                run_id=config.get("run_id"),
-                name=config.get("run_name") or plan.name,
-            )
-        config = _child_config(item, config)
-    output: OutputT | None = None
-    error: Exception | None = None
-    try:
-        output = await plan.runnable.ainvoke(item.value, config, **plan.kwargs)
-    except Exception as exc:
-        error = exc
-    manager = item.run_manager
-    try:
-        verdict = plan.settle(item, output, error, sync=False)
-    except BaseException as stop:
-        if manager is not None:
-            await _aguard(manager.on_chain_error, stop)
-        raise
-    if manager is not None:
-        if isinstance(verdict, ItemResult):
-            await _aguard(manager.on_chain_end, verdict)
-        else:
-            await _aguard(manager.on_retry, item.retry_state)
-    return verdict
-
-
-def _child_config(item: ItemRun[Any, Any], config: Any) -> Any:
-    manager = item.run_manager
-    if manager is None:  # a handler broke on_chain_start: run without the kit's run
-        return config
-    tag = f"retry:attempt:{item.attempts}" if item.attempts > 1 else None
-    return patch_config(config, callbacks=manager.get_child(tag))
-
-
-def _guard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Fire a callback event; a raising handler is logged (redacted), never the batch's end."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as exc:
-        _log_handler_error(fn, exc)
-        return None
-
-
-async def _aguard(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return await fn(*args, **kwargs)
-    except Exception as exc:
-        _log_handler_error(fn, exc)
-        return None
-
-
-def _log_handler_error(fn: Callable[..., Any], exc: Exception) -> None:
-    # The handler may re-raise an item's error, which carries the request's key.
-    logger.warning(
-        "a callback handler raised in %s; ignored:\n%s",
-        getattr(fn, "__name__", "?"),
-        exception_traceback(exc),
-    )
-
-
-# -- one item -------------------------------------------------------------------------------
-
-
-def invoke_sync(
-    plan: RunPlan[InputT, OutputT], item: ItemRun[InputT, OutputT]
-) -> ItemResult[InputT, OutputT]:
-    """Run one item to its end in this thread (``kit.invoke``)."""
-    while True:
-        verdict = step_sync(plan, item)
-        if isinstance(verdict, ItemResult):
-            return verdict
-        plan.clock.sleep_sync(verdict)
-
-
-async def invoke_async(
-    plan: RunPlan[InputT, OutputT], item: ItemRun[InputT, OutputT]
-) -> ItemResult[InputT, OutputT]:
-    """Run one item to its end on this loop (``kit.ainvoke``)."""
-    while True:
-        verdict = await step_async(plan, item)
-        if isinstance(verdict, ItemResult):
-            return verdict
-        await plan.clock.sleep(verdict)
 
 
 # -- many items -----------------------------------------------------------------------------

@@ -1,27 +1,27 @@
 """Result values: one :class:`ItemResult` per input, gathered in a :class:`BatchResult`.
 
 Every result is keyed by its input index from the moment the engine creates it;
-nothing here rebuilds a result list by position.
+nothing here rebuilds a result list by position. The per-item types live in
+``_item.py``, the summaries in ``_summary.py``; both are importable from here.
 """
 
 from __future__ import annotations
 
 import html
-import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 
-from langchain_batchkit._errors import (
-    BatchFailedError,
-    RedactedError,
-    describe_exception,
-    exception_message,
-    exception_traceback,
-    redact_secrets,
-    safe_repr,
+from langchain_batchkit._errors import BatchFailedError, redact_secrets, safe_repr
+from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
+from langchain_batchkit._summary import (
+    BatchSummary,
+    RunReport,
+    SummaryCounts,
+    draw,
+    inline_plot,
 )
 from langchain_batchkit._timeline import Timeline
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "Attempt",
     "BatchResult",
     "BatchSummary",
     "ItemError",
@@ -39,272 +40,8 @@ __all__ = [
     "TokenUsage",
 ]
 
-logger = logging.getLogger(__name__)
-
-#: The largest inline plot a BatchResult's HTML repr embeds (bytes of PNG).
-MAX_INLINE_PLOT_BYTES = 120_000
-
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
-
-
-@dataclass(frozen=True, slots=True)
-class ItemError:
-    """What went wrong for one item, as text that survives pickling and export.
-
-    Attributes:
-        type: the exception's class name, e.g. ``"RateLimitError"``.
-        message: ``str(exception)``, with anything resembling an API key redacted.
-        traceback: the formatted traceback, redacted likewise.
-        module: the module that defines the exception class.
-        exception: the live exception when this process captured it; not part of
-            equality or the repr, and ``None`` after a round trip through a checkpoint
-            or a pickle (its arguments and request headers can carry the API key).
-    """
-
-    type: str
-    message: str
-    traceback: str = ""
-    module: str = ""
-    exception: BaseException | None = field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> ItemError:
-        """Capture ``exc`` as text, redacting secrets.
-
-        The live exception is kept, but its traceback frames are released once
-        formatted, so a million failed items do not pin a million stacks in memory.
-        """
-        tb = exception_traceback(exc)  # neither raises, whatever __str__ does
-        message = exception_message(exc)
-        exc.__traceback__ = None
-        return cls(
-            type=type(exc).__name__,
-            message=message,
-            traceback=tb,
-            module=type(exc).__module__,
-            exception=exc,
-        )
-
-    def to_dict(self) -> dict[str, str]:
-        """The error as text fields (the live exception is not kept), for stores and exports."""
-        return {
-            "type": self.type,
-            "message": self.message,
-            "traceback": self.traceback,
-            "module": self.module,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ItemError:
-        """Read back what :meth:`to_dict` wrote (missing fields are empty)."""
-        return cls(
-            type=str(data.get("type", "")),
-            message=str(data.get("message", "")),
-            traceback=str(data.get("traceback", "")),
-            module=str(data.get("module", "")),
-        )
-
-    def __str__(self) -> str:
-        return f"{self.type}: {self.message}" if self.message else self.type
-
-    def __repr__(self) -> str:
-        # One line: the traceback is on request (``.traceback``), not in every printout.
-        return f"ItemError(type={self.type!r}, message={_one_line(self.message, 160)!r})"
-
-    def __reduce__(self) -> tuple[Callable[..., ItemError], tuple[str, str, str, str]]:
-        # Text only: the live exception (an openai error holds its request, and the
-        # request its ``authorization`` header) never reaches a pickle.
-        return ItemError, (self.type, self.message, self.traceback, self.module)
-
-    def stand_in(self) -> RedactedError:
-        """An exception of this error's type name and redacted message, to chain or raise."""
-        return RedactedError.named(self.type, self.module, self.message, self.traceback)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """Token counts reported by the model for one item (or summed over many)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-
-    @classmethod
-    def from_output(cls, output: object) -> TokenUsage | None:
-        """Read ``usage_metadata`` from an ``AIMessage``-like output, if it has one."""
-        meta = getattr(output, "usage_metadata", None)
-        if not isinstance(meta, Mapping):
-            return None
-        inp = int(meta.get("input_tokens", 0) or 0)
-        out = int(meta.get("output_tokens", 0) or 0)
-        return cls(inp, out, int(meta.get("total_tokens", inp + out) or 0))
-
-    def __add__(self, other: TokenUsage) -> TokenUsage:
-        return TokenUsage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.total_tokens + other.total_tokens,
-        )
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class ItemResult(Generic[InputT, OutputT]):
-    """The outcome of one input: its output or its error, never both.
-
-    Attributes:
-        index: the input's position in the batch (stable across retries and resumes).
-        input: the input as given.
-        output: the chain's output, or ``None`` when the item failed.
-        error: what went wrong, or ``None`` when the item succeeded.
-        attempts: how many times the chain was called for this item.
-        latency: seconds from the item's first start to its end.
-        usage: token counts when the output carries ``usage_metadata``.
-        history: errors of earlier attempts that were retried, oldest first.
-        key: the item's checkpoint key (``str(index)`` unless a ``key=`` function
-            was given), when the run used a checkpoint.
-    """
-
-    index: int
-    input: InputT
-    output: OutputT | None = None
-    error: ItemError | None = None
-    attempts: int = 1
-    latency: float = 0.0
-    usage: TokenUsage | None = None
-    history: tuple[ItemError, ...] = ()
-    key: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the item produced an output."""
-        return self.error is None
-
-    def __repr__(self) -> str:
-        # One line, whatever the input and output: each is cut short, redacted, and
-        # shown as a placeholder if its repr raises; the error's traceback is on
-        # request (``result.error.traceback``).
-        state = "ok" if self.error is None else "failed"
-        head = f"#{self.index} {state}, attempts={self.attempts}, {self.latency:.2f} s"
-        if self.key is not None and self.key != str(self.index):
-            head += f", key={_one_line(self.key, 40)!r}"
-        shown = f"input={_one_line(safe_repr(self.input), 60)}"
-        if self.error is None:
-            shown += f", output={_one_line(safe_repr(self.output), 80)}"
-        else:
-            shown += f", error={_one_line(str(self.error), 120)}"
-        return f"{type(self).__qualname__}({head}, {shown})"
-
-    def to_record(self) -> dict[str, Any]:
-        """A flat dict for tables and JSON export."""
-        usage = self.usage
-        return {
-            "index": self.index,
-            "ok": self.ok,
-            "input": self.input,
-            "output": self.output,
-            "error_type": self.error.type if self.error else None,
-            "error_message": self.error.message if self.error else None,
-            "attempts": self.attempts,
-            "latency_s": self.latency,
-            "input_tokens": usage.input_tokens if usage else None,
-            "output_tokens": usage.output_tokens if usage else None,
-            "total_tokens": usage.total_tokens if usage else None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class BatchSummary:
-    """Counts, timing and token totals of a batch; ``str()`` gives one readable line."""
-
-    total: int
-    succeeded: int
-    failed: int
-    wall_time: float
-    items_per_second: float
-    attempts: int
-    usage: TokenUsage
-
-    def __str__(self) -> str:
-        return (
-            f"{self.total} items: {self.succeeded} ok, {self.failed} failed "
-            f"in {self.wall_time:.2f} s ({self.items_per_second:.1f} items/s, "
-            f"{self.attempts} calls, {self.usage.total_tokens} tokens)"
-        )
-
-
-class SummaryCounts:
-    """The one way a summary is accumulated: per result, or per block of counts.
-
-    ``BatchResult.summary()``, ``kit.run()``'s report and the Ray driver all add
-    into one of these, so their numbers mean the same thing.
-    """
-
-    __slots__ = ("attempts", "failed", "succeeded", "usage")
-
-    def __init__(self) -> None:
-        self.succeeded = self.failed = self.attempts = 0
-        self.usage = TokenUsage()
-
-    @property
-    def total(self) -> int:
-        return self.succeeded + self.failed
-
-    def add(self, result: ItemResult[Any, Any]) -> None:
-        """Count one finished item."""
-        self.add_counts(int(result.error is None), int(result.error is not None),
-                        result.attempts, result.usage)  # fmt: skip
-
-    def add_counts(self, ok: int, failed: int, attempts: int, usage: TokenUsage | None) -> None:
-        """Count a block of items at once (e.g. a Ray result block)."""
-        self.succeeded += ok
-        self.failed += failed
-        self.attempts += attempts
-        if usage is not None:
-            self.usage = self.usage + usage
-
-    def summary(self, wall_time: float) -> BatchSummary:
-        """The :class:`BatchSummary` of what was counted, over ``wall_time`` seconds."""
-        total = self.total
-        return BatchSummary(
-            total=total,
-            succeeded=self.succeeded,
-            failed=self.failed,
-            wall_time=wall_time,
-            items_per_second=total / wall_time if wall_time > 0 else 0.0,
-            attempts=self.attempts,
-            usage=self.usage,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RunReport:
-    """What :meth:`BatchKit.run` returns: counts and failures, not every output.
-
-    Attributes:
-        summary: counts, wall time, throughput, calls and tokens.
-        failures: the failed items (the first ``MAX_FAILURES`` of them).
-        checkpoint: where every result went, if the kit had a checkpoint.
-    """
-
-    MAX_FAILURES: ClassVar[int] = 1000
-
-    summary: BatchSummary
-    failures: list[ItemResult[Any, Any]]
-    checkpoint: Any = None
-    timeline: Timeline | None = field(default=None, compare=False, repr=False)
-
-    def __str__(self) -> str:
-        return str(self.summary)
-
-    def plot(self) -> Figure:
-        """The run as a figure (see :meth:`BatchResult.plot`); needs matplotlib."""
-        timeline = self.timeline or Timeline.from_results(self.failures)
-        return _draw(timeline, str(self.summary))
-
-    def _repr_html_(self) -> str:
-        picture = _inline_plot(self.timeline, self.summary)
-        return f"<div>{html.escape(str(self.summary))}{picture}</div>"
 
 
 class Rerunner(Protocol[InputT, OutputT]):
@@ -403,8 +140,9 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         """Re-run only the failed items and return the merged result.
 
         Each re-run item keeps its original index; its ``attempts`` add up across
-        runs and ``history`` keeps the earlier errors. Items that succeeded are
-        not called again.
+        runs and ``history`` keeps the earlier attempts, oldest first: this result's
+        ``history``, then its last attempt, then the re-run's own retries. Items
+        that succeeded are not called again.
 
         Raises:
             RuntimeError: items failed, and this BatchResult was not made by a kit,
@@ -466,7 +204,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         merged = {r.index: r for r in self}
         for new in again:
             old = merged[new.index]
-            earlier = (*old.history, old.error) if old.error else old.history
+            earlier = (*old.history, _last_attempt(old))
             merged[new.index] = replace(
                 new, attempts=old.attempts + new.attempts, history=earlier + new.history
             )
@@ -520,7 +258,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             >>> results.plot().savefig("run.png")               # doctest: +SKIP
         """
         timeline = self.timeline or Timeline.from_results(self)
-        return _draw(timeline, str(self.summary()))
+        return draw(timeline, str(self.summary()))
 
     def __repr__(self) -> str:
         s = self.summary()
@@ -540,7 +278,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             f" · {s.wall_time:.2f} s · {s.items_per_second:.1f} items/s"
             f" · {s.usage.total_tokens} tokens{'' if self.complete else ' · partial'}"
         )
-        picture = _inline_plot(self.timeline, s)
+        picture = inline_plot(self.timeline, s)
         failed = self.failed
         if not failed:
             return f"<div>{head}{picture}</div>"
@@ -563,6 +301,18 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         )
 
 
+def _last_attempt(result: ItemResult[Any, Any]) -> Attempt:
+    """The last attempt of a finished item, as a record for a later run's history.
+
+    An ItemResult's usage, cost and latency cover all the attempts of the run that
+    made it, so they are that last attempt's own only when it was the item's
+    first; otherwise only its error is known.
+    """
+    if result.history or result.attempts > 1:
+        return Attempt(result.error)
+    return Attempt(result.error, usage=result.usage, cost=result.cost, latency=result.latency)
+
+
 def _by_index(r: ItemResult[Any, Any]) -> int:
     return r.index
 
@@ -570,45 +320,3 @@ def _by_index(r: ItemResult[Any, Any]) -> int:
 def _short(value: object, limit: int = 120) -> str:
     text = redact_secrets(value if isinstance(value, str) else safe_repr(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _one_line(text: str, limit: int) -> str:
-    """``text`` redacted, on one line, cut to ``limit`` characters."""
-    flat = " ".join(redact_secrets(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _plotting() -> Any:
-    """The plotting module, or a clear error naming the extra to install."""
-    try:
-        from langchain_batchkit import _plot
-    except ImportError as exc:
-        raise ImportError(
-            "plot() needs matplotlib: pip install 'langchain-batchkit[plot]'"
-        ) from exc
-    return _plot
-
-
-def _draw(timeline: Timeline, title: str) -> Figure:
-    figure: Figure = _plotting().plot_run(timeline, title=title)
-    return figure
-
-
-def _inline_plot(timeline: Timeline | None, summary: BatchSummary) -> str:
-    """A small PNG of the run for an HTML repr, or ``""`` (no timeline, no matplotlib,
-    or a picture over :data:`MAX_INLINE_PLOT_BYTES`)."""
-    if timeline is None or not timeline.n_bins:
-        return ""
-    try:
-        plotting = _plotting()
-    except ImportError:
-        return ""
-    try:
-        figure = plotting.plot_run(timeline, compact=True)
-        url: str = plotting.png_data_url(figure)
-    except Exception as exc:  # a repr must show the counts whatever the plot does
-        logger.warning("could not draw the run's plot: %s", describe_exception(exc))
-        return ""
-    if len(url) > MAX_INLINE_PLOT_BYTES * 4 // 3:
-        return ""
-    return f"<br><img alt='the run over time' src='{url}'>"

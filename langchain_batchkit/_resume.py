@@ -28,21 +28,24 @@ class Resume:
     Args:
         checkpoint: the open checkpoint.
         key_fn: each input's key (default: its index).
-        include_failed: run items stored as failed again (else they are returned as stored).
+        rerun_failed: call the chain again for items stored as failed (else they are
+            handed back as stored). Not to be confused with
+            ``Checkpoint.finished(include_failed=)``, which says whether failed rows
+            are returned at all.
     """
 
-    __slots__ = ("checkpoint", "chunk_size", "include_failed", "key_fn")
+    __slots__ = ("checkpoint", "chunk_size", "key_fn", "rerun_failed")
 
     def __init__(
         self,
         checkpoint: Checkpoint,
         key_fn: Callable[[Any], str] | None,
         *,
-        include_failed: bool,
+        rerun_failed: bool,
     ) -> None:
         self.checkpoint = checkpoint
         self.key_fn = key_fn
-        self.include_failed = include_failed
+        self.rerun_failed = rerun_failed
         self.chunk_size = checkpoint.chunk_size
 
     def key_of(self, index: int, value: Any) -> str | ItemError:
@@ -104,7 +107,7 @@ class Resume:
 
     def _reuse(self, item: ItemRun[Any, Any], row: StoredRow) -> ItemResult[Any, Any] | None:
         # Failed items count as finished unless the caller asked to run them again.
-        if not row.ok and self.include_failed:
+        if not row.ok and self.rerun_failed:
             return None
         if self.key_fn is None:
             self.check_same_input(item.index, row, item.value)

@@ -5,15 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Callable,
-    Iterable,
-    Iterator,
-    Sequence,
-    Sized,
-)
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import aclosing, closing
 from typing import Any, Generic, TypeVar, cast
 
@@ -21,42 +13,35 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import BaseModel
 
-from langchain_batchkit._attempts import RunPlan
+from langchain_batchkit._calls import Inputs
 from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
-from langchain_batchkit._concurrency import (
-    AdaptiveConcurrency,
-    MaxConcurrency,
-    resolve_max_concurrency,
-    validate_max_concurrency,
-)
-from langchain_batchkit._drivers import Reader, invoke_async, invoke_sync
+from langchain_batchkit._concurrency import MaxConcurrency
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._introspect import display_name, sdk_retrying_models
 from langchain_batchkit._limits import RateLimit
 from langchain_batchkit._options import DEFAULT_RETRY, OPTION_NAMES, KitOptions
 from langchain_batchkit._progress import ProgressCallback
-from langchain_batchkit._results import BatchResult, ItemResult, RunReport
-from langchain_batchkit._resume import Resume
-from langchain_batchkit._retry import RetryPolicy, clock_of
-from langchain_batchkit._runs import INDEX_METADATA_KEY, CallConfig, ItemConfigs, Run, Tally
+from langchain_batchkit._results import BatchResult, ItemResult
+from langchain_batchkit._retry import RetryPolicy
+from langchain_batchkit._runs import INDEX_METADATA_KEY, Run
 from langchain_batchkit._schema import item_result_schema
-from langchain_batchkit._validate import check_int
+from langchain_batchkit._steps import invoke_async, invoke_sync
+from langchain_batchkit._streams import StreamingCalls
 
 __all__ = ["INDEX_METADATA_KEY", "BatchKit", "batchkit"]
 
 logger = logging.getLogger(__name__)
 
-#: How far ``"auto"`` may grow items in flight when a RateLimit paces the requests.
-AUTO_CEILING_WITH_RATE_LIMIT = 128
-
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
-Inputs = Iterable[InputT] | AsyncIterable[InputT]
 
-
-class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, OutputT]):
+class BatchKit(
+    StreamingCalls[InputT, OutputT],
+    Runnable[InputT, ItemResult[InputT, OutputT]],
+    Generic[InputT, OutputT],
+):
     """A Runnable that runs another Runnable safely over many inputs.
 
     Every input yields an :class:`ItemResult`: one failure never fails the batch.
@@ -174,23 +159,15 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
     ) -> ItemResult[InputT, OutputT]:
         """Run one input in this thread; return its ItemResult (never raises for the item)."""
-        plan, _ = self._single(config, kwargs, sync=True)
+        plan = self._single_plan(config, kwargs)
         return invoke_sync(plan, plan.new_item(0, 0, input, None))
 
     async def ainvoke(
         self, input: InputT, config: RunnableConfig | None = None, **kwargs: Any
     ) -> ItemResult[InputT, OutputT]:
         """Async twin of :meth:`invoke`."""
-        plan, _ = self._single(config, kwargs, sync=False)
+        plan = self._single_plan(config, kwargs)
         return await invoke_async(plan, plan.new_item(0, 0, input, None))
-
-    def _single(
-        self, config: RunnableConfig | None, kwargs: dict[str, Any], *, sync: bool
-    ) -> tuple[RunPlan[InputT, OutputT], KitOptions]:
-        opts, chain_kwargs = self._split(kwargs)
-        limit = opts.rate_limit
-        configs = ItemConfigs(config, limit.callback if limit else None, keep_run_id=True)
-        return self._plan_for(opts, configs, chain_kwargs), opts
 
     # -- batches -------------------------------------------------------------------------
 
@@ -223,236 +200,20 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         """Async twin of :meth:`batch`; also accepts iterables and async iterables."""
         return await self._acollect(self._make_run(inputs, config, kwargs, sync=False))
 
-    def batch_as_completed(  # type: ignore[override]
-        self,
-        inputs: Iterable[InputT],
-        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any | None,
-    ) -> Iterator[tuple[int, ItemResult[InputT, OutputT]]]:
-        """Yield ``(index, ItemResult)`` as items finish; leaving early starts nothing new."""
-        with closing(self._make_run(inputs, config, kwargs, sync=True).iterate()) as stream:
-            for result in stream:
-                yield result.index, result
-
-    async def abatch_as_completed(  # type: ignore[override]
-        self,
-        inputs: Inputs[InputT],
-        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any | None,
-    ) -> AsyncIterator[tuple[int, ItemResult[InputT, OutputT]]]:
-        """Async twin of :meth:`batch_as_completed`; leaving early cancels what runs."""
-        run = self._make_run(inputs, config, kwargs, sync=False)
-        async with aclosing(run.aiterate()) as stream:
-            async for result in stream:
-                yield result.index, result
-
-    def stream_results(
-        self,
-        inputs: Iterable[InputT],
-        config: RunnableConfig | None = None,
-        *,
-        ordered: bool = False,
-        reorder_buffer: int = 1000,
-        **kwargs: Any,
-    ) -> Iterator[ItemResult[InputT, OutputT]]:
-        """Yield ItemResults as they complete, reading ``inputs`` lazily.
-
-        Memory stays bounded whatever the input's length: at most the items in
-        flight, a read-ahead of one checkpoint chunk, and with ``ordered=True`` at
-        most ``reorder_buffer`` finished items held back to restore input order
-        (new items wait while it is full).
-        """
-        run = self._make_run(
-            inputs, config, kwargs, sync=True, ordered=ordered, reorder_buffer=reorder_buffer
-        )
-        with closing(run.iterate()) as stream:
-            yield from stream
-
-    async def astream_results(
-        self,
-        inputs: Inputs[InputT],
-        config: RunnableConfig | None = None,
-        *,
-        ordered: bool = False,
-        reorder_buffer: int = 1000,
-        **kwargs: Any,
-    ) -> AsyncIterator[ItemResult[InputT, OutputT]]:
-        """Async twin of :meth:`stream_results`; also accepts async iterables."""
-        run = self._make_run(
-            inputs, config, kwargs, sync=False, ordered=ordered, reorder_buffer=reorder_buffer
-        )
-        async with aclosing(run.aiterate()) as stream:
-            async for result in stream:
-                yield result
-
-    def run(
-        self, inputs: Iterable[InputT], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> RunReport:
-        """Run every input and keep only counts (and failures): for inputs too big for a list.
-
-        Results go to the checkpoint (if any) as they finish; read them back with
-        ``kit.checkpoint.iter_results()`` / ``to_jsonl()``. Memory does not grow with
-        the number of inputs (beyond failed items, of which the first 1,000 are kept).
-        """
-        run = self._make_run(inputs, config, kwargs, sync=True)
-        tally = Tally()
-        with closing(run.iterate()) as stream:
-            for result in stream:
-                tally.add(result)
-        return tally.report(run.options.checkpoint, run.timeline)
-
-    async def arun(
-        self, inputs: Inputs[InputT], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> RunReport:
-        """Async twin of :meth:`run`."""
-        run = self._make_run(inputs, config, kwargs, sync=False)
-        tally = Tally()
-        async with aclosing(run.aiterate()) as stream:
-            async for result in stream:
-                tally.add(result)
-        return tally.report(run.options.checkpoint, run.timeline)
-
     # -- the shared path -------------------------------------------------------------------
 
-    def _split(self, kwargs: dict[str, Any]) -> tuple[KitOptions, dict[str, Any]]:
-        """This call's options (the kit's, with the ones passed here) and the chain's kwargs."""
-        overrides = {k: v for k, v in kwargs.items() if k in OPTION_NAMES}
-        chain_kwargs = {k: v for k, v in kwargs.items() if k not in OPTION_NAMES}
-        return self._options.replace(overrides), chain_kwargs
-
-    def _plan_for(
-        self, opts: KitOptions, configs: ItemConfigs, kwargs: dict[str, Any]
-    ) -> RunPlan[InputT, OutputT]:
-        clock: Clock = opts.clock or clock_of(opts.retry)
-        return RunPlan(
-            self.bound,
-            config_for=configs,
-            kwargs=kwargs,
-            policy=opts.retry,
-            clock=clock,
-            name=self.name or self.bound.get_name(),
-            observed=configs.observed,
-        )
-
-    def _make_run(
-        self,
-        inputs: Inputs[InputT] | Sequence[tuple[int, InputT]] | None,
-        config: CallConfig,
-        kwargs: dict[str, Any],
-        *,
-        sync: bool,
-        indexed: bool = False,
-        ordered: bool = False,
-        reorder_buffer: int = 1000,
-    ) -> Run[InputT, OutputT]:
-        if inputs is None:
-            raise ConfigurationError(
-                "batch calls take an iterable of inputs (a list, a generator), got None; "
-                "pass [x] for one input, or use invoke(x)"
-            )
-        if sync and isinstance(inputs, AsyncIterable):
-            raise ConfigurationError(
-                "an async iterable needs the async entry points: await kit.abatch(...) "
-                "or kit.astream_results(...)"
-            )
-        check_int("reorder_buffer", reorder_buffer)
-        opts, chain_kwargs = self._split(kwargs)
-        n_items = len(inputs) if isinstance(inputs, Sized) else None
-        limit = opts.rate_limit
-        configs = ItemConfigs(config, limit.callback if limit else None)
-        if not indexed:
-            configs.check_length(n_items)
-        concurrency, adaptive = self._window_size(opts, configs, n_items)
-        if indexed:
-            source: Any = iter(cast(Sequence[tuple[int, InputT]], inputs))
-        elif isinstance(inputs, AsyncIterable):
-            source = _aenumerate(inputs)
-        else:
-            source = enumerate(cast(Iterable[InputT], inputs))
-        resume = None
-        if opts.checkpoint is not None:
-            resume = Resume(opts.checkpoint, opts.key, include_failed=opts.retry_failed or indexed)
-        return Run(
-            self.bound,
-            self._plan_for(opts, configs, chain_kwargs),
-            Reader(source),
-            options=opts,
-            config=config,
-            n_items=n_items,
-            concurrency=concurrency,
-            adaptive=adaptive,
-            resume=resume,
-            ordered=ordered,
-            reorder_buffer=reorder_buffer,
-        )
-
-    @staticmethod
-    def _window_size(
-        opts: KitOptions, configs: ItemConfigs, n_items: int | None
-    ) -> tuple[int, AdaptiveConcurrency | None]:
-        setting = opts.max_concurrency
-        if isinstance(setting, int):
-            return setting, None
-        if configs.max_concurrency is not None:
-            value = validate_max_concurrency(configs.max_concurrency, "config['max_concurrency']")
-            return resolve_max_concurrency(value, n_items), None
-        concurrency = resolve_max_concurrency(setting, n_items)
-        if setting != "auto":
-            return concurrency, None
-        # Behind a RateLimit the limiter paces requests, so items may grow past the
-        # table value; without one, pushback lowers it and successes restore it.
-        ceiling = AUTO_CEILING_WITH_RATE_LIMIT if opts.rate_limit else concurrency
-        return concurrency, AdaptiveConcurrency(concurrency, ceiling)
-
     def _collect(self, run: Run[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
-        started = time.perf_counter()
-        collected: list[ItemResult[InputT, OutputT]] = []
-        run.on_unyielded = collected.append  # finished as the run was interrupted: kept
-        complete = False
-        try:
-            with closing(run.iterate()) as stream:
-                for result in stream:
-                    collected.append(result)
-            complete = True
-        finally:
-            self._keep(run, collected, time.perf_counter() - started, complete)
-        assert self.last_run is not None
-        return self.last_run
+        with _Keeping(self, run) as kept, closing(run.iterate()) as stream:
+            for result in stream:
+                kept.append(result)
+        return kept.result()
 
     async def _acollect(self, run: Run[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
-        started = time.perf_counter()
-        collected: list[ItemResult[InputT, OutputT]] = []
-        run.on_unyielded = collected.append
-        complete = False
-        try:
+        with _Keeping(self, run) as kept:
             async with aclosing(run.aiterate()) as stream:
                 async for result in stream:
-                    collected.append(result)
-            complete = True
-        finally:
-            self._keep(run, collected, time.perf_counter() - started, complete)
-        assert self.last_run is not None
-        return self.last_run
-
-    def _keep(
-        self,
-        run: Run[InputT, OutputT],
-        collected: list[ItemResult[InputT, OutputT]],
-        wall: float,
-        complete: bool,
-    ) -> None:
-        self.last_run = BatchResult(
-            collected,
-            wall_time=wall,
-            complete=complete,
-            rerunner=self,
-            config=run.config if isinstance(run.config, dict) else None,
-            timeline=run.timeline,
-        )
+                    kept.append(result)
+        return kept.result()
 
     def _rerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
@@ -465,11 +226,39 @@ class BatchKit(Runnable[InputT, ItemResult[InputT, OutputT]], Generic[InputT, Ou
         return await self._acollect(self._make_run(pairs, config, {}, sync=False, indexed=True))
 
 
-async def _aenumerate(inputs: AsyncIterable[InputT]) -> AsyncIterator[tuple[int, InputT]]:
-    i = 0
-    async for value in inputs:
-        yield i, value
-        i += 1
+class _Keeping(Generic[InputT, OutputT]):
+    """Collects a batch call's results and keeps them on the kit as ``last_run`` when
+    the run ends, however it ends (then ``complete`` says whether it ran to the end);
+    items that finished as the run was interrupted are kept too."""
+
+    __slots__ = ("_kit", "_results", "_run", "_started")
+
+    def __init__(self, kit: BatchKit[InputT, OutputT], run: Run[InputT, OutputT]) -> None:
+        self._kit, self._run = kit, run
+        self._results: list[ItemResult[InputT, OutputT]] = []
+        run.on_unyielded = self._results.append
+
+    def __enter__(self) -> _Keeping[InputT, OutputT]:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        run = self._run
+        self._kit.last_run = BatchResult(
+            self._results,
+            wall_time=time.perf_counter() - self._started,
+            complete=kind is None,
+            rerunner=self._kit,
+            config=run.config if isinstance(run.config, dict) else None,
+            timeline=run.timeline,
+        )
+
+    def append(self, result: ItemResult[InputT, OutputT]) -> None:
+        self._results.append(result)
+
+    def result(self) -> BatchResult[InputT, OutputT]:
+        assert self._kit.last_run is not None
+        return self._kit.last_run
 
 
 def _warn_about_sdk_retries(bound: Runnable[Any, Any], retry: RetryPolicy) -> None:

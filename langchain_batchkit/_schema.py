@@ -26,6 +26,16 @@ class TokenUsageSchema(BaseModel):
     total_tokens: int = 0
 
 
+class AttemptSchema(BaseModel):
+    """One earlier attempt of an item (see :class:`Attempt`)."""
+
+    error: ItemErrorSchema | None
+    output: Any = None
+    usage: TokenUsageSchema | None = None
+    cost: float | None = None
+    latency: float = 0.0
+
+
 def item_result_schema(name: str, input_type: Any, output_type: Any) -> type[BaseModel]:
     """A pydantic model describing ``ItemResult[input_type, output_type]``.
 
@@ -44,8 +54,9 @@ def item_result_schema(name: str, input_type: Any, output_type: Any) -> type[Bas
                 attempts=(int, 1),
                 latency=(float, 0.0),
                 usage=(TokenUsageSchema | None, None),
-                history=(list[ItemErrorSchema], []),
+                history=(list[AttemptSchema], []),
                 key=(str | None, None),
+                cost=(float | None, None),
             )
             model.model_json_schema()
         except Exception:

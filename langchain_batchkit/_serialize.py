@@ -43,7 +43,9 @@ from pydantic import BaseModel
 from langchain_batchkit._errors import redact_secrets
 
 __all__ = [
+    "decode_value",
     "dumps_value",
+    "encode_value",
     "fingerprint_value",
     "json_text",
     "loads_value",
@@ -120,6 +122,28 @@ def _try_encode(value: Any) -> dict[str, Any] | None:
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"dict": {k: _encode(v) for k, v in value.items()}}
     return None
+
+
+def encode_value(value: Any) -> dict[str, Any]:
+    """``value`` as its tagged JSON-able form (what :func:`dumps_value` writes as text),
+    for a value stored inside a larger JSON document; never raises.
+
+    Example:
+        >>> decode_value(encode_value((1, b"x")))
+        (1, b'x')
+    """
+    data: dict[str, Any] = json.loads(dumps_value(value))  # plain JSON whatever the value
+    return data
+
+
+def decode_value(data: dict[str, Any]) -> Any:
+    """Decode what :func:`encode_value` returned.
+
+    Raises:
+        ValueError / ImportError / ...: the data names an unknown format or a class
+            that cannot be imported now.
+    """
+    return _decode(data)
 
 
 def to_jsonable(value: Any) -> Any:

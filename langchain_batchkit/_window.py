@@ -315,8 +315,8 @@ class Window(Generic[InputT, OutputT]):
 
 def pushed_back(result: ItemResult[Any, Any]) -> bool:
     """Did the provider push back (429) on any attempt of this item?"""
-    errors = (*result.history, result.error) if result.error else result.history
-    return any(_is_rate_limit_error(e) for e in errors)
+    errors = (*(attempt.error for attempt in result.history), result.error)
+    return any(e is not None and _is_rate_limit_error(e) for e in errors)
 
 
 def _is_rate_limit_error(error: ItemError) -> bool:

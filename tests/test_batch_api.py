@@ -534,7 +534,9 @@ async def test_lines_that_fail_with_5xx_are_resubmitted_until_they_succeed(
     assert retried
     for r in retried:
         assert len(r.history) == r.attempts - 1
-        assert all(e.type == "BatchRequestError" and "server" in e.message for e in r.history)
+        errors = [a.error for a in r.history if a.error]
+        assert len(errors) == len(r.history)
+        assert all(e.type == "BatchRequestError" and "server" in e.message for e in errors)
     assert server.stats().batches_created == 1 + max(r.attempts for r in results) - 1
 
 
@@ -569,7 +571,7 @@ async def test_items_of_an_expired_job_are_resubmitted_in_a_new_job(
     assert len(results.succeeded) == 7
     [last] = results.failed
     assert last.attempts == 2
-    assert [e.type for e in last.history] == ["BatchJobUnfinishedError"]
+    assert [a.error and a.error.type for a in last.history] == ["BatchJobUnfinishedError"]
     resubmitted = [r for r in results.succeeded if r.attempts == 2]
     assert len(resubmitted) == 1
     assert server.stats().batches_created == 2

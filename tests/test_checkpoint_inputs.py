@@ -253,7 +253,7 @@ def test_a_layout_1_file_is_migrated_and_resumes(tmp_path: Path) -> None:
     assert results.outputs == ["old-0", "old-1", "old-2", "done-1"]
     with closing(sqlite3.connect(path)) as db:
         version = db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
-    assert version == ("2",)
+    assert version == ("3",)
 
 
 def test_a_layout_1_file_still_refuses_another_input_list(tmp_path: Path) -> None:

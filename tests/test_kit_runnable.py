@@ -142,6 +142,16 @@ def test_the_output_json_schema_describes_an_item_result() -> None:
     )
 
 
+def test_the_output_json_schema_describes_history_as_attempts_and_the_cost() -> None:
+    kit = batchkit(RunnableLambda(str), progress=False)
+
+    schema = kit.get_output_jsonschema()
+
+    assert "cost" in schema["properties"]
+    attempt = schema["$defs"]["AttemptSchema"]["properties"]
+    assert {"error", "output", "usage", "cost", "latency"} == set(attempt)
+
+
 def test_config_specs_are_the_wrapped_chains() -> None:
     prompt = PromptTemplate.from_template("{x}").configurable_fields(
         template=ConfigurableField(id="template")

@@ -67,6 +67,7 @@ def test_everything_listed_is_documented(name: str) -> None:
 def test_the_top_level_is_small() -> None:
     assert set(langchain_batchkit.__all__) == {
         "INDEX_METADATA_KEY",
+        "Attempt",
         "BatchAPIOptions",
         "BatchAPIRunner",
         "BatchFailedError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import json
 import pickle
 import threading
 import traceback
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from langchain_batchkit import (
+    Attempt,
     BatchFailedError,
     BatchResult,
     ItemError,
@@ -199,8 +201,14 @@ def test_to_records_is_flat() -> None:
         "input_tokens": 3,
         "output_tokens": 4,
         "total_tokens": 7,
+        "cost_usd": None,
     }
     assert records[2]["error_type"] == "ValueError"
+
+
+def test_to_records_gives_the_item_cost_in_dollars() -> None:
+    priced: ItemResult[str, str] = ItemResult(0, "a", "A", cost=0.0125)
+    assert priced.to_record()["cost_usd"] == 0.0125
 
 
 def test_to_pandas_has_one_row_per_item() -> None:
@@ -286,3 +294,74 @@ def test_a_copy_keeps_the_kit_and_can_retry() -> None:
 
     assert list(copied) == list(results) and copied is not results
     assert copied.retry_failed().outputs == ["A", "B", "C"]
+
+
+# -- attempt records -------------------------------------------------------------------------
+
+
+def test_an_attempt_round_trips_through_its_dict_with_output_usage_cost_and_latency() -> None:
+    attempt = Attempt(
+        _error("rejected"),
+        output=("raw", b"\x00", {"n": 1}),
+        usage=TokenUsage(5, 7, 12),
+        cost=0.0003,
+        latency=1.25,
+    )
+
+    back = Attempt.from_dict(json.loads(json.dumps(attempt.to_dict())))
+
+    assert back == attempt
+    assert back.error is not None and back.error.exception is None  # text only
+
+
+def test_an_attempt_whose_output_cannot_be_loaded_keeps_its_text_when_lenient() -> None:
+    data = Attempt(None, output="x").to_dict()
+    data["output"] = {"pydantic": "no_such_module:Gone", "data": {}}
+
+    with pytest.raises(ImportError):
+        Attempt.from_dict(data)
+    assert "no_such_module" in Attempt.from_dict(data, lenient=True).output
+
+
+def test_an_attempt_prints_on_one_line_without_secrets() -> None:
+    attempt = Attempt(ItemError("AuthenticationError", "bad key sk-abcdefghijklmnop1234567890\n"))
+    assert "\n" not in repr(attempt) and "sk-abcdefghijklmnop" not in repr(attempt)
+
+
+class _Retrier:
+    """Re-runs each failed item once more, failing again with a new error of its own."""
+
+    def _rerun(self, pairs: Any, config: Any) -> BatchResult[str, str]:
+        return BatchResult(
+            [
+                ItemResult(
+                    i, x, None, _error(f"third {x}"), 2, 0.5, history=(Attempt(_error("2nd")),)
+                )
+                for i, x in pairs
+            ]
+        )
+
+    async def _arerun(self, pairs: Any, config: Any) -> BatchResult[str, str]:
+        return self._rerun(pairs, config)
+
+
+def test_retry_failed_keeps_every_attempt_in_order_oldest_first() -> None:
+    first_try = Attempt(_error("first"), latency=0.1)
+    results: BatchResult[str, str] = BatchResult(
+        [
+            ItemResult(0, "a", None, _error("second a"), 2, 0.4, history=(first_try,)),
+            ItemResult(1, "b", None, _error("only b"), 1, 0.3, TokenUsage(1, 1, 2), cost=0.01),
+        ],
+        rerunner=_Retrier(),
+    )
+
+    again = results.retry_failed()
+
+    messages = [[a.error and a.error.message for a in r.history] for r in again]
+    assert messages == [["first", "second a", "2nd"], ["only b", "2nd"]]
+    assert [r.attempts for r in again] == [4, 3]
+    assert again[0].history[0] is first_try
+    # a single-attempt result is that attempt: its usage, cost and latency carry over
+    assert again[1].history[0] == Attempt(results[1].error, None, TokenUsage(1, 1, 2), 0.01, 0.3)
+    # after retries, the run's totals are not the last attempt's own: only its error is kept
+    assert again[0].history[1] == Attempt(results[0].error)

@@ -14,13 +14,20 @@ import httpx2
 import openai
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 from tenacity import RetryCallState
 
-from langchain_batchkit import ConfigurationError, ProgressEvent, RetryPolicy, batchkit
+from langchain_batchkit import (
+    ConfigurationError,
+    ProgressEvent,
+    RetryPolicy,
+    TokenUsage,
+    batchkit,
+)
 from langchain_batchkit._retry import is_transient, retry_after_seconds
-from langchain_batchkit.testing import FakeClock
+from langchain_batchkit.testing import FakeChatModel, FakeClock
 
 URL = "http://127.0.0.1:1/v1/chat/completions"
 
@@ -192,7 +199,10 @@ async def test_transient_failures_are_retried_until_success() -> None:
 
     assert results.outputs == ["ok-0", "ok-1"]
     assert results[0].attempts == 3
-    assert [e.type for e in results[0].history] == ["InternalServerError", "RateLimitError"]
+    assert [a.error and a.error.type for a in results[0].history] == [
+        "InternalServerError",
+        "RateLimitError",
+    ]
     assert results[1].attempts == 1
     assert clock.sleeps == [1, 1]  # a 429 starts its own schedule
 
@@ -332,6 +342,39 @@ async def test_each_item_retries_at_once_without_waiting_for_a_round() -> None:
     assert results.outputs == [f"ok-{i}" for i in range(6)]
 
 
+@pytest.mark.parametrize("path", ["sync", "async"])
+async def test_each_retried_attempt_is_recorded_with_its_error_tokens_and_latency(
+    path: str,
+) -> None:
+    clock = FakeClock()
+    took = iter([0.5, 1.5, 0.25])  # seconds each attempt's parsing step takes
+    failures = [ValueError("unparsable 1"), ValueError("unparsable 2")]
+
+    def parse(message: AIMessage) -> str:
+        clock.advance(next(took))
+        if failures:
+            raise failures.pop(0)
+        return str(message.content)
+
+    async def aparse(message: AIMessage) -> str:
+        return parse(message)
+
+    chain = FakeChatModel() | RunnableLambda(parse, afunc=aparse)
+    retry = policy(clock, max_attempts=3, initial_backoff=2, retry_on=lambda e: True)
+    kit = batchkit(chain, retry=retry, progress=False)
+
+    result = kit.invoke("hello") if path == "sync" else await kit.ainvoke("hello")
+
+    assert result.ok and result.attempts == 3
+    one_call = TokenUsage(1, 2, 3)  # "hello" -> "echo: hello", about 4 characters a token
+    assert [(a.error and a.error.message, a.usage, a.latency) for a in result.history] == [
+        ("unparsable 1", one_call, 0.5),
+        ("unparsable 2", one_call, 1.5),
+    ]
+    assert result.usage == TokenUsage(3, 6, 9)  # the item's usage still covers every attempt
+    assert result.latency == 0.5 + 1.5 + 0.25 + sum(clock.sleeps)
+
+
 async def test_attempts_are_bounded_and_every_error_is_kept() -> None:
     clock = FakeClock()
     script = Script({0: [api_error(500), api_error(502), api_error(503), api_error(504)]})
@@ -342,7 +385,7 @@ async def test_attempts_are_bounded_and_every_error_is_kept() -> None:
     assert not result.ok
     assert result.attempts == 3
     assert result.error is not None and "503" in result.error.message
-    assert [e.message for e in result.history] == ["status 500", "status 502"]
+    assert [a.error and a.error.message for a in result.history] == ["status 500", "status 502"]
     assert script.calls[0] == 3
 
 

@@ -148,7 +148,8 @@ def test_retry_failed_reruns_only_failed_rows_and_merges_by_index() -> None:
     assert all(r.output == f"out-{r.input}" for r in again)
     assert calls == {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 1}
     assert [r.attempts for r in again] == [1, 2, 1, 1, 2, 1]
-    assert again[1].history[0].message == "transient 1"
+    error = again[1].history[0].error
+    assert error is not None and error.message == "transient 1"
     assert first.outputs[1] is None  # the original result is a value: not mutated
 
 

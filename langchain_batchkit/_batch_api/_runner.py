@@ -41,7 +41,8 @@ from langchain_batchkit._batch_api._responses import message_from_body
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._batch_api._store import JobStore, running_batch_ids
 from langchain_batchkit._errors import BatchKitError, ConfigurationError
-from langchain_batchkit._results import BatchResult, ItemError, ItemResult, TokenUsage
+from langchain_batchkit._item import ItemError, ItemResult, TokenUsage
+from langchain_batchkit._results import BatchResult
 from langchain_batchkit._runner import BatchKit, batchkit
 
 __all__ = ["BatchAPIRunner"]

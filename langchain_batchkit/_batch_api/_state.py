@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_batchkit._batch_api._errors import is_resubmittable
-from langchain_batchkit._results import ItemError
+from langchain_batchkit._item import Attempt, ItemError
 
 __all__ = ["FINAL_STATUSES", "ItemState", "ItemStatus", "JobState"]
 
@@ -36,7 +36,8 @@ class ItemState:
         response: the answer body, once it succeeded.
         error: the latest error (kept while pending a resubmission).
         retryable: whether ``error`` is worth a resubmission.
-        history: errors of earlier submissions, oldest first.
+        history: earlier submissions, oldest first, as :class:`Attempt` records
+            (their errors; a submission has no latency of its own).
         finished_at: clock time it was settled in this process (for latency).
     """
 
@@ -48,13 +49,13 @@ class ItemState:
     response: dict[str, Any] | None = None
     error: ItemError | None = None
     retryable: bool = False
-    history: list[ItemError] = field(default_factory=list)
+    history: list[Attempt] = field(default_factory=list)
     finished_at: float | None = None
 
     def submit(self, job: str) -> None:
         """Sent in ``job``: an earlier error moves to ``history``."""
         if self.error is not None:
-            self.history.append(self.error)
+            self.history.append(Attempt(self.error))
         self.error, self.retryable = None, False
         self.status, self.job = "submitted", job
         self.submissions += 1

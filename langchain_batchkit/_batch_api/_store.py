@@ -3,7 +3,8 @@
 One file (stdlib ``sqlite3``, WAL journal) holds the run's identity (an id, the
 input count, a format version), every job (key, provider id, input file, status,
 collected or not), which custom_id of which job carries which item, and every
-item (request digest, status, submissions, answer body, errors). A job is
+item (request digest, status, submissions, answer body, error, and the
+:class:`Attempt` records of earlier submissions). A job is
 written *before* its file is uploaded, and its provider id right after creation,
 so a crash between the two is found again by the job's metadata. Without a path
 the same tables live in memory. Nothing here ever holds an API key.
@@ -12,6 +13,7 @@ the same tables live in memory. Nothing here ever holds an API key.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import uuid
@@ -20,13 +22,16 @@ from typing import cast
 
 from langchain_batchkit._batch_api._errors import BatchStateError
 from langchain_batchkit._batch_api._state import ItemState, ItemStatus, JobState
-from langchain_batchkit._results import ItemError
+from langchain_batchkit._item import ItemError, dump_history, legacy_history, load_history
 from langchain_batchkit._sqlite import open_wal, transaction
 
 __all__ = ["JobStore", "running_batch_ids"]
 
-#: Bumped when the layout changes; a file of another version is refused.
-SCHEMA_VERSION = "1"
+logger = logging.getLogger(__name__)
+
+#: Bumped when the layout changes. Format 1 (history as a list of errors) is
+#: migrated in place; any other version is refused.
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,10 +110,14 @@ class JobStore:
                     [("version", SCHEMA_VERSION), ("run_id", run_id), ("items", str(n_items))],
                 )
             return run_id
-        if meta.get("version") != SCHEMA_VERSION:
+        version = meta.get("version")
+        if version == "1":
+            self._migrate_from_1()
+        elif version != SCHEMA_VERSION:
             raise BatchStateError(
-                f"state file {self.path!r} has format {meta.get('version')!r}, this version "
-                f"of langchain-batchkit reads {SCHEMA_VERSION!r}"
+                f"state file {self.path!r} has format {version!r}, this version of "
+                f"langchain-batchkit reads {SCHEMA_VERSION!r} (and migrates '1'): it was "
+                "written by another release; finish the run with that release or use a new file"
             )
         if meta.get("items") != str(n_items):
             raise BatchStateError(
@@ -116,6 +125,20 @@ class JobStore:
                 f"not {n_items}: use a new state file for other inputs"
             )
         return str(meta["run_id"])
+
+    def _migrate_from_1(self) -> None:
+        """Format 1 kept each item's earlier submissions as a list of errors: make each
+        one an :class:`Attempt` of that error (all that was known), in one transaction."""
+        with transaction(self._conn, "BEGIN IMMEDIATE"):
+            rows = self._conn.execute("SELECT idx, history FROM items").fetchall()
+            self._conn.executemany(
+                "UPDATE items SET history = ? WHERE idx = ?",
+                [(legacy_history(history), idx) for idx, history in rows],
+            )
+            self._conn.execute(
+                "UPDATE meta SET value = ? WHERE name = 'version'", (SCHEMA_VERSION,)
+            )
+        logger.info("state file %s: migrated from format 1 to %s", self.path, SCHEMA_VERSION)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -135,7 +158,7 @@ class JobStore:
                 response=json.loads(response) if response else None,
                 error=ItemError.from_dict(json.loads(error)) if error else None,
                 retryable=bool(retryable),
-                history=[ItemError.from_dict(e) for e in json.loads(history)],
+                history=list(load_history(history)),
             )
         return items
 
@@ -192,7 +215,7 @@ class JobStore:
                     json.dumps(s.response) if s.response is not None else None,
                     json.dumps(ItemError.to_dict(s.error)) if s.error is not None else None,
                     int(s.retryable),
-                    json.dumps([ItemError.to_dict(e) for e in s.history]),
+                    dump_history(s.history),
                 )
                 for s in items
             ],
