@@ -13,16 +13,21 @@ into N failed rows.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig
 from tenacity import RetryCallState
 
+from langchain_batchkit._budget import Budget
 from langchain_batchkit._callbacks import UsageCollector, with_handler
 from langchain_batchkit._clock import Clock
+from langchain_batchkit._costs import CostMeter
 from langchain_batchkit._errors import (
+    BudgetExceededError,
     ConfigurationError,
     EventLoopMismatchError,
     RedactedError,
@@ -31,6 +36,7 @@ from langchain_batchkit._errors import (
     exception_traceback,
 )
 from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
+from langchain_batchkit._prices import PriceBook
 from langchain_batchkit._retry import RetryPolicy, status_code_of
 
 __all__ = ["ItemRun", "RunPlan", "run_stopper"]
@@ -46,6 +52,7 @@ class ItemRun(Generic[InputT, OutputT]):
         "attempt_started",
         "attempts",
         "config",
+        "cost_before",
         "history",
         "index",
         "key",
@@ -78,27 +85,36 @@ class ItemRun(Generic[InputT, OutputT]):
         self.run_manager: Any = None
         self.usage: UsageCollector | None = None
         self.usage_before: TokenUsage | None = None
+        self.cost_before: float | None = None
 
-    def begin_attempt(self, now: float) -> RunnableConfig:
+    def begin_attempt(self, now: float, prices: PriceBook | None = None) -> RunnableConfig:
         """Count one more attempt; return the config the chain is called with."""
         if self.attempts == 0:
             self.started = now
-            self.usage = UsageCollector()
+            self.usage = UsageCollector(CostMeter(prices) if prices is not None else None)
             self.config = with_handler(self.config, self.usage, first=True)
         elif self.retry_state is not None and self.retry_state.outcome is not None:
             self.retry_state.prepare_for_next_attempt()
         self.attempts += 1
         self.attempt_started = now
         self.usage_before = self.usage.usage if self.usage is not None else None
+        self.cost_before = self.cost
         return self.config
+
+    @property
+    def cost(self) -> float | None:
+        """Dollars of this item's model calls so far (``None``: not priced)."""
+        return self.usage.cost if self.usage is not None else None
 
     def retried(self, error: ItemError, now: float) -> None:
         """Record the attempt that just ended with ``error`` as one that will be retried."""
         collected = self.usage.usage if self.usage is not None else None
+        cost = self.cost
         self.history.append(
             Attempt(
                 error,
                 usage=_usage_since(self.usage_before, collected),
+                cost=cost - (self.cost_before or 0.0) if cost is not None else None,
                 latency=now - self.attempt_started,
             )
         )
@@ -119,7 +135,21 @@ class RunPlan(Generic[InputT, OutputT]):
             run per item is created only then (nobody else could see it).
     """
 
-    __slots__ = ("clock", "config_for", "kwargs", "name", "observed", "policy", "runnable")
+    __slots__ = (
+        "_lock",
+        "budget",
+        "clock",
+        "config_for",
+        "flex",
+        "flex_deadline",
+        "flex_saved",
+        "kwargs",
+        "name",
+        "observed",
+        "policy",
+        "prices",
+        "runnable",
+    )
 
     def __init__(
         self,
@@ -131,6 +161,10 @@ class RunPlan(Generic[InputT, OutputT]):
         clock: Clock,
         name: str,
         observed: bool,
+        prices: PriceBook | None = None,
+        budget: Budget | None = None,
+        flex: Runnable[InputT, OutputT] | None = None,
+        flex_deadline: float = 0.0,
     ) -> None:
         self.runnable = runnable
         self.config_for = config_for
@@ -139,6 +173,23 @@ class RunPlan(Generic[InputT, OutputT]):
         self.clock = clock
         self.name = name
         self.observed = observed
+        self.prices = prices
+        self.budget = budget
+        self.flex = flex
+        self.flex_deadline = flex_deadline
+        self.flex_saved = 0.0
+        self._lock = threading.Lock()
+
+    def runnable_for(self, item: ItemRun[InputT, OutputT]) -> Runnable[InputT, OutputT]:
+        """The chain this attempt calls: on flex until the item's flex deadline passed."""
+        if self.flex is not None and item.attempt_started - item.started < self.flex_deadline:
+            return self.flex
+        return self.runnable
+
+    @property
+    def stopped(self) -> bool:
+        """The run starts no new item: its budget refused a model call."""
+        return self.budget is not None and self.budget.exhausted
 
     def new_item(
         self, seq: int, index: int, value: InputT, key: str | None
@@ -165,6 +216,11 @@ class RunPlan(Generic[InputT, OutputT]):
         if exc is None:
             usage = collected or TokenUsage.from_output(output)
             return self._result(item, output, None, usage, now)
+        refusal = _budget_refusal(exc)
+        if refusal is not None:  # not sent, nothing paid for it: the item did not run
+            return self._result(
+                item, None, ItemError.from_exception(refusal), collected, now, not_run=True
+            )
         stopper = run_stopper(exc, self.kwargs, sync=sync, chain=self.runnable.get_name())
         if stopper is not None:
             # The live error may carry the request's key: chain a redacted stand-in.
@@ -193,7 +249,13 @@ class RunPlan(Generic[InputT, OutputT]):
         error: ItemError | None,
         usage: TokenUsage | None,
         now: float,
+        *,
+        not_run: bool = False,
     ) -> ItemResult[InputT, OutputT]:
+        meter = item.usage.meter if item.usage is not None else None
+        if meter is not None and meter.saved:
+            with self._lock:
+                self.flex_saved += meter.saved
         return ItemResult(
             item.index,
             item.value,
@@ -203,7 +265,31 @@ class RunPlan(Generic[InputT, OutputT]):
             now - item.started,
             usage,
             tuple(item.history),
+            cost=item.cost,
+            not_run=not_run,
         )
+
+    def not_run(
+        self, item: ItemRun[InputT, OutputT], reason: ItemError
+    ) -> ItemResult[InputT, OutputT]:
+        """The result of an item the stopped run will not (or not again) start."""
+        now = self.clock()
+        usage = item.usage.usage if item.usage is not None else None
+        latency = now - item.started if item.attempts else 0.0
+        return replace(
+            self._result(item, None, reason, usage, now, not_run=True), latency=latency
+        )
+
+
+def _budget_refusal(exc: BaseException) -> BudgetExceededError | None:
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            return None
+        if isinstance(cause, BudgetExceededError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _usage_since(before: TokenUsage | None, now: TokenUsage | None) -> TokenUsage | None:

@@ -86,6 +86,7 @@ class Budget:
 
     __slots__ = (
         "_calls",
+        "_counted",
         "_lock",
         "_max_overshoot",
         "_refused",
@@ -123,6 +124,7 @@ class Budget:
         self._refused = 0
         self._calls = 0
         self._max_overshoot = 0.0
+        self._counted: dict[str, float] = {}  # checkpoint -> its stored cost counted in spent
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -167,6 +169,21 @@ class Budget:
             raise ConfigurationError(f"add_spent needs a number >= 0, got {usd!r}")
         with self._lock:
             self._spent += usd
+
+    def resumed(self, checkpoint: str, stored: float) -> None:
+        """A run resumes from ``checkpoint``, whose items cost ``stored`` dollars: count
+        what this budget has not counted yet (all of it, in a new process)."""
+        with self._lock:
+            new = stored - self._counted.get(checkpoint, 0.0)
+            if new > 0:
+                self._spent += new
+            self._counted[checkpoint] = max(stored, self._counted.get(checkpoint, 0.0))
+
+    def recorded(self, checkpoint: str, cost: float | None) -> None:
+        """An item this budget paid for was stored in ``checkpoint`` (counted once)."""
+        if cost:
+            with self._lock:
+                self._counted[checkpoint] = self._counted.get(checkpoint, 0.0) + cost
 
     def reserve(self, usd: float) -> bool:
         """Reserve a call's worst case; ``False`` (nothing reserved) if it would pass the cap."""

@@ -10,6 +10,7 @@ from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables import RunnableConfig
 
+from langchain_batchkit._costs import CostMeter
 from langchain_batchkit._results import TokenUsage
 
 __all__ = ["ModelEventsOnly", "UsageCollector", "usage_of_response", "with_handler"]
@@ -95,22 +96,48 @@ class ModelEventsOnly(BaseCallbackHandler):
 
 
 class UsageCollector(ModelEventsOnly):
-    """Sums the token usage of every model call made for one item, at any depth.
+    """Sums the token usage (and, with a meter, the cost) of every model call made
+    for one item, at any depth.
 
     A ``prompt | model | parser`` chain returns a string, so the output carries no
     ``usage_metadata``; the model's own run still reports it here.
     """
 
     run_inline = True
-    __slots__ = ("usage",)
+    __slots__ = ("meter", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, meter: CostMeter | None = None) -> None:
         self.usage: TokenUsage | None = None
+        self.meter = meter
+
+    @property
+    def cost(self) -> float | None:
+        """Dollars of the calls so far (``None``: not priced)."""
+        return self.meter.cost if self.meter is not None else None
+
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[Any]], **kwargs: Any
+    ) -> Any:
+        """Note the model and tier asked for (the price falls back to them)."""
+        if self.meter is not None and "run_id" in kwargs:
+            self.meter.started(kwargs["run_id"], kwargs)
+
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> Any:
+        """Note a completion model's name."""
+        if self.meter is not None and "run_id" in kwargs:
+            self.meter.started(kwargs["run_id"], kwargs)
 
     def on_llm_end(
         self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
-        """Add one model call's usage."""
+        """Add one model call's usage and cost."""
         usage = usage_of_response(response)
         if usage is not None:
             self.usage = usage if self.usage is None else self.usage + usage
+        if self.meter is not None:
+            self.meter.ended(run_id, response)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget a call that failed (nothing to price)."""
+        if self.meter is not None:
+            self.meter.failed(run_id)

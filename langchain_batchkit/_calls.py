@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence, Sized
 from typing import Any, Generic, TypeVar, cast
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from langchain_batchkit._attempts import RunPlan
+from langchain_batchkit._budget import BudgetCallback
 from langchain_batchkit._clock import Clock
 from langchain_batchkit._concurrency import (
     AdaptiveConcurrency,
@@ -22,6 +24,7 @@ from langchain_batchkit._concurrency import (
 )
 from langchain_batchkit._drivers import Reader
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._flex import with_service_tier
 from langchain_batchkit._options import OPTION_NAMES, KitOptions
 from langchain_batchkit._resume import Resume
 from langchain_batchkit._retry import clock_of
@@ -67,8 +70,7 @@ class RunMaker(Generic[InputT, OutputT]):
     ) -> RunPlan[InputT, OutputT]:
         """The plan of an ``invoke``: one item, keeping the caller's run id."""
         opts, chain_kwargs = split_options(self._options, kwargs)
-        limit = opts.rate_limit
-        configs = ItemConfigs(config, limit.callback if limit else None, keep_run_id=True)
+        configs = ItemConfigs(config, _handlers(opts), keep_run_id=True)
         return _plan(self.bound, self._item_name(), opts, configs, chain_kwargs)
 
     def _item_name(self) -> str:
@@ -114,8 +116,7 @@ class RunMaker(Generic[InputT, OutputT]):
         check_int("reorder_buffer", reorder_buffer)
         opts, chain_kwargs = split_options(self._options, kwargs)
         n_items = len(inputs) if isinstance(inputs, Sized) else None
-        limit = opts.rate_limit
-        configs = ItemConfigs(config, limit.callback if limit else None)
+        configs = ItemConfigs(config, _handlers(opts))
         if not indexed:
             configs.check_length(n_items)
         concurrency, adaptive = window_size(opts, configs, n_items)
@@ -163,6 +164,17 @@ def window_size(
     return concurrency, AdaptiveConcurrency(concurrency, ceiling)
 
 
+def _handlers(opts: KitOptions) -> list[BaseCallbackHandler]:
+    """The kit's own handlers for every model call: the budget first (a refused call
+    never waits for the rate limiter), the rate limiter last (it may wait)."""
+    handlers: list[BaseCallbackHandler] = []
+    if opts.budget is not None:
+        handlers.append(BudgetCallback(opts.budget, opts.price_book))
+    if opts.rate_limit is not None:
+        handlers.append(opts.rate_limit.callback)
+    return handlers
+
+
 def _plan(
     bound: Runnable[InputT, OutputT],
     name: str,
@@ -179,6 +191,10 @@ def _plan(
         clock=clock,
         name=name,
         observed=configs.observed,
+        prices=opts.price_book,
+        budget=opts.budget,
+        flex=with_service_tier(bound, "flex") if opts.flex else None,
+        flex_deadline=opts.flex_deadline,
     )
 
 

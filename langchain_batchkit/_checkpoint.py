@@ -347,6 +347,18 @@ class Checkpoint:
                 db.close()
         return int(row[0]), int(row[1]) - int(row[0])
 
+    def total_cost(self) -> float:
+        """Dollars the stored items cost (items without a known cost add nothing)."""
+        db, owned = self._reader()
+        try:
+            row = db.execute("SELECT COALESCE(SUM(cost), 0.0) FROM items").fetchone()
+        except sqlite3.OperationalError:  # a layout-1/2 file read as it is: no cost column
+            return 0.0
+        finally:
+            if owned:
+                db.close()
+        return float(row[0])
+
     def to_jsonl(self, path: str | os.PathLike[str]) -> int:
         """Write one JSON object per stored item (streaming); return how many."""
         return write_jsonl(self.iter_results(), path)

@@ -86,7 +86,7 @@ class CostMeter:
     number.
     """
 
-    __slots__ = ("_book", "_lock", "_starts", "_unknown", "cost")
+    __slots__ = ("_book", "_lock", "_starts", "_unknown", "cost", "saved")
 
     def __init__(self, book: PriceBook) -> None:
         self._book = book
@@ -94,6 +94,7 @@ class CostMeter:
         self._lock = threading.Lock()
         self._unknown = False
         self.cost: float | None = None
+        self.saved = 0.0  # what calls on a cheaper tier saved against the standard one
 
     def started(self, run_id: UUID, kwargs: Mapping[str, Any]) -> None:
         start = call_start(kwargs)
@@ -104,11 +105,16 @@ class CostMeter:
         """Price one finished call; return its cost."""
         with self._lock:
             start = self._starts.pop(run_id, None)
+        saved = 0.0
         try:
             cost = price_response(response, self._book, start)
+            if cost is not None:
+                standard = price_response(response, self._book, start, "standard")
+                saved = standard - cost if standard is not None and standard > cost else 0.0
         except Exception:
             cost = None
         with self._lock:
+            self.saved += saved
             if cost is None:
                 if _reported_usage(response):
                     self._unknown = True

@@ -278,6 +278,9 @@ class ItemResult(Generic[InputT, OutputT]):
             was given), when the run used a checkpoint.
         cost: what the item cost in US dollars over all its attempts, when known
             (``None``: not priced).
+        not_run: the item was not run to the end because the run stopped (its
+            :class:`~langchain_batchkit.Budget` ran out): neither ok nor failed, its
+            ``error`` says why, and it is not checkpointed, so a resumed run runs it.
     """
 
     index: int
@@ -290,17 +293,25 @@ class ItemResult(Generic[InputT, OutputT]):
     history: tuple[Attempt, ...] = ()
     key: str | None = None
     cost: float | None = None
+    not_run: bool = False
 
     @property
     def ok(self) -> bool:
         """True when the item produced an output."""
         return self.error is None
 
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"failed"`` or ``"not_run"`` (the run stopped before it finished)."""
+        if self.not_run:
+            return "not_run"
+        return "ok" if self.error is None else "failed"
+
     def __repr__(self) -> str:
         # One line, whatever the input and output: each is cut short, redacted, and
         # shown as a placeholder if its repr raises; the error's traceback is on
         # request (``result.error.traceback``).
-        state = "ok" if self.error is None else "failed"
+        state = self.status.replace("_", " ")
         head = f"#{self.index} {state}, attempts={self.attempts}, {self.latency:.2f} s"
         if self.key is not None and self.key != str(self.index):
             head += f", key={_one_line(self.key, 40)!r}"
@@ -317,6 +328,7 @@ class ItemResult(Generic[InputT, OutputT]):
         return {
             "index": self.index,
             "ok": self.ok,
+            "status": self.status,
             "input": self.input,
             "output": self.output,
             "error_type": self.error.type if self.error else None,

@@ -14,13 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_batchkit._budget import Budget
 from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
 from langchain_batchkit._concurrency import MaxConcurrency, validate_max_concurrency
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._flex import DEFAULT_FLEX_DEADLINE
 from langchain_batchkit._limits import RateLimit
+from langchain_batchkit._prices import Price, PriceBook, as_price_book
 from langchain_batchkit._progress import ProgressCallback
 from langchain_batchkit._retry import RetryPolicy
+from langchain_batchkit._validate import check_number
 
 __all__ = ["DEFAULT_RETRY", "OPTION_NAMES", "KitOptions"]
 
@@ -43,6 +47,12 @@ class KitOptions:
         on_progress: called with a ``ProgressEvent`` per finished item or retry.
         desc: the bar's label (default: the chain's name).
         clock: the :class:`Clock` for waits; default: the retry policy's clock.
+        budget: a shared dollar :class:`Budget`: no model call starts past it.
+        prices: your own prices, ``{model name: Price}`` or a ``PriceBook`` (they win
+            over the price database, which prices every other model).
+        flex: run the chain's OpenAI chat models on the flex tier (Batch-API prices).
+        flex_deadline: seconds an item keeps retrying on flex before it falls back to
+            the standard tier.
     """
 
     max_concurrency: MaxConcurrency = "auto"
@@ -55,6 +65,10 @@ class KitOptions:
     on_progress: ProgressCallback | None = None
     desc: str | None = None
     clock: Clock | None = None
+    budget: Budget | None = None
+    prices: PriceBook | Mapping[str, Price] | None = None
+    flex: bool = False
+    flex_deadline: float = DEFAULT_FLEX_DEADLINE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_concurrency", validate_max_concurrency(self.max_concurrency))
@@ -90,6 +104,19 @@ class KitOptions:
                 "clock must be a Clock (callable for the time, with sleep and sleep_sync), "
                 f"got {self.clock!r}"
             )
+
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise ConfigurationError(f"budget must be a Budget or None, got {self.budget!r}")
+        if self.prices is not None:
+            object.__setattr__(self, "prices", as_price_book(self.prices))
+        if not isinstance(self.flex, bool):
+            raise ConfigurationError(f"flex must be True or False, got {self.flex!r}")
+        check_number("flex_deadline", self.flex_deadline, minimum=0.0)
+
+    @property
+    def price_book(self) -> PriceBook:
+        """The prices this kit's costs use: the user's own, then the database."""
+        return as_price_book(self.prices)
 
     def replace(self, changes: Mapping[str, Any]) -> KitOptions:
         """A copy with ``changes`` applied and validated; unknown names raise."""

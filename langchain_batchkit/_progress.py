@@ -50,6 +50,8 @@ class ProgressEvent:
         retrying: items currently waiting for a retry.
         result: the finished item (for ``"done"``).
         error: the attempt's error (for ``"retry"``).
+        cost: dollars the finished items cost so far (``None``: nothing priced yet).
+        not_run: items the run stopped before finishing (a spent budget).
     """
 
     kind: Literal["done", "retry"]
@@ -61,6 +63,8 @@ class ProgressEvent:
     retrying: int
     result: ItemResult[Any, Any] | None = None
     error: ItemError | None = None
+    cost: float | None = None
+    not_run: int = 0
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -81,7 +85,9 @@ class ProgressReporter:
         "_callback",
         "_callback_broken",
         "completed",
+        "cost",
         "failed",
+        "not_run",
         "retrying",
         "succeeded",
         "total",
@@ -96,7 +102,8 @@ class ProgressReporter:
         desc: str = "batchkit",
     ) -> None:
         self.total = total
-        self.completed = self.succeeded = self.failed = self.retrying = 0
+        self.completed = self.succeeded = self.failed = self.retrying = self.not_run = 0
+        self.cost: float | None = None
         self._callback = callback
         self._callback_broken = False
         if show_bar is None:
@@ -113,10 +120,14 @@ class ProgressReporter:
     def item_done(self, result: ItemResult[Any, Any]) -> None:
         """Count one finished top-level item."""
         self.completed += 1
-        if result.error is None:
+        if result.not_run:
+            self.not_run += 1
+        elif result.error is None:
             self.succeeded += 1
         else:
             self.failed += 1
+        if result.cost is not None:
+            self.cost = (self.cost or 0.0) + result.cost
         self._draw(advance=1)
         if self._callback is not None:
             self._emit(
@@ -129,6 +140,8 @@ class ProgressReporter:
                     self.failed,
                     self.retrying,
                     result=result,
+                    cost=self.cost,
+                    not_run=self.not_run,
                 )
             )
 
@@ -147,6 +160,8 @@ class ProgressReporter:
                     self.failed,
                     self.retrying,
                     error=error,
+                    cost=self.cost,
+                    not_run=self.not_run,
                 )
             )
 
@@ -178,13 +193,19 @@ class ProgressReporter:
 
     def final_colour(self) -> str:
         """The bar's colour at the end: green (all ok), orange (some failed), red (all)."""
-        if not self.failed:
+        if not self.failed and not self.not_run:
             return BAR_OK
         return BAR_ALL_FAILED if not self.succeeded else BAR_SOME_FAILED
 
     def _postfix(self) -> str:
         text = f"ok={self.succeeded} failed={self.failed}"
-        return f"{text} retrying={self.retrying}" if self.retrying else text
+        if self.not_run:
+            text += f" not_run={self.not_run}"
+        if self.retrying:
+            text += f" retrying={self.retrying}"
+        if self.cost is not None:
+            text += f" $={self.cost:,.2f}" if self.cost >= 1 else f" $={self.cost:.4f}"
+        return text
 
     def _draw(self, advance: int = 0) -> None:
         bar = self._bar

@@ -77,6 +77,8 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
     wall_time: float
     complete: bool
     timeline: Timeline | None = None  # also for results pickled before timelines existed
+    flex_saved: float | None = None
+    stopped_at: int | None = None
     _rerunner: Rerunner[InputT, OutputT] | None
     _config: RunnableConfig | None
     _unpickled: bool = False
@@ -110,8 +112,13 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
 
     @property
     def failed(self) -> list[ItemResult[InputT, OutputT]]:
-        """The items that ended with an error."""
-        return [r for r in self if r.error is not None]
+        """The items that ended with an error (not the ones a stopped run did not run)."""
+        return [r for r in self if r.error is not None and not r.not_run]
+
+    @property
+    def not_run(self) -> list[ItemResult[InputT, OutputT]]:
+        """The items the run stopped before finishing (its budget was spent)."""
+        return [r for r in self if r.not_run]
 
     def by_index(self, index: int) -> ItemResult[InputT, OutputT]:
         """The result for input ``index`` (works on partial results too)."""
@@ -129,7 +136,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         (same type name, redacted message), not the live exception, which may carry
         the API key into a printed traceback; ``.failed`` has every ItemResult.
         """
-        failed = self.failed
+        failed = [r for r in self if r.error is not None]  # not-run items have no output either
         if failed:
             first = failed[0].error
             cause = first.stand_in() if first else None
@@ -137,7 +144,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         return self
 
     def retry_failed(self, config: RunnableConfig | None = None) -> BatchResult[InputT, OutputT]:
-        """Re-run only the failed items and return the merged result.
+        """Re-run only the failed (and not-run) items and return the merged result.
 
         Each re-run item keeps its original index; its ``attempts`` add up across
         runs and ``history`` keeps the earlier attempts, oldest first: this result's
@@ -148,7 +155,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             RuntimeError: items failed, and this BatchResult was not made by a kit,
                 or was unpickled (a pickle does not hold the kit).
         """
-        pairs = [(r.index, r.input) for r in self.failed]
+        pairs = [(r.index, r.input) for r in self if r.error is not None]
         if not pairs:
             return self
         return self._merge(self._rerunner_or_raise()._rerun(pairs, config or self._config))
@@ -157,7 +164,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         self, config: RunnableConfig | None = None
     ) -> BatchResult[InputT, OutputT]:
         """Async twin of :meth:`retry_failed`."""
-        pairs = [(r.index, r.input) for r in self.failed]
+        pairs = [(r.index, r.input) for r in self if r.error is not None]
         if not pairs:
             return self
         rerunner = self._rerunner_or_raise()
@@ -181,6 +188,8 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             "wall_time": self.wall_time,
             "complete": self.complete,
             "timeline": self.timeline,  # counts and error type names: nothing secret
+            "flex_saved": self.flex_saved,
+            "stopped_at": self.stopped_at,
             "_rerunner": None,
             "_config": None,
             "_unpickled": True,
@@ -198,15 +207,19 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             timeline=self.timeline,
         )
         copied._unpickled = self._unpickled
+        copied.flex_saved, copied.stopped_at = self.flex_saved, self.stopped_at
         return copied
 
     def _merge(self, again: BatchResult[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         merged = {r.index: r for r in self}
         for new in again:
             old = merged[new.index]
-            earlier = (*old.history, _last_attempt(old))
+            earlier = (*old.history, _last_attempt(old)) if old.attempts else old.history
             merged[new.index] = replace(
-                new, attempts=old.attempts + new.attempts, history=earlier + new.history
+                new,
+                attempts=old.attempts + new.attempts,
+                history=earlier + new.history,
+                cost=_sum_cost(old.cost, new.cost),
             )
         timeline = self.timeline
         if timeline is not None and again.timeline is not None:
@@ -225,6 +238,8 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         counts = SummaryCounts()
         for r in self:
             counts.add(r)
+        counts.flex_saved = self.flex_saved
+        counts.stopped_at = self.stopped_at
         return counts.summary(self.wall_time)
 
     def to_records(self) -> list[dict[str, Any]]:
@@ -263,9 +278,11 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
     def __repr__(self) -> str:
         s = self.summary()
         partial = "" if self.complete else ", partial"
+        not_run = f", {s.not_run} not run" if s.not_run else ""
+        money = f", ${s.cost:.4f}" if s.cost is not None else ""
         return (
-            f"BatchResult({s.total} items, {s.succeeded} ok, {s.failed} failed, "
-            f"{s.wall_time:.2f} s{partial})"
+            f"BatchResult({s.total} items, {s.succeeded} ok, {s.failed} failed{not_run}, "
+            f"{s.wall_time:.2f} s{money}{partial})"
         )
 
     def _repr_html_(self, max_rows: int = 5) -> str:
@@ -275,8 +292,12 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             f"<b>BatchResult</b>: {s.total} items · "
             f"<span style='color:green'>{s.succeeded} ok</span> · "
             f"<span style='color:{'red' if s.failed else 'inherit'}'>{s.failed} failed</span>"
+            f"{f' · {s.not_run} not run' if s.not_run else ''}"
             f" · {s.wall_time:.2f} s · {s.items_per_second:.1f} items/s"
-            f" · {s.usage.total_tokens} tokens{'' if self.complete else ' · partial'}"
+            f" · {s.usage.total_tokens} tokens"
+            f"{f' · ${s.cost:,.4f}' if s.cost is not None else ''}"
+            f"{f' (flex saved ${s.flex_saved:,.4f})' if s.flex_saved else ''}"
+            f"{'' if self.complete else ' · partial'}"
         )
         picture = inline_plot(self.timeline, s)
         failed = self.failed
@@ -311,6 +332,10 @@ def _last_attempt(result: ItemResult[Any, Any]) -> Attempt:
     if result.history or result.attempts > 1:
         return Attempt(result.error)
     return Attempt(result.error, usage=result.usage, cost=result.cost, latency=result.latency)
+
+
+def _sum_cost(old: float | None, new: float | None) -> float | None:
+    return new if old is None else old if new is None else old + new
 
 
 def _by_index(r: ItemResult[Any, Any]) -> int:

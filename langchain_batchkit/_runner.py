@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing, closing
 from typing import Any, Generic, TypeVar, cast
 
@@ -13,14 +13,18 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import BaseModel
 
+from langchain_batchkit._budget import Budget
 from langchain_batchkit._calls import Inputs
 from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
 from langchain_batchkit._concurrency import MaxConcurrency
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._estimate import CostEstimate, estimate
+from langchain_batchkit._flex import DEFAULT_FLEX_DEADLINE
 from langchain_batchkit._introspect import display_name, sdk_retrying_models
 from langchain_batchkit._limits import RateLimit
 from langchain_batchkit._options import DEFAULT_RETRY, OPTION_NAMES, KitOptions
+from langchain_batchkit._prices import Price, PriceBook
 from langchain_batchkit._progress import ProgressCallback
 from langchain_batchkit._results import BatchResult, ItemResult
 from langchain_batchkit._retry import RetryPolicy
@@ -126,8 +130,44 @@ class BatchKit(
         return self._options.checkpoint
 
     @property
+    def budget(self) -> Budget | None:
+        return self._options.budget
+
+    @property
     def desc(self) -> str:
         return self._options.desc or display_name(self.bound)
+
+    def estimate(
+        self,
+        inputs: Iterable[InputT],
+        *,
+        total: int | None = None,
+        look_at: int = 200,
+        sample: int = 0,
+    ) -> CostEstimate:
+        """What running ``inputs`` will cost and take, before paying for it.
+
+        The prompts of up to ``look_at`` inputs (spread over a list) are built and
+        counted without sending anything: each input is stopped at its first model
+        call. ``sample=20`` also runs that many inputs for real (it is paid, and its
+        cost is shown) to measure output tokens, later model steps and latency; the
+        sample's results are kept on the estimate.
+
+        Args:
+            inputs: a list (not consumed), or an iterator: then the first inputs are
+                read and handed back as ``estimate.inputs`` (them, then the rest).
+            total: the number of inputs of an iterator (a list knows its own).
+            look_at: the most prompts counted.
+            sample: inputs run for real to measure the output (0: none, free).
+
+        Example:
+            >>> estimate = kit.estimate(prompts, sample=20)     # doctest: +SKIP
+            >>> print(estimate)                                  # doctest: +SKIP
+        """
+        return estimate(
+            self, inputs, total=total, look_at=look_at, sample=sample,
+            prices=self._options.price_book,
+        )  # fmt: skip
 
     # -- Runnable plumbing -------------------------------------------------------------
 
@@ -244,7 +284,7 @@ class _Keeping(Generic[InputT, OutputT]):
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         run = self._run
-        self._kit.last_run = BatchResult(
+        result = BatchResult(
             self._results,
             wall_time=time.perf_counter() - self._started,
             complete=kind is None,
@@ -252,6 +292,9 @@ class _Keeping(Generic[InputT, OutputT]):
             config=run.config if isinstance(run.config, dict) else None,
             timeline=run.timeline,
         )
+        result.flex_saved = run.plan.flex_saved if run.options.flex else None
+        result.stopped_at = run.stopped_at
+        self._kit.last_run = result
 
     def append(self, result: ItemResult[InputT, OutputT]) -> None:
         self._results.append(result)
@@ -289,6 +332,10 @@ def batchkit(
     on_progress: ProgressCallback | None = None,
     desc: str | None = None,
     clock: Clock | None = None,
+    budget: Budget | None = None,
+    prices: PriceBook | Mapping[str, Price] | None = None,
+    flex: bool = False,
+    flex_deadline: float = DEFAULT_FLEX_DEADLINE,
 ) -> BatchKit[InputT, OutputT]:
     """Wrap ``runnable`` so it runs safely over many inputs.
 
@@ -320,6 +367,17 @@ def batchkit(
             model's name, else the runnable's name; see :func:`display_name`).
         clock: the :class:`Clock` retry waits are measured on (default: the retry
             policy's clock, the system clock unless one was injected).
+        budget: a :class:`Budget` (dollars) shared by reference: every model call
+            reserves its worst case first, and once one would pass the cap no new
+            item starts; items not run are reported as such (``status="not_run"``).
+        prices: your own prices per model (``{"my-ft": Price(input=.., output=..)}``
+            or a ``PriceBook``), over the ``genai-prices`` database; each item's
+            ``cost`` and the summary's total use them.
+        flex: run the chain's OpenAI chat models with ``service_tier="flex"`` (half
+            price, slower, sometimes "Resource unavailable"), falling back to the
+            standard tier per item after ``flex_deadline`` seconds.
+        flex_deadline: seconds from an item's first attempt until its retries run on
+            the standard tier.
 
     Returns:
         A :class:`BatchKit`; every option is also accepted per call
@@ -341,5 +399,9 @@ def batchkit(
         on_progress=on_progress,
         desc=desc,
         clock=clock,
+        budget=budget,
+        prices=prices,
+        flex=flex,
+        flex_deadline=flex_deadline,
     )
     return BatchKit(runnable, options)

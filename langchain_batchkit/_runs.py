@@ -36,14 +36,19 @@ CallConfig = RunnableConfig | Sequence[RunnableConfig] | None
 
 
 def prepare_config(
-    config: RunnableConfig | None, handler: BaseCallbackHandler | None, *, keep_run_id: bool
+    config: RunnableConfig | None,
+    handlers: Sequence[BaseCallbackHandler],
+    *,
+    keep_run_id: bool,
 ) -> RunnableConfig:
-    """The caller's config, with our handler added to its callbacks (nested runs inherit
-    it) and, for a batch, without its run id (several items cannot share one)."""
+    """The caller's config, with our handlers added to its callbacks in order (nested
+    runs inherit them) and, for a batch, without its run id (items cannot share one)."""
     prepared = ensure_config(config).copy()
     if not keep_run_id:
         prepared.pop("run_id", None)
-    return prepared if handler is None else with_handler(prepared, handler)
+    for handler in handlers:
+        prepared = with_handler(prepared, handler)
+    return prepared
 
 
 def is_observed(config: RunnableConfig | None) -> bool:
@@ -66,7 +71,7 @@ class ItemConfigs:
     def __init__(
         self,
         config: CallConfig,
-        handler: BaseCallbackHandler | None = None,
+        handlers: Sequence[BaseCallbackHandler] = (),
         *,
         keep_run_id: bool = False,
     ) -> None:
@@ -74,11 +79,11 @@ class ItemConfigs:
         self._per_item: list[RunnableConfig] | None = None
         if config is None or isinstance(config, dict):
             self.observed = is_observed(config)
-            self._base = prepare_config(config, handler, keep_run_id=keep_run_id)
+            self._base = prepare_config(config, handlers, keep_run_id=keep_run_id)
         else:
             configs = list(config)
             self.observed = any(is_observed(c) for c in configs)
-            self._per_item = [prepare_config(c, handler, keep_run_id=False) for c in configs]
+            self._per_item = [prepare_config(c, handlers, keep_run_id=False) for c in configs]
 
     @property
     def max_concurrency(self) -> int | None:
@@ -129,6 +134,7 @@ class Run(Generic[InputT, OutputT]):
         "reorder_buffer",
         "resume",
         "timeline",
+        "window",
     )
 
     def __init__(
@@ -159,11 +165,20 @@ class Run(Generic[InputT, OutputT]):
         self.reorder_buffer = reorder_buffer
         self.on_unyielded: Callable[[ItemResult[Any, Any]], None] | None = None
         self.timeline: Timeline | None = None
+        self.window: Window[InputT, OutputT] | None = None
+
+    @property
+    def stopped_at(self) -> int | None:
+        """The first input not read when the run stopped early (a lazy input), else ``None``."""
+        return self.window.stopped_at if self.window is not None else None
 
     def _open(self) -> tuple[Window[InputT, OutputT], ProgressReporter]:
-        if self.resume is not None:
-            self.resume.checkpoint.open(fingerprint_of(self.bound))
         opts = self.options
+        if self.resume is not None:
+            checkpoint = self.resume.checkpoint
+            checkpoint.open(fingerprint_of(self.bound))
+            if opts.budget is not None:  # what the crashed run paid counts against the cap
+                opts.budget.resumed(str(checkpoint.path), checkpoint.total_cost())
         reporter = ProgressReporter(
             self.n_items,
             show_bar=opts.progress,
@@ -185,7 +200,9 @@ class Run(Generic[InputT, OutputT]):
             ordered=self.ordered,
             reorder_buffer=self.reorder_buffer,
             timeline=self.timeline,
+            drain_when_stopped=self.n_items is not None,
         )
+        self.window = window
         return window, reporter
 
     def _close(self, reporter: ProgressReporter) -> None:
@@ -233,6 +250,8 @@ class Tally:
         if result.error is not None and len(self.failures) < RunReport.MAX_FAILURES:
             self.failures.append(result)
 
-    def report(self, checkpoint: Any, timeline: Timeline | None = None) -> RunReport:
+    def report(self, run: Run[Any, Any]) -> RunReport:
+        self.counts.flex_saved = run.plan.flex_saved if run.options.flex else None
+        self.counts.stopped_at = run.stopped_at
         summary = self.counts.summary(time.perf_counter() - self.started)
-        return RunReport(summary, self.failures, checkpoint, timeline)
+        return RunReport(summary, self.failures, run.options.checkpoint, run.timeline)

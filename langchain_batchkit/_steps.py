@@ -38,7 +38,7 @@ Verdict = ItemResult[InputT, OutputT] | float
 
 def step_sync(plan: RunPlan[InputT, OutputT], item: ItemRun[InputT, OutputT]) -> Verdict[Any, Any]:
     """Run one attempt of ``item`` through the chain's sync path (in a worker thread)."""
-    config = item.begin_attempt(plan.clock())
+    config = item.begin_attempt(plan.clock(), plan.prices)
     if plan.observed:
         if item.run_manager is None:
             manager = get_callback_manager_for_config(config)
@@ -48,7 +48,7 @@ def step_sync(plan: RunPlan[InputT, OutputT], item: ItemRun[InputT, OutputT]) ->
     output: OutputT | None = None
     error: Exception | None = None
     try:
-        output = plan.runnable.invoke(item.value, config, **plan.kwargs)
+        output = plan.runnable_for(item).invoke(item.value, config, **plan.kwargs)
     except Exception as exc:
         error = exc
     manager = item.run_manager
@@ -67,7 +67,7 @@ async def step_async(
     plan: RunPlan[InputT, OutputT], item: ItemRun[InputT, OutputT]
 ) -> Verdict[InputT, OutputT]:
     """Run one attempt of ``item`` through the chain's async path (a task on the caller's loop)."""
-    config = item.begin_attempt(plan.clock())
+    config = item.begin_attempt(plan.clock(), plan.prices)
     if plan.observed:
         if item.run_manager is None:
             manager = get_async_callback_manager_for_config(config)
@@ -77,7 +77,7 @@ async def step_async(
     output: OutputT | None = None
     error: Exception | None = None
     try:
-        output = await plan.runnable.ainvoke(item.value, config, **plan.kwargs)
+        output = await plan.runnable_for(item).ainvoke(item.value, config, **plan.kwargs)
     except Exception as exc:
         error = exc
     manager = item.run_manager

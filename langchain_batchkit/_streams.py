@@ -108,7 +108,7 @@ class StreamingCalls(RunMaker[InputT, OutputT]):
         with closing(run.iterate()) as stream:
             for result in stream:
                 tally.add(result)
-        return tally.report(run.options.checkpoint, run.timeline)
+        return tally.report(run)
 
     async def arun(
         self, inputs: Inputs[InputT], config: RunnableConfig | None = None, **kwargs: Any
@@ -119,4 +119,4 @@ class StreamingCalls(RunMaker[InputT, OutputT]):
         async with aclosing(run.aiterate()) as stream:
             async for result in stream:
                 tally.add(result)
-        return tally.report(run.options.checkpoint, run.timeline)
+        return tally.report(run)

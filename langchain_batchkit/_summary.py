@@ -35,7 +35,22 @@ MAX_INLINE_PLOT_BYTES = 120_000
 
 @dataclass(frozen=True, slots=True)
 class BatchSummary:
-    """Counts, timing and token totals of a batch; ``str()`` gives one readable line."""
+    """Counts, timing, token and dollar totals of a batch; ``str()`` gives one line.
+
+    Attributes:
+        total: items counted (``succeeded + failed + not_run``).
+        succeeded, failed: items that ended with an output, or with an error.
+        wall_time, items_per_second: the run's duration and throughput.
+        attempts: chain calls made.
+        usage: token totals.
+        not_run: items not run to the end because the run stopped (a spent budget).
+        cost: dollars spent (``None``: no item was priced). Items whose price is
+            unknown add nothing: ``unpriced`` counts them.
+        unpriced: finished items that made model calls but have no cost.
+        flex_saved: dollars the flex tier saved against the standard tier.
+        stopped_at: for a lazy input, the index of the first input not read when
+            the run stopped (``None``: it did not stop early).
+    """
 
     total: int
     succeeded: int
@@ -44,12 +59,27 @@ class BatchSummary:
     items_per_second: float
     attempts: int
     usage: TokenUsage
+    not_run: int = 0
+    cost: float | None = None
+    unpriced: int = 0
+    flex_saved: float | None = None
+    stopped_at: int | None = None
+
+    @property
+    def ok(self) -> int:
+        """The items that succeeded (the same as ``succeeded``)."""
+        return self.succeeded
 
     def __str__(self) -> str:
+        not_run = f", {self.not_run} not run" if self.not_run else ""
+        money = f", ${self.cost:,.4f}" if self.cost is not None else ""
+        if self.flex_saved:
+            money += f" (flex saved ${self.flex_saved:,.4f})"
+        stopped = f"; stopped at input #{self.stopped_at}" if self.stopped_at is not None else ""
         return (
-            f"{self.total} items: {self.succeeded} ok, {self.failed} failed "
+            f"{self.total} items: {self.succeeded} ok, {self.failed} failed{not_run} "
             f"in {self.wall_time:.2f} s ({self.items_per_second:.1f} items/s, "
-            f"{self.attempts} calls, {self.usage.total_tokens} tokens)"
+            f"{self.attempts} calls, {self.usage.total_tokens} tokens{money}){stopped}"
         )
 
 
@@ -60,20 +90,39 @@ class SummaryCounts:
     into one of these, so their numbers mean the same thing.
     """
 
-    __slots__ = ("attempts", "failed", "succeeded", "usage")
+    __slots__ = (
+        "attempts",
+        "cost",
+        "failed",
+        "flex_saved",
+        "not_run",
+        "stopped_at",
+        "succeeded",
+        "unpriced",
+        "usage",
+    )
 
     def __init__(self) -> None:
-        self.succeeded = self.failed = self.attempts = 0
+        self.succeeded = self.failed = self.attempts = self.not_run = self.unpriced = 0
         self.usage = TokenUsage()
+        self.cost: float | None = None
+        self.flex_saved: float | None = None
+        self.stopped_at: int | None = None
 
     @property
     def total(self) -> int:
-        return self.succeeded + self.failed
+        return self.succeeded + self.failed + self.not_run
 
     def add(self, result: ItemResult[Any, Any]) -> None:
         """Count one finished item."""
+        if result.not_run:
+            self.not_run += 1
+            self.attempts += result.attempts
+            self.add_cost(result.cost, priced=True)
+            return
         self.add_counts(int(result.error is None), int(result.error is not None),
                         result.attempts, result.usage)  # fmt: skip
+        self.add_cost(result.cost, priced=result.usage is None or result.cost is not None)
 
     def add_counts(self, ok: int, failed: int, attempts: int, usage: TokenUsage | None) -> None:
         """Count a block of items at once (e.g. a Ray result block)."""
@@ -82,6 +131,13 @@ class SummaryCounts:
         self.attempts += attempts
         if usage is not None:
             self.usage = self.usage + usage
+
+    def add_cost(self, cost: float | None, *, priced: bool = True) -> None:
+        """Add dollars spent (``priced=False``: an item that made calls no price covers)."""
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + cost
+        elif not priced:
+            self.unpriced += 1
 
     def summary(self, wall_time: float) -> BatchSummary:
         """The :class:`BatchSummary` of what was counted, over ``wall_time`` seconds."""
@@ -94,6 +150,11 @@ class SummaryCounts:
             items_per_second=total / wall_time if wall_time > 0 else 0.0,
             attempts=self.attempts,
             usage=self.usage,
+            not_run=self.not_run,
+            cost=self.cost,
+            unpriced=self.unpriced,
+            flex_saved=self.flex_saved,
+            stopped_at=self.stopped_at,
         )
 
 

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from langchain_batchkit._attempts import ItemRun, RunPlan
 from langchain_batchkit._concurrency import AdaptiveConcurrency
+from langchain_batchkit._flex import is_flex_unavailable
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import ItemError, ItemResult
 from langchain_batchkit._resume import Resume
@@ -47,12 +48,16 @@ class Window(Generic[InputT, OutputT]):
         ordered: hand results out in input order.
         reorder_buffer: the most finished items held back to restore the order.
         timeline: records when attempts start and end (see :class:`Timeline`).
+        drain_when_stopped: when the run stops early (its budget is spent), read the
+            rest of the input and report each as not run (a sized input); otherwise
+            stop reading and note where (``stopped_at``).
     """
 
     __slots__ = (
         "_adaptive",
         "_concurrency",
         "_delayed",
+        "_drain",
         "_fresh",
         "_handing",
         "_held",
@@ -63,12 +68,15 @@ class Window(Generic[InputT, OutputT]):
         "_reporter",
         "_resume",
         "_seq",
+        "_stop_handled",
         "_timeline",
+        "_unread",
         "exhausted",
         "in_flight",
         "ordered",
         "read_ahead",
         "source_error",
+        "stopped_at",
     )
 
     def __init__(
@@ -82,8 +90,13 @@ class Window(Generic[InputT, OutputT]):
         ordered: bool = False,
         reorder_buffer: int = 1000,
         timeline: Timeline | None = None,
+        drain_when_stopped: bool = False,
     ) -> None:
         self._plan = plan
+        self._drain = drain_when_stopped
+        self._stop_handled = False
+        self._unread = 0  # the index after the last input read
+        self.stopped_at: int | None = None
         self._timeline = timeline
         self._concurrency = concurrency
         self._adaptive = adaptive
@@ -120,6 +133,8 @@ class Window(Generic[InputT, OutputT]):
 
     def wants_input(self, now: float) -> bool:
         """Read more only when a new item could start and nothing else is waiting."""
+        if self._stopping():
+            return not self.exhausted and not self._ready  # read only to report as not run
         return (
             not self.exhausted
             and not self._fresh
@@ -137,11 +152,14 @@ class Window(Generic[InputT, OutputT]):
         if exhausted:
             self.exhausted = True
             self.source_error = error
+        if pairs:
+            self._unread = max(self._unread, pairs[-1][0] + 1)
         resume = self._resume
         if resume is None:
             for index, value in pairs:
                 self._fresh.append(self._plan.new_item(self._seq, index, value, None))
                 self._seq += 1
+            self._stopping()
             return
         staged = []
         for index, value in pairs:
@@ -156,6 +174,29 @@ class Window(Generic[InputT, OutputT]):
                 self._fresh.append(item)
             else:  # finished in an earlier run: not called again
                 self._ready.append((item.seq, None, old))
+        self._stopping()
+
+    # -- stopping early (a spent budget) --------------------------------------------------
+
+    def _stopping(self) -> bool:
+        """Has the run stopped? The first time: items not started, and retries not
+        started again, are reported as not run; a lazy input is read no further."""
+        if not self._plan.stopped:
+            return False
+        plan = self._plan
+        while self._fresh:
+            item = self._fresh.popleft()
+            self._ready.append((item.seq, item.key, plan.not_run(item, _not_started(plan))))
+        while self._delayed:
+            _, _, item = heapq.heappop(self._delayed)
+            reason = item.last_error or _not_started(plan)
+            self._ready.append((item.seq, item.key, plan.not_run(item, reason)))
+        if not self._stop_handled:
+            self._stop_handled = True
+            if not self._drain and not self.exhausted:
+                self.exhausted = True
+                self.stopped_at = self._unread
+        return True
 
     def flush_due(self) -> float | None:
         """Commit checkpoint rows that waited ``flush_interval``; real seconds until
@@ -171,7 +212,7 @@ class Window(Generic[InputT, OutputT]):
 
     def next_to_start(self, now: float) -> ItemRun[InputT, OutputT] | None:
         """The next item to run an attempt of now (a due retry first), or ``None``."""
-        if self.in_flight >= self.limit:
+        if self.in_flight >= self.limit or self._stopping():
             return None
         if self._due_retry(now):
             _, _, item = heapq.heappop(self._delayed)
@@ -188,7 +229,7 @@ class Window(Generic[InputT, OutputT]):
 
     def next_ready(self, now: float) -> bool:
         """Could an item start right now?"""
-        if self.in_flight >= self.limit:
+        if self.in_flight >= self.limit or self._stopping():
             return False
         return self._due_retry(now) or bool(self._fresh and self._may_start_fresh())
 
@@ -244,6 +285,7 @@ class Window(Generic[InputT, OutputT]):
         if self._adaptive is not None and limited:
             self._adaptive.observe(True)  # slow the rest of the batch at the first 429
         heapq.heappush(self._delayed, (item.not_before, item.seq, item))
+        self._stopping()  # a stopped run starts no attempt again
         if self._reporter is not None and item.last_error is not None:
             self._reporter.retry_scheduled(item.index, item.last_error)
         if timeline is not None:
@@ -273,7 +315,7 @@ class Window(Generic[InputT, OutputT]):
     ) -> ItemResult[InputT, OutputT]:
         if key is not None and self._resume is not None:
             result = replace(result, key=key)
-            self._resume.checkpoint.record(key, result)
+            self._record(key, result)
         elif self._resume is not None and self._timeline is not None:
             self._timeline.resumed += 1  # returned from the checkpoint, not run
         if self._reporter is not None:
@@ -281,6 +323,17 @@ class Window(Generic[InputT, OutputT]):
             self._handing = result if not self.ordered else None
             self._reporter.item_done(result)
         return result
+
+    def _record(self, key: str, result: ItemResult[InputT, OutputT]) -> None:
+        """Store a new result; one not run is not stored, so a resumed run runs it."""
+        assert self._resume is not None
+        checkpoint = self._resume.checkpoint
+        if result.not_run:
+            checkpoint.unstage(key)
+            return
+        checkpoint.record(key, result)
+        if self._plan.budget is not None:
+            self._plan.budget.recorded(str(checkpoint.path), result.cost)
 
     @property
     def done(self) -> bool:
@@ -303,7 +356,7 @@ class Window(Generic[InputT, OutputT]):
             _, key, result = self._ready.popleft()
             if key is not None and self._resume is not None:
                 result = replace(result, key=key)
-                self._resume.checkpoint.record(key, result)
+                self._record(key, result)
             leftovers.append(result)
         self._held.clear()
         if self._resume is not None:
@@ -313,6 +366,17 @@ class Window(Generic[InputT, OutputT]):
                 on_unyielded(result)
 
 
+def _not_started(plan: RunPlan[Any, Any]) -> ItemError:
+    budget = plan.budget
+    spent = f"${budget.spent:,.4f} of ${budget.usd:,.2f}" if budget is not None else "it"
+    return ItemError(
+        "BudgetExceededError",
+        f"not run: the run stopped when its budget was spent ({spent}); resume with a "
+        "larger Budget to run it",
+        module="langchain_batchkit._errors",
+    )
+
+
 def pushed_back(result: ItemResult[Any, Any]) -> bool:
     """Did the provider push back (429) on any attempt of this item?"""
     errors = (*(attempt.error for attempt in result.history), result.error)
@@ -320,6 +384,6 @@ def pushed_back(result: ItemResult[Any, Any]) -> bool:
 
 
 def _is_rate_limit_error(error: ItemError) -> bool:
-    if error.exception is not None:
-        return is_rate_limit(error.exception)
+    if error.exception is not None:  # flex short of capacity is not a limit on us
+        return is_rate_limit(error.exception) and not is_flex_unavailable(error.exception)
     return error.type.endswith("RateLimitError")
