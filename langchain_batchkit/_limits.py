@@ -49,52 +49,30 @@ from langchain_batchkit._callbacks import ModelEventsOnly, usage_of_response
 from langchain_batchkit._errors import ConfigurationError, RequestTooLargeError
 from langchain_batchkit._gate import Gate
 from langchain_batchkit._retry import is_rate_limit, parse_reset, retry_after_seconds
+from langchain_batchkit._tokens import (
+    DEFAULT_COMPLETION_TOKENS,
+    IMAGE_TOKENS,
+    TokenEstimator,
+    estimate_tokens,
+)
 
-__all__ = ["LimiterStats", "RateLimit", "RequestTooLargeError", "estimate_tokens", "parse_reset"]
+__all__ = [
+    "DEFAULT_COMPLETION_TOKENS",
+    "IMAGE_TOKENS",
+    "LimiterStats",
+    "RateLimit",
+    "RequestTooLargeError",
+    "TokenEstimator",
+    "estimate_tokens",
+    "parse_reset",
+]
 
 logger = logging.getLogger(__name__)
 
-TokenEstimator = Callable[[Sequence[BaseMessage], Mapping[str, Any]], int]
-
-#: Completion tokens assumed for a request that sets no ``max_tokens``.
-DEFAULT_COMPLETION_TOKENS = 256
 #: Seconds of token budget that may be spent at once (requests are evenly spaced instead).
 TOKEN_BURST_SECONDS = 10.0
-#: Tokens assumed for an image part (OpenAI's high-detail tile cost is 85 + 170 per tile).
-IMAGE_TOKENS = 765
 #: The longest a provider's answer may pause every request sharing a limiter (seconds).
 DEFAULT_MAX_PAUSE = 60.0
-
-
-def estimate_tokens(messages: Sequence[BaseMessage], invocation_params: Mapping[str, Any]) -> int:
-    """A cheap upper-leaning estimate of a request's tokens, as providers count them.
-
-    About four characters a token for text, a few tokens per message, a fixed
-    cost per image, plus ``max_tokens`` (or :data:`DEFAULT_COMPLETION_TOKENS`)
-    for the answer: providers count the requested completion against the
-    per-minute token limit when the request arrives. It is corrected from the
-    response's usage afterwards.
-    """
-    total = 3
-    for message in messages:
-        total += 4
-        content = message.content
-        if isinstance(content, str):
-            total += len(content) // 4 + 1
-            continue
-        for part in content:
-            if isinstance(part, str):
-                total += len(part) // 4 + 1
-            elif isinstance(part, dict) and part.get("type") in ("image_url", "image"):
-                total += IMAGE_TOKENS
-            elif isinstance(part, dict):
-                total += len(str(part.get("text", ""))) // 4 + 1
-    completion = (
-        invocation_params.get("max_completion_tokens")
-        or invocation_params.get("max_tokens")
-        or DEFAULT_COMPLETION_TOKENS
-    )
-    return total + int(completion)
 
 
 _ENDED_UNREPORTED = asyncio.CancelledError("the model call ended without reporting")
