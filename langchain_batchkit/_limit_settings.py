@@ -10,12 +10,13 @@ buckets from it. Every field is checked once, here, and a bad one raises a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._tokens import TokenEstimator
 from langchain_batchkit._validate import check_callable, check_int, check_number, check_optional
 
-__all__ = ["DEFAULT_MAX_PAUSE", "RateLimitSettings"]
+__all__ = ["DEFAULT_MAX_PAUSE", "RateLimitKeywords", "RateLimitSettings", "SettingsView"]
 
 #: The longest a provider's answer may pause every request sharing a limiter (seconds).
 DEFAULT_MAX_PAUSE = 60.0
@@ -78,3 +79,81 @@ class RateLimitSettings:
         object.__setattr__(self, "max_pause", max_pause)
         if self.token_estimator is not None:
             check_callable("token_estimator", self.token_estimator, "(messages, params) -> int")
+
+
+class RateLimitKeywords(TypedDict, total=False):
+    """:class:`RateLimitSettings`' fields as keywords, for a signature that passes them on
+    (``**limits: Unpack[RateLimitKeywords]``); each defaults as the settings do."""
+
+    requests_per_minute: float | None
+    tokens_per_minute: float | None
+    max_in_flight: int | None
+    burst: float
+    headroom: float
+    adaptive: bool
+    cooldown: float
+    max_pause: float
+    token_estimator: TokenEstimator | None
+
+
+class SettingsView:
+    """Read-only access to a limiter's settings, and its repr, for any class holding them.
+
+    Mixed into :class:`~langchain_batchkit.RateLimit` and
+    :class:`~langchain_batchkit.ray.ClusterRateLimit`, so both read the same way.
+    """
+
+    __slots__ = ()
+    _settings: RateLimitSettings
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return (
+            f"{type(self).__name__}(requests_per_minute={s.requests_per_minute}, "
+            f"tokens_per_minute={s.tokens_per_minute}, max_in_flight={s.max_in_flight})"
+        )
+
+    @property
+    def settings(self) -> RateLimitSettings:
+        """The settings this was built from."""
+        return self._settings
+
+    @property
+    def requests_per_minute(self) -> float | None:
+        """The request budget (``None``: no request pacing)."""
+        return self._settings.requests_per_minute
+
+    @property
+    def tokens_per_minute(self) -> float | None:
+        """The token budget (``None``: no token pacing)."""
+        return self._settings.tokens_per_minute
+
+    @property
+    def max_in_flight(self) -> int | None:
+        """The configured cap on requests in flight (``None``: none until a 429)."""
+        return self._settings.max_in_flight
+
+    @property
+    def burst(self) -> float:
+        """Requests that may start back to back."""
+        return self._settings.burst
+
+    @property
+    def headroom(self) -> float:
+        """The fraction of the budgets used."""
+        return self._settings.headroom
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether 429s and ``x-ratelimit-*`` headers adapt the pace and the cap."""
+        return self._settings.adaptive
+
+    @property
+    def cooldown(self) -> float:
+        """Seconds between two halvings of the in-flight cap."""
+        return self._settings.cooldown
+
+    @property
+    def max_pause(self) -> float:
+        """The longest one answer may pause every request (seconds)."""
+        return self._settings.max_pause

@@ -53,7 +53,7 @@ from langchain_batchkit._clock import Clock, as_clock
 from langchain_batchkit._errors import ConfigurationError, RequestTooLargeError
 from langchain_batchkit._gate import Gate
 from langchain_batchkit._limit_callback import LimiterCallback
-from langchain_batchkit._limit_settings import DEFAULT_MAX_PAUSE, RateLimitSettings
+from langchain_batchkit._limit_settings import DEFAULT_MAX_PAUSE, RateLimitSettings, SettingsView
 from langchain_batchkit._limit_stats import LimiterStats
 from langchain_batchkit._reservations import Outcome, Turn
 from langchain_batchkit._retry import is_rate_limit, parse_reset, retry_after_seconds
@@ -80,7 +80,7 @@ __all__ = [
 _ENDED_UNREPORTED = asyncio.CancelledError("the model call ended without reporting")
 
 
-class RateLimit(BaseRateLimiter):
+class RateLimit(SettingsView, BaseRateLimiter):
     """Requests and tokens per minute, and requests in flight, shared by reference.
 
     Pass it to ``batchkit(chain, rate_limit=...)`` to pace every model request the
@@ -214,59 +214,6 @@ class RateLimit(BaseRateLimiter):
         self._open: set[UUID] = set()
         self._max_open = 0
         self.callback = LimiterCallback(self)
-
-    def __repr__(self) -> str:
-        return (
-            f"RateLimit(requests_per_minute={self.requests_per_minute}, "
-            f"tokens_per_minute={self.tokens_per_minute}, max_in_flight={self.max_in_flight})"
-        )
-
-    # -- settings, read-only ----------------------------------------------------------------
-
-    @property
-    def settings(self) -> RateLimitSettings:
-        """The settings this limiter was built from."""
-        return self._settings
-
-    @property
-    def requests_per_minute(self) -> float | None:
-        """The request budget (``None``: no request pacing)."""
-        return self._settings.requests_per_minute
-
-    @property
-    def tokens_per_minute(self) -> float | None:
-        """The token budget (``None``: no token pacing)."""
-        return self._settings.tokens_per_minute
-
-    @property
-    def max_in_flight(self) -> int | None:
-        """The configured cap on requests in flight (``None``: none until a 429)."""
-        return self._settings.max_in_flight
-
-    @property
-    def burst(self) -> float:
-        """Requests that may start back to back."""
-        return self._settings.burst
-
-    @property
-    def headroom(self) -> float:
-        """The fraction of the budgets used."""
-        return self._settings.headroom
-
-    @property
-    def adaptive(self) -> bool:
-        """Whether 429s and ``x-ratelimit-*`` headers adapt the pace and the cap."""
-        return self._settings.adaptive
-
-    @property
-    def cooldown(self) -> float:
-        """Seconds between two halvings of the in-flight cap."""
-        return self._settings.cooldown
-
-    @property
-    def max_pause(self) -> float:
-        """The longest one answer may pause every request (seconds)."""
-        return self._settings.max_pause
 
     # -- LangChain's BaseRateLimiter ----------------------------------------------------------
 

@@ -13,25 +13,27 @@ an actor round trip before every request's end too.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._limit_settings import RateLimitKeywords, SettingsView
 from langchain_batchkit._limits import (
-    DEFAULT_MAX_PAUSE,
     LimiterStats,
     RateLimit,
     RateLimitSettings,
-    TokenEstimator,
 )
 from langchain_batchkit._reservations import Outcome, Turn
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._service import start_service
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["ActorReservations", "ClusterRateLimit"]
 
 
-class ClusterRateLimit:
+class ClusterRateLimit(SettingsView):
     """One requests- and tokens-per-minute budget shared by every Ray worker.
 
     ``N`` workers each given ``RateLimit(requests_per_minute=500)`` send up to
@@ -52,9 +54,13 @@ class ClusterRateLimit:
     :meth:`limiter` in the driver to pace a local :func:`batchkit` run from the same
     budget.
 
+    Its settings read as a :class:`RateLimit`'s do (``settings``, ``max_in_flight``, ...).
     ``max_in_flight`` is **per worker**: it caps the requests one worker has open,
     and after a 429 that worker halves it (see :class:`RateLimit`'s ``adaptive``).
     Creating one needs Ray (``ray.init()`` first, or Ray starts a local instance).
+
+    The budgets are :class:`RateLimit`'s keywords (one list, :class:`RateLimitSettings`),
+    applied to the whole cluster:
 
     Args:
         requests_per_minute: cluster-wide request budget.
@@ -86,29 +92,11 @@ class ClusterRateLimit:
     def __init__(
         self,
         *,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        max_in_flight: int | None = None,
-        burst: float = 1.0,
-        headroom: float = 0.97,
-        adaptive: bool = True,
-        cooldown: float = 1.0,
-        max_pause: float = DEFAULT_MAX_PAUSE,
-        token_estimator: TokenEstimator | None = None,
         name: str | None = None,
         namespace: str | None = None,
+        **limits: Unpack[RateLimitKeywords],
     ) -> None:
-        settings = RateLimitSettings(  # validates every field, naming a bad one
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            max_in_flight=max_in_flight,
-            burst=burst,
-            headroom=headroom,
-            adaptive=adaptive,
-            cooldown=cooldown,
-            max_pause=max_pause,
-            token_estimator=token_estimator,
-        )
+        settings = RateLimitSettings(**limits)  # validates every field, naming a bad one
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be a non-empty str or None, got {name!r}")
         require_ray("ClusterRateLimit")
@@ -124,23 +112,6 @@ class ClusterRateLimit:
         self._service, self._settings = state
         self._local = None
         self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        s = self._settings
-        return (
-            f"ClusterRateLimit(requests_per_minute={s.requests_per_minute}, "
-            f"tokens_per_minute={s.tokens_per_minute}, max_in_flight={s.max_in_flight})"
-        )
-
-    @property
-    def settings(self) -> RateLimitSettings:
-        """The settings every worker's limiter is built from."""
-        return self._settings
-
-    @property
-    def max_in_flight(self) -> int | None:
-        """The cap on requests in flight in each worker."""
-        return self._settings.max_in_flight
 
     def limiter(self) -> RateLimit:
         """This process's limiter, built on first use: pass it to ``batchkit(rate_limit=)``.
