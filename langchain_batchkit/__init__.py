@@ -22,6 +22,7 @@ from langchain_batchkit._errors import (
     EventLoopMismatchError,
     InputSourceError,
 )
+from langchain_batchkit._limit_settings import RateLimitSettings
 from langchain_batchkit._limits import LimiterStats, RateLimit
 from langchain_batchkit._microbatch import MicroBatcher
 from langchain_batchkit._options import KitOptions
@@ -63,6 +64,7 @@ __all__ = [
     "MicroBatcher",
     "ProgressEvent",
     "RateLimit",
+    "RateLimitSettings",
     "RetryPolicy",
     "RootRunCounter",
     "RunReport",

@@ -25,11 +25,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from langchain_batchkit._aimd import AdaptiveConcurrency
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._validate import check_int, check_number
 
 __all__ = [
     "PRESETS",
+    "AdaptiveConcurrency",
     "ConcurrencyPlan",
     "ConcurrencyPreset",
     "MaxConcurrency",
@@ -189,39 +191,3 @@ def concurrency_for_rate_limit(
         requests_per_minute=c * calls_per_item * 60 / item_latency,
         limit_per_minute=float(requests_per_minute),
     )
-
-
-class AdaptiveConcurrency:
-    """Items in flight for ``max_concurrency="auto"``: AIMD on provider pushback.
-
-    Starts at the size rule's value. An item that met a rate limit (a 429 in its
-    error or its retry history) halves the limit, at most once per ``limit``
-    completions so one burst of 429s counts once; every other finished item adds
-    ``1/limit`` (about +1 per round of items), up to ``ceiling``. Changing the
-    limit never drops or repeats an item: it only decides when the next one starts.
-
-    Args:
-        start: the initial limit.
-        ceiling: the most it may grow to.
-    """
-
-    __slots__ = ("_since_decrease", "ceiling", "limit")
-
-    def __init__(self, start: int, ceiling: int) -> None:
-        self.limit = float(start)
-        self.ceiling = float(max(start, ceiling))
-        self._since_decrease = start
-
-    def current(self) -> int:
-        """The number of items that may be in flight now."""
-        return max(1, int(self.limit))
-
-    def observe(self, pushed_back: bool) -> None:
-        """Feed one finished item: did the provider push back on it?"""
-        self._since_decrease += 1
-        if pushed_back:
-            if self._since_decrease >= self.current():
-                self.limit = max(1.0, self.limit / 2)
-                self._since_decrease = 0
-        elif self.limit < self.ceiling:
-            self.limit = min(self.ceiling, self.limit + 1 / self.limit)

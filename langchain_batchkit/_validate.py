@@ -7,10 +7,21 @@ to us); a number is a finite int or float that is not a ``bool``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 from langchain_batchkit._errors import ConfigurationError
 
-__all__ = ["check_int", "check_number", "is_int", "is_number"]
+T = TypeVar("T")
+
+__all__ = [
+    "check_callable",
+    "check_int",
+    "check_number",
+    "check_optional",
+    "is_int",
+    "is_number",
+]
 
 
 def is_int(value: object) -> bool:
@@ -25,7 +36,7 @@ def is_number(value: object, *, finite: bool = True) -> bool:
     return math.isfinite(value) or (not finite and not math.isnan(value))
 
 
-def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+def check_int(name: str, value: object, *, minimum: int = 1, or_none: bool = False) -> int:
     """``value`` if it is an int >= ``minimum``, else a ConfigurationError naming ``name``.
 
     Example:
@@ -37,7 +48,8 @@ def check_int(name: str, value: object, *, minimum: int = 1) -> int:
         langchain_batchkit._errors.ConfigurationError: max_attempts must be an int >= 1, got True
     """
     if not is_int(value) or value < minimum:  # type: ignore[operator]
-        raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
+        none = " or None" if or_none else ""
+        raise ConfigurationError(f"{name} must be an int >= {minimum}{none}, got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -49,6 +61,7 @@ def check_number(
     maximum: float = math.inf,
     strict: bool = False,
     allow_inf: bool = False,
+    or_none: bool = False,
 ) -> float:
     """``value`` if it is a number in range (``> minimum`` when ``strict``), else a
     ConfigurationError naming ``name`` and the range."""
@@ -59,5 +72,28 @@ def check_number(
     if not ok:
         bound = f"> {minimum}" if strict else f">= {minimum}"
         upper = f" and <= {maximum}" if maximum != math.inf else ""
-        raise ConfigurationError(f"{name} must be a number {bound}{upper}, got {value!r}")
+        none = " or None" if or_none else ""
+        raise ConfigurationError(f"{name} must be a number {bound}{upper}{none}, got {value!r}")
     return float(value)  # type: ignore[arg-type]
+
+
+def check_optional(check: Callable[..., T], name: str, value: object, **limits: float) -> T | None:
+    """``None``, or ``value`` passed through ``check`` (:func:`check_int` or :func:`check_number`).
+
+    Example:
+        >>> check_optional(check_number, "rpm", None, strict=True) is None
+        True
+        >>> check_optional(check_number, "rpm", 0, strict=True)
+        Traceback (most recent call last):
+        ...
+        langchain_batchkit._errors.ConfigurationError: rpm must be a number > 0.0 or None, got 0
+    """
+    if value is None:
+        return None
+    return check(name, value, or_none=True, **limits)
+
+
+def check_callable(name: str, value: object, signature: str) -> None:
+    """A ConfigurationError naming ``name`` unless ``value`` is callable (as ``signature``)."""
+    if not callable(value):
+        raise ConfigurationError(f"{name} must be a callable {signature}, got {value!r}")

@@ -129,7 +129,7 @@ async def test_adaptive_limiter_backs_off_and_recovers_over_http(
     server = fake_openai_server_factory(
         FakeServerConfig(requests_per_minute=5, window_seconds=1.0, clock=clock)
     )
-    limit = RateLimit(max_in_flight=8, clock=clock, sleep=clock.sleep)
+    limit = RateLimit(max_in_flight=8, clock=clock)
     kit = batchkit(
         chat(server, include_response_headers=True) | StrOutputParser(),
         rate_limit=limit,

@@ -55,7 +55,7 @@ def clocked(clock: FakeClock) -> ClockedModel:
 
 def limiter(clock: FakeClock, **kw: Any) -> RateLimit:
     kw.setdefault("headroom", 1.0)  # exact arithmetic; the default leaves 3% for jitter
-    return RateLimit(clock=clock, sleep=clock.sleep, sync_sleep=clock.sleep_sync, **kw)
+    return RateLimit(clock=clock, **kw)
 
 
 def max_in_any_window(times: list[float], window: float) -> int:
@@ -95,7 +95,7 @@ async def test_requests_never_exceed_the_rate_over_any_window() -> None:
 
 async def test_default_headroom_spaces_requests_three_percent_wider() -> None:
     clock = FakeClock()
-    limit = RateLimit(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    limit = RateLimit(requests_per_minute=60, clock=clock)
     await limit.aacquire()
     start = clock()
     await limit.aacquire()

@@ -20,6 +20,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import Field
 
 from langchain_batchkit import RateLimit
+from langchain_batchkit._clock import as_clock
 from langchain_batchkit._gate import Gate
 from langchain_batchkit.testing import FakeChatModel, FakeClock, FakeServerConfig
 from langchain_batchkit.testing._models import FakeModelError
@@ -159,9 +160,7 @@ def test_sync_requests_are_spaced_by_the_rate_with_the_injected_sync_sleep() -> 
     limit = RateLimit(
         requests_per_minute=30,
         headroom=1.0,
-        clock=clock,
-        sleep=_no_async_sleep,
-        sync_sleep=clock.sleep_sync,
+        clock=as_clock(clock, _no_async_sleep, clock.sleep_sync),
     )
     model = SyncClockedModel(clock=clock)
 
@@ -186,9 +185,7 @@ def test_a_thread_waiting_for_its_turn_when_a_429_comes_waits_its_turn_again() -
     limit = RateLimit(
         requests_per_minute=60,
         headroom=1.0,
-        clock=clock,
-        sleep=_no_async_sleep,
-        sync_sleep=sleep_through_a_429,
+        clock=as_clock(clock, _no_async_sleep, sleep_through_a_429),
     )
     limit.enter_sync(first, 0)
     start = clock()
@@ -221,7 +218,9 @@ def test_a_sync_wait_that_fails_fails_the_call_and_gives_its_slot_back() -> None
         raise InterruptedError("the wait was interrupted")
 
     clock = FakeClock()
-    limit = RateLimit(requests_per_minute=60, max_in_flight=1, clock=clock, sync_sleep=interrupted)
+    limit = RateLimit(
+        requests_per_minute=60, max_in_flight=1, clock=as_clock(clock, sync_sleep=interrupted)
+    )
     model = FakeChatModel()
     config: RunnableConfig = {"callbacks": [limit.callback]}
     model.invoke("first", config=config)  # the first request needs no wait

@@ -427,7 +427,7 @@ def test_limiter_stats_read_as_a_sentence_and_a_table() -> None:
 
 def test_paused_wall_time_counts_overlapping_pauses_once() -> None:
     clock = FakeClock()
-    limit = RateLimit(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    limit = RateLimit(requests_per_minute=60, clock=clock)
     limit._pause(clock() + 10)  # a 10 s pause
     clock.advance(5)
     limit._pause(clock() + 10)  # extends it by 5 s, overlapping 5 s
@@ -437,7 +437,7 @@ def test_paused_wall_time_counts_overlapping_pauses_once() -> None:
 
 def test_limiter_stats_can_be_plotted() -> None:
     clock = FakeClock()
-    limit = RateLimit(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    limit = RateLimit(requests_per_minute=60, clock=clock)
     limit._pause(clock() + 3)
 
     figure = limit.stats().plot()

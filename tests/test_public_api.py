@@ -88,6 +88,7 @@ def test_the_top_level_is_small() -> None:
         "MicroBatcher",
         "ProgressEvent",
         "RateLimit",
+        "RateLimitSettings",
         "RetryPolicy",
         "RootRunCounter",
         "RunReport",

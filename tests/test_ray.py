@@ -6,6 +6,8 @@ its own actor pool, so the Ray tests combine what they can into few runs.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import logging
 import os
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -32,19 +35,23 @@ from langchain_batchkit import (  # noqa: E402
     ConfigurationError,
     ItemError,
     ItemResult,
+    LimiterStats,
     RateLimit,
     RetryPolicy,
     batchkit,
 )
+from langchain_batchkit._backend import ReservationBackend  # noqa: E402
+from langchain_batchkit._limit_settings import RateLimitSettings  # noqa: E402
+from langchain_batchkit._reservations import Outcome, Reservations  # noqa: E402
 from langchain_batchkit.ray import (  # noqa: E402
     RESULT_COLUMNS,
     BatchKitMapper,
     ClusterRateLimit,
     run_on_ray,
 )
+from langchain_batchkit.ray._limiter import ActorReservations  # noqa: E402
 from langchain_batchkit.ray._progress import BlockBar  # noqa: E402
 from langchain_batchkit.ray._rows import result_table  # noqa: E402
-from langchain_batchkit.ray._service import RateLimitService  # noqa: E402
 from langchain_batchkit.ray._sinks import format_for  # noqa: E402
 from langchain_batchkit.testing import (  # noqa: E402
     FakeChatModel,
@@ -124,65 +131,81 @@ def chat_chain(base_url: str, own_limit_rpm: float | None = None) -> Runnable[An
     return llm | RunnableLambda(_with_pid)
 
 
-# -- the shared budget (a plain class: fake clock, no Ray) ----------------------------------
+# -- the shared budget: the reservation core the actor runs (a plain class: fake clock) -----
 
 
-def _delay(service: RateLimitService, tokens: int = 0, *, blocking: bool = True) -> float:
-    delay = service.reserve(tokens, blocking)
-    assert delay is not None
-    return delay
+def _core(clock: FakeClock, **settings: Any) -> Reservations:
+    settings.setdefault("headroom", 1.0)
+    return Reservations(RateLimitSettings(**settings), clock=clock)
 
 
-def test_service_spaces_reservations_on_its_own_clock() -> None:
+def _delay(core: Reservations, tokens: int = 0, *, blocking: bool = True) -> float:
+    turn = core.reserve(tokens, blocking=blocking)
+    assert turn is not None
+    return turn.delay
+
+
+def test_the_core_spaces_reservations_on_its_own_clock() -> None:
     clock = FakeClock()
-    service = RateLimitService(
-        requests_per_minute=600, tokens_per_minute=None, headroom=1.0, clock=clock
-    )
+    core = _core(clock, requests_per_minute=600)
 
-    delays = [_delay(service) for _ in range(4)]
+    delays = [_delay(core) for _ in range(4)]
 
     assert delays == pytest.approx([0.0, 0.1, 0.2, 0.3])
     clock.advance(1.0)  # the bucket refills while nobody asks
-    assert service.reserve() == 0.0
+    assert _delay(core) == 0.0
 
 
 def test_a_pause_moves_later_reservations_past_it_still_spaced() -> None:
     clock = FakeClock()
-    service = RateLimitService(
-        requests_per_minute=600, tokens_per_minute=None, headroom=1.0, clock=clock
-    )
-    service.reserve()
+    core = _core(clock, requests_per_minute=600)
+    core.reserve()
 
-    service.pause(2.0)
+    core.pause(2.0)
 
-    assert [_delay(service) for _ in range(3)] == pytest.approx([2.0, 2.1, 2.2])
-    assert service.stats().pauses == 1
+    assert [_delay(core) for _ in range(3)] == pytest.approx([2.0, 2.1, 2.2])
+    assert core.stats().pauses == 1
 
 
 def test_a_non_blocking_reservation_is_refused_while_paused_or_spent() -> None:
     clock = FakeClock()
-    service = RateLimitService(requests_per_minute=60, tokens_per_minute=None, clock=clock)
+    core = _core(clock, requests_per_minute=60, headroom=0.97)
 
-    assert _delay(service, blocking=False) == 0.0
-    assert service.reserve(blocking=False) is None  # the next slot is ~1 s away
+    assert _delay(core, blocking=False) == 0.0
+    assert core.reserve(blocking=False) is None  # the next slot is ~1 s away
     clock.advance(5.0)
-    service.pause(1.0)
-    assert service.reserve(blocking=False) is None
-    assert service.stats().requests == 1
+    core.pause(1.0)
+    assert core.reserve(blocking=False) is None
+    assert core.stats().requests == 1
 
 
 def test_tokens_given_back_shorten_the_next_wait() -> None:
     clock = FakeClock()
-    service = RateLimitService(
-        requests_per_minute=None, tokens_per_minute=6000, headroom=1.0, clock=clock
-    )
-    assert _delay(service, 1000) == 0.0  # the 10 s burst holds 1000 tokens
-    assert _delay(service, 500) == pytest.approx(5.0)
+    core = _core(clock, tokens_per_minute=6000)
+    assert _delay(core, 1000) == 0.0  # the 10 s burst holds 1000 tokens
+    assert _delay(core, 500) == pytest.approx(5.0)
 
-    service.give_back(400)
+    core.give_back(400)
 
-    assert _delay(service, 100) == pytest.approx(6.0 - 4.0)
-    assert service.stats().tokens_given_back == 400
+    assert _delay(core, 100) == pytest.approx(6.0 - 4.0)
+    assert core.stats().tokens_given_back == 400
+
+
+def test_a_429_settled_by_one_worker_re_paces_another_workers_waiting_turn() -> None:
+    clock = FakeClock()
+    core = _core(clock, requests_per_minute=60)
+    first = core.reserve()
+    assert first is not None
+    core.start("worker-1/call", 0, first.epoch)
+    waiting = core.reserve()  # worker 2's turn, in a second
+    assert waiting is not None and waiting.delay == pytest.approx(1.0)
+
+    core.settle("worker-1/call", Outcome(ok=False, rate_limited=True))
+    clock.advance(waiting.delay)
+    again = core.next_turn(waiting)
+
+    assert again.epoch != waiting.epoch and again.delay > 0  # booked anew, at a lower pace
+    assert core.stats().repaced == 1 and core.stats().pace < 1.0
 
 
 # -- rows, files, options (no Ray needed) ---------------------------------------------------
@@ -272,7 +295,6 @@ def test_the_public_surface_is_sorted_and_exported() -> None:
     assert set(names) == {
         "RESULT_COLUMNS",
         "BatchKitMapper",
-        "ClusterLimiterStats",
         "ClusterRateLimit",
         "run_on_ray",
     }
@@ -417,6 +439,58 @@ def test_sync_model_calls_in_worker_threads_reserve_from_the_shared_budget() -> 
     with pytest.raises(ray.exceptions.RayActorError):  # gone: fails, never sent unpaced
         llm.invoke("e", config=config)
     assert llm.calls == 4
+
+
+class ProviderRateLimitError(Exception):
+    """A 429 as a provider SDK names it (batchkit recognises ``*RateLimitError``)."""
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_the_actor_runs_the_reservation_core_so_one_workers_429_paces_every_worker() -> None:
+    limit = ClusterRateLimit(requests_per_minute=6000, max_in_flight=4)
+    here, there = limit.limiter(), pickle.loads(ray.cloudpickle.dumps(limit)).limiter()
+    run_id = uuid4()
+    here.enter_sync(run_id, 0)
+
+    here.exit(run_id, error=ProviderRateLimitError("429"))
+
+    shared = limit.stats()  # the actor's counters: every worker's
+    assert (shared.requests, shared.rate_limited) == (1, 1)
+    assert shared.pace < 1.0 and there.stats().pace == shared.pace  # one pace for all
+    assert here.stats().in_flight_cap == 1  # the in-flight cap stays per worker
+    assert there.stats().in_flight_cap == 4
+    limit.close()
+
+
+def test_the_old_cluster_stats_name_is_limiter_stats_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="LimiterStats"):
+        old = batchkit_ray.ClusterLimiterStats
+    assert old is LimiterStats
+
+
+def test_ray_code_composes_a_rate_limit_and_touches_none_of_its_private_parts() -> None:
+    package = Path(batchkit_ray.__file__).parent
+    for source in sorted(package.glob("*.py")):
+        tree = ast.parse(source.read_text(), filename=str(source))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(base) for base in node.bases}
+                assert not bases & {"RateLimit", "Reservations"}, (source.name, node.name)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "langchain_batchkit._"
+            ):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, (source.name, private)
+            if isinstance(node, ast.Attribute) and _is_private(node.attr):
+                owner = ast.unparse(node.value)
+                assert owner in {"self", "cls"}, f"{source.name}:{node.lineno} {owner}.{node.attr}"
+    for name in (n for n in dir(ReservationBackend) if not n.startswith("_")):
+        wanted = inspect.signature(getattr(ReservationBackend, name))
+        assert inspect.signature(getattr(ActorReservations, name)) == wanted, name
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
 
 
 @pytest.mark.usefixtures("ray_cluster")

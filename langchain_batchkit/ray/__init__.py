@@ -22,18 +22,28 @@ from langchain_batchkit.ray._limiter import ClusterRateLimit
 from langchain_batchkit.ray._mapper import BatchKitMapper
 from langchain_batchkit.ray._rows import RESULT_COLUMNS
 from langchain_batchkit.ray._run import run_on_ray
-from langchain_batchkit.ray._service import ClusterLimiterStats
 
 __all__ = [
     "RESULT_COLUMNS",
     "BatchKitMapper",
-    "ClusterLimiterStats",
     "ClusterRateLimit",
     "run_on_ray",
 ]
 
 
 def __getattr__(name: str) -> object:
+    if name == "ClusterLimiterStats":
+        import warnings
+
+        from langchain_batchkit._limit_stats import LimiterStats
+
+        warnings.warn(
+            "ClusterLimiterStats is now LimiterStats (ClusterRateLimit.stats() returns one); "
+            "the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return LimiterStats
     if name == "BatchkitMapper":
         import warnings
 

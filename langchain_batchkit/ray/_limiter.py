@@ -1,47 +1,39 @@
 """One rate limit for a whole Ray cluster: a reservation actor, and the limiter workers use.
 
-Every worker paces its model requests through a :class:`RateLimit` whose buckets
-live elsewhere: reservations go to one :class:`RateLimitService` actor, which
-answers "wait this many seconds" from its own monotonic clock. The cap on requests
-in flight (``max_in_flight``) and the adaptive halving of it after a 429 stay in
-each worker: they protect that worker's connections, and a cluster-wide cap would
-cost an actor round trip at the end of every request too.
+Every worker paces its model requests through a :class:`RateLimit` built from the
+same parts as an in-process one (settings, gate, in-flight cap, callback) except
+its reservation backend: :class:`ActorReservations` forwards each reservation call
+to one actor running the reservation core (:mod:`langchain_batchkit.ray._service`),
+which answers "wait this many seconds" from its own monotonic clock. The cap on
+requests in flight (``max_in_flight``) and its halving after a 429 stay in each
+worker: they protect that worker's connections, and a cluster-wide cap would cost
+an actor round trip before every request's end too.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_batchkit._errors import ConfigurationError
-from langchain_batchkit._limits import RateLimit, TokenEstimator
+from langchain_batchkit._limit_settings import RateLimitKeywords, SettingsView
+from langchain_batchkit._limits import (
+    LimiterStats,
+    RateLimit,
+    RateLimitSettings,
+)
+from langchain_batchkit._reservations import Outcome, Turn
 from langchain_batchkit.ray._deps import require_ray
-from langchain_batchkit.ray._service import ClusterLimiterStats, RateLimitService
+from langchain_batchkit.ray._service import start_service
 
-__all__ = ["ClusterRateLimit"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    """What each worker's limiter is built from (validated once, on the driver)."""
-
-    requests_per_minute: float | None
-    tokens_per_minute: float | None
-    max_in_flight: int | None
-    burst: float
-    headroom: float
-    adaptive: bool
-    cooldown: float
-    token_estimator: TokenEstimator | None
-
-    def local(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["ActorReservations", "ClusterRateLimit"]
 
 
-class ClusterRateLimit:
+class ClusterRateLimit(SettingsView):
     """One requests- and tokens-per-minute budget shared by every Ray worker.
 
     ``N`` workers each given ``RateLimit(requests_per_minute=500)`` send up to
@@ -49,19 +41,26 @@ class ClusterRateLimit:
     a worker idles or the pool resizes. This keeps the budget in **one** Ray actor:
     before each model request a worker reserves a slot there (one small actor call,
     awaited on the worker's loop) and sleeps exactly until its turn, so together the
-    workers stay under the provider's limit. A 429 with ``Retry-After`` seen by any
-    worker pauses every reservation made after it. The actor takes no CPU slot and
-    Ray restarts it if it dies (with full buckets: the first requests after a
-    restart are not paced against the ones before).
+    workers stay under the provider's limit. The actor runs the same reservation
+    core as an in-process :class:`RateLimit`, so adaptation is cluster-wide too: a
+    429 seen by any worker pauses and re-paces every worker's requests, and the
+    pace learned from 429s is one for all. Workers report how their requests ended
+    without waiting for the actor. The actor takes no CPU slot and Ray restarts it
+    if it dies (with full buckets: the first requests after a restart are not paced
+    against the ones before).
 
     Pass it to :func:`run_on_ray` or :class:`BatchKitMapper` (it pickles as the actor
     handle plus its settings; each worker builds its limiter on first use), or use
     :meth:`limiter` in the driver to pace a local :func:`batchkit` run from the same
     budget.
 
+    Its settings read as a :class:`RateLimit`'s do (``settings``, ``max_in_flight``, ...).
     ``max_in_flight`` is **per worker**: it caps the requests one worker has open,
     and after a 429 that worker halves it (see :class:`RateLimit`'s ``adaptive``).
     Creating one needs Ray (``ray.init()`` first, or Ray starts a local instance).
+
+    The budgets are :class:`RateLimit`'s keywords (one list, :class:`RateLimitSettings`),
+    applied to the whole cluster:
 
     Args:
         requests_per_minute: cluster-wide request budget.
@@ -73,8 +72,10 @@ class ClusterRateLimit:
             jitter (a busy worker's event loop, the actor round trip) put L+1
             requests into the provider's window. 0.97 suits per-minute windows;
             second-scale windows on loaded machines want about 0.9.
-        adaptive: react to 429s and ``x-ratelimit-*`` headers in each worker.
+        adaptive: react to 429s and ``x-ratelimit-*`` headers: the shared pace and
+            pauses, and each worker's in-flight cap.
         cooldown: seconds between two halvings of a worker's in-flight cap.
+        max_pause: the longest one answer may pause every worker (see :class:`RateLimit`).
         token_estimator: ``(messages, invocation_params) -> tokens`` (must pickle).
         name: name the actor, so another driver in the same namespace that asks for
             the same name shares this budget (the first one's settings win).
@@ -91,66 +92,26 @@ class ClusterRateLimit:
     def __init__(
         self,
         *,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        max_in_flight: int | None = None,
-        burst: float = 1.0,
-        headroom: float = 0.97,
-        adaptive: bool = True,
-        cooldown: float = 1.0,
-        token_estimator: TokenEstimator | None = None,
         name: str | None = None,
         namespace: str | None = None,
+        **limits: Unpack[RateLimitKeywords],
     ) -> None:
-        settings = _Settings(
-            requests_per_minute,
-            tokens_per_minute,
-            max_in_flight,
-            burst,
-            headroom,
-            adaptive,
-            cooldown,
-            token_estimator,
-        )
-        RateLimit(**settings.local())  # validates every field, naming a bad one
+        settings = RateLimitSettings(**limits)  # validates every field, naming a bad one
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be a non-empty str or None, got {name!r}")
         require_ray("ClusterRateLimit")
-        import ray
-
-        options: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1}
-        if name is not None:
-            options.update(name=name, namespace=namespace, get_if_exists=True)
-        actor_class: Any = ray.remote(RateLimitService)
-        self._service: Any = actor_class.options(**options).remote(
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            burst=burst,
-            headroom=headroom,
-        )
+        self._service: Any = start_service(settings, name=name, namespace=namespace)
         self._settings = settings
         self._local: RateLimit | None = None
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> tuple[Any, _Settings]:
+    def __getstate__(self) -> tuple[Any, RateLimitSettings]:
         return self._service, self._settings
 
-    def __setstate__(self, state: tuple[Any, _Settings]) -> None:
+    def __setstate__(self, state: tuple[Any, RateLimitSettings]) -> None:
         self._service, self._settings = state
         self._local = None
         self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        s = self._settings
-        return (
-            f"ClusterRateLimit(requests_per_minute={s.requests_per_minute}, "
-            f"tokens_per_minute={s.tokens_per_minute}, max_in_flight={s.max_in_flight})"
-        )
-
-    @property
-    def max_in_flight(self) -> int | None:
-        """The cap on requests in flight in each worker."""
-        return self._settings.max_in_flight
 
     def limiter(self) -> RateLimit:
         """This process's limiter, built on first use: pass it to ``batchkit(rate_limit=)``.
@@ -160,14 +121,19 @@ class ClusterRateLimit:
         """
         with self._lock:
             if self._local is None:
-                self._local = _SharedBudgetLimit(self._service, self._settings)
+                backend = ActorReservations(self._service)
+                self._local = RateLimit.from_settings(self._settings, backend=backend)
             return self._local
 
-    def stats(self) -> ClusterLimiterStats:
-        """What the shared budget has handed out, counted by the actor (all workers)."""
+    def stats(self) -> LimiterStats:
+        """What the shared budget has done, counted by the actor (every worker together).
+
+        There is no cluster-wide cap on requests in flight (each worker caps its
+        own), so ``in_flight_cap`` is ``inf``.
+        """
         import ray
 
-        stats: ClusterLimiterStats = ray.get(self._service.stats.remote())
+        stats: LimiterStats = ray.get(self._service.stats.remote())
         return stats
 
     def close(self) -> None:
@@ -177,96 +143,82 @@ class ClusterRateLimit:
         ray.kill(self._service)
 
 
-class _SharedBudgetLimit(RateLimit):
-    """A :class:`RateLimit` whose requests and tokens are reserved from a Ray actor.
+class ActorReservations:
+    """A reservation backend whose core is the cluster's actor (one call, one actor call).
 
-    The in-flight cap, the adaptive cap and the local pause stay in this process.
-    An async model call awaits its reservation on its loop; a sync one (a worker
-    thread) blocks on it with ``ray.get`` (the ``_reserve`` override below serves
-    both that and LangChain's ``acquire``). Messages the actor need
-    not answer (a pause, tokens given back) are sent without waiting, and their
-    replies are collected before the next reservation, so a failure there surfaces
-    instead of vanishing. If the actor cannot be reached, the model call fails
-    (the item's error says why) rather than going out unpaced.
+    A call that answers is awaited on the model call's loop, or blocks a worker
+    thread with ``ray.get``. Calls that answer nothing (a request started, ended,
+    a pause) are sent without waiting, and their replies are collected before the
+    next call that answers, so a failure there surfaces instead of vanishing. If
+    the actor cannot be reached, the model call fails (the item's error says why)
+    rather than going out unpaced: the limiter's callback raises.
+
+    Example:
+        >>> backend = ActorReservations(actor_handle)             # doctest: +SKIP
+        >>> limit = RateLimit.from_settings(settings, backend=backend)  # doctest: +SKIP
     """
 
-    def __init__(self, service: Any, settings: _Settings) -> None:
-        super().__init__(**settings.local())
-        self._service = service
+    __slots__ = ("_actor", "_lock", "_unsettled")
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+        self._lock = threading.Lock()
         self._unsettled: list[Any] = []
-        # Fail closed: LangChain would log a failing callback and send the request
-        # anyway, unpaced; a budget that cannot be reached must fail the call instead.
-        self.callback.raise_error = True
 
-    # -- the hooks RateLimit leaves for a budget that lives elsewhere ----------------------
+    def __repr__(self) -> str:
+        return f"ActorReservations({self._actor!r})"
 
-    async def _areserve(self, tokens: int) -> float:
-        delay = await self._aask(tokens, blocking=True)
-        assert delay is not None
-        return delay
+    def reserve(self, tokens: int, *, blocking: bool = True) -> Turn | None:
+        """Reserve from the actor, blocking this thread for its answer."""
+        turn: Turn | None = self._get(self._actor.reserve, tokens, blocking=blocking)
+        return turn
 
-    def _share_pause(self, seconds: float) -> None:
-        self._remember(self._service.pause.remote(seconds))
+    async def areserve(self, tokens: int, *, blocking: bool = True) -> Turn | None:
+        """Reserve from the actor, awaiting its answer on this loop."""
+        turn: Turn | None = await self._await(self._actor.reserve, tokens, blocking=blocking)
+        return turn
 
-    def _reserve_again(self, tokens: int) -> float:
-        # The actor cannot forget a reservation: one made there stands, and a request
-        # re-paced here only waits out this process's pause (it is never booked twice).
-        return self._pause_remaining()
+    def next_turn(self, turn: Turn, tokens: int) -> Turn:
+        """Ask the actor whether ``turn`` still stands, blocking this thread."""
+        answer: Turn = self._get(self._actor.next_turn, turn, tokens)
+        return answer
 
-    # -- the other paths to the buckets: LangChain's BaseRateLimiter, token corrections --------
+    async def anext_turn(self, turn: Turn, tokens: int) -> Turn:
+        """Ask the actor whether ``turn`` still stands, awaiting on this loop."""
+        answer: Turn = await self._await(self._actor.next_turn, turn, tokens)
+        return answer
 
-    def _reserve(self, tokens: int, *, blocking: bool) -> float | None:
-        import ray
+    def start(self, call_id: UUID, tokens: int, epoch: int) -> None:
+        """Tell the actor the request went out (not waiting)."""
+        self._remember(self._actor.start.remote(call_id, tokens, epoch))
 
-        ray.get(self._take_unsettled())
-        delay: float | None = ray.get(self._service.reserve.remote(tokens, blocking))
-        return self._granted(delay)
+    def settle(self, call_id: UUID, outcome: Outcome) -> None:
+        """Tell the actor how the request ended (not waiting)."""
+        self._remember(self._actor.settle.remote(call_id, outcome))
 
-    async def aacquire(self, *, blocking: bool = True) -> bool:
-        """Reserve one request from the shared budget, sleeping on this loop until it may start."""
-        delay = await self._aask(0, blocking=blocking)
-        if delay is None:
-            return False
-        if delay > 0:
-            await self._sleep(delay)
-        return True
+    def pause(self, seconds: float) -> None:
+        """Pause every worker's requests (not waiting)."""
+        self._remember(self._actor.pause.remote(seconds))
 
-    def exit(
-        self,
-        run_id: UUID,
-        *,
-        used_tokens: int | None = None,
-        headers: Mapping[str, str] | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        """Finish the request locally, and correct the shared budget by the tokens used."""
-        with self._lock:
-            call = self._calls.get(run_id)
-        super().exit(run_id, used_tokens=used_tokens, headers=headers, error=error)
-        if call is not None and used_tokens is not None and self._tokens is not None:
-            unused = call.tokens - used_tokens
-            if unused:
-                self._remember(self._service.give_back.remote(unused))
+    def stats(self) -> LimiterStats:
+        """The actor's counters (every worker's)."""
+        stats: LimiterStats = self._get(self._actor.stats)
+        return stats
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _aask(self, tokens: int, *, blocking: bool) -> float | None:
-        for ref in self._take_unsettled():
-            await ref
-        delay: float | None = await self._service.reserve.remote(tokens, blocking)
-        return self._granted(delay)
+    def _get(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call an actor method and block for its answer, after the earlier replies."""
+        import ray
 
-    def _granted(self, delay: float | None) -> float | None:
-        """The wait for a granted reservation (or a pause begun here), counted in stats."""
-        if delay is None:
-            return None
-        wait = max(delay, self._pause_remaining())
-        with self._lock:
-            self._n_requests += 1
-            if wait > 0:
-                self._n_waited += 1
-                self._wait_seconds += wait
-        return wait
+        ray.get(self._take_unsettled())
+        return ray.get(method.remote(*args, **kwargs))
+
+    async def _await(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call an actor method and await its answer, after the earlier replies."""
+        for earlier in self._take_unsettled():
+            await earlier
+        return await method.remote(*args, **kwargs)
 
     def _remember(self, ref: Any) -> None:
         with self._lock:
