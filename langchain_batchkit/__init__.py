@@ -6,12 +6,14 @@ Example:
     >>> results.failed, results.summary()              # doctest: +SKIP
 
 The course-table sizing helpers live in :mod:`langchain_batchkit.sizing`, the
-whole exception tree in :mod:`langchain_batchkit.errors`.
+whole exception tree in :mod:`langchain_batchkit.errors`, prices and estimates in
+:mod:`langchain_batchkit.costs`.
 """
 
 from typing import Any
 
 from langchain_batchkit._batch_api import BatchAPIOptions, BatchAPIRunner
+from langchain_batchkit._budget import Budget
 from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
 from langchain_batchkit._errors import (
@@ -26,6 +28,7 @@ from langchain_batchkit._limit_settings import RateLimitSettings
 from langchain_batchkit._limits import LimiterStats, RateLimit
 from langchain_batchkit._microbatch import MicroBatcher
 from langchain_batchkit._options import KitOptions
+from langchain_batchkit._prices import Price
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
 from langchain_batchkit._results import (
     Attempt,
@@ -51,6 +54,7 @@ __all__ = [
     "BatchKitError",
     "BatchResult",
     "BatchSummary",
+    "Budget",
     "Checkpoint",
     "CheckpointError",
     "Clock",
@@ -62,6 +66,7 @@ __all__ = [
     "KitOptions",
     "LimiterStats",
     "MicroBatcher",
+    "Price",
     "ProgressEvent",
     "RateLimit",
     "RateLimitSettings",

@@ -276,9 +276,7 @@ class RunPlan(Generic[InputT, OutputT]):
         now = self.clock()
         usage = item.usage.usage if item.usage is not None else None
         latency = now - item.started if item.attempts else 0.0
-        return replace(
-            self._result(item, None, reason, usage, now, not_run=True), latency=latency
-        )
+        return replace(self._result(item, None, reason, usage, now, not_run=True), latency=latency)
 
 
 def _budget_refusal(exc: BaseException) -> BudgetExceededError | None:

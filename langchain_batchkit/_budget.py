@@ -26,6 +26,7 @@ crashed $10 run allows $10 more.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -295,6 +296,17 @@ class BudgetCallback(BaseCallbackHandler):
             raise BudgetExceededError(usd, s.left, s.usd)
         with self._lock:
             self._held[run_id] = _Held(call_start(kwargs), usd)
+
+
+class _QuietRefusals(logging.Filter):
+    """Drops LangChain's "Error in callback" warning for a refused call: the refusal
+    is the budget working, and the item's result says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "BudgetExceededError" not in record.getMessage()
+
+
+logging.getLogger("langchain_core.callbacks.manager").addFilter(_QuietRefusals())
 
 
 def _finite(value: object) -> bool:

@@ -362,7 +362,7 @@ class BudgetExceededError(BatchKitError):
         self.cap = cap
         super().__init__(
             f"this model call may cost up to ${needed:.4f}, and the budget has "
-            f"${max(left, 0.0):.4f} of ${cap:.2f} left: not sent"
+            f"${max(left, 0.0):.4f} of ${cap:.4f} left: not sent"
         )
 
     def __reduce__(self) -> tuple[type[BudgetExceededError], tuple[float, float, float]]:

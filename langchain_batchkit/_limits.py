@@ -51,6 +51,7 @@ from langchain_batchkit._aimd import RequestCap
 from langchain_batchkit._backend import LocalReservations, ReservationBackend
 from langchain_batchkit._clock import Clock, as_clock
 from langchain_batchkit._errors import ConfigurationError, RequestTooLargeError
+from langchain_batchkit._flex import is_flex_unavailable
 from langchain_batchkit._gate import Gate
 from langchain_batchkit._limit_callback import LimiterCallback
 from langchain_batchkit._limit_settings import DEFAULT_MAX_PAUSE, RateLimitSettings, SettingsView
@@ -298,7 +299,8 @@ class RateLimit(SettingsView, BaseRateLimiter):
                 return
             self._open.discard(run_id)
             open_requests = len(self._open) + 1  # this one was open until now
-        rate_limited = error is not None and is_rate_limit(error)
+        # flex short of capacity is not the provider pacing us: no pause, no slower pace
+        rate_limited = error is not None and is_rate_limit(error) and not is_flex_unavailable(error)
         outcome = Outcome(
             ok=error is None,
             rate_limited=rate_limited,

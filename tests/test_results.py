@@ -192,6 +192,7 @@ def test_to_records_is_flat() -> None:
     assert records[0] == {
         "index": 0,
         "ok": True,
+        "status": "ok",
         "input": "a",
         "output": "A",
         "error_type": None,
