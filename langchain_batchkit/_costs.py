@@ -20,7 +20,7 @@ from langchain_core.outputs import LLMResult
 
 from langchain_batchkit._prices import CallUsage, PriceBook, Tier
 
-__all__ = ["CallStart", "CostMeter", "call_start", "price_response"]
+__all__ = ["CallStart", "CostMeter", "call_start", "price_message", "price_response"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,16 @@ def price_response(
     if priced:
         return total
     return _price_llm_output(response, book, start, tier)
+
+
+def price_message(message: object, book: PriceBook, tier: Tier, model: str | None) -> float | None:
+    """The dollars of one answer message on ``tier`` (``model``: the one asked for)."""
+    usage = CallUsage.from_metadata(getattr(message, "usage_metadata", None))
+    if usage is None:
+        return None
+    meta = getattr(message, "response_metadata", None) or {}
+    answered = _text(meta.get("model_name")) or _text(meta.get("model")) or model
+    return book.cost(usage, answered, tier=tier)
 
 
 class CostMeter:

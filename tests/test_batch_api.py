@@ -41,6 +41,7 @@ from langchain_batchkit._batch_api._requests import plan_jobs
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._results import TokenUsage
 from langchain_batchkit._runner import BatchKit, batchkit
+from langchain_batchkit.costs import CallUsage, Price, PriceBook
 from langchain_batchkit.testing import FakeChatModel, FakeClock, FakeOpenAIServer, FakeServerConfig
 
 if TYPE_CHECKING:
@@ -920,3 +921,25 @@ async def test_no_inputs_make_no_job(server_on: Any, clock: FakeClock) -> None:
 
     assert list(results) == []
     assert server.stats().batches_created == 0
+
+
+async def test_each_item_costs_the_batch_api_price_half_the_online_one(
+    server_on: Any, clock: FakeClock
+) -> None:
+    server = server_on()
+    runner = BatchAPIRunner(llm_for(server), options=options_on(clock))
+
+    results = await runner.arun(prompts(4))
+
+    book = PriceBook()
+    for r in results:
+        assert r.usage is not None and r.cost is not None
+        online = book.cost(CallUsage(r.usage.input_tokens, r.usage.output_tokens), "gpt-4o-mini")
+        assert online is not None and r.cost == pytest.approx(online / 2)
+    assert results.summary().cost == pytest.approx(sum(r.cost or 0 for r in results))
+    mine = BatchAPIRunner(
+        llm_for(server), options=options_on(clock, prices={"gpt-4o-mini": Price(1.0, 1.0)})
+    )
+    priced = await mine.arun(prompts(1))
+    assert priced[0].usage is not None
+    assert priced[0].cost == pytest.approx(priced[0].usage.total_tokens / 1e6 * 0.5)

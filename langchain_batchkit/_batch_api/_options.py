@@ -9,6 +9,7 @@ from types import MappingProxyType
 
 from langchain_batchkit._clock import SYSTEM_CLOCK, Clock, as_clock
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._prices import Price, PriceBook, as_price_book
 from langchain_batchkit._validate import check_int, check_number
 
 __all__ = ["BatchAPIOptions"]
@@ -67,6 +68,8 @@ class BatchAPIOptions:
             function is accepted too, with ``sleep``).
         sleep: kept for compatibility: the async sleep, when ``clock`` is a bare
             function.
+        prices: your own prices per model (``{name: Price}`` or a ``PriceBook``), over
+            the price database; each item's ``cost`` is at the Batch API's discount.
 
     Example:
         >>> BatchAPIOptions(max_requests_per_job=10_000, poll_max_wait=120).poll_wait(10)
@@ -84,6 +87,7 @@ class BatchAPIOptions:
     local_concurrency: int = 16
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
     clock: Clock | Callable[[], float] = field(default=SYSTEM_CLOCK, compare=False)
+    prices: PriceBook | Mapping[str, Price] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         check_int("BatchAPIOptions.max_requests_per_job", self.max_requests_per_job)
@@ -109,6 +113,7 @@ class BatchAPIOptions:
         if not callable(self.clock):
             raise ConfigurationError("BatchAPIOptions.clock must be a callable returning seconds")
         object.__setattr__(self, "timer", as_clock(self.clock, self.sleep))
+        object.__setattr__(self, "prices", as_price_book(self.prices))
 
     timer: Clock = field(init=False, repr=False, compare=False)
     """The one :class:`Clock` made of ``clock`` and ``sleep``."""
