@@ -45,8 +45,9 @@ from langchain_batchkit._tokenize import count_messages
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "ESTIMATE_MARGIN", "Budget", "BudgetCallback"]
 
-#: Output tokens reserved for a request that sets no ``max_tokens``.
-DEFAULT_MAX_OUTPUT_TOKENS = 16_384
+#: Output tokens reserved for a request that sets no ``max_tokens`` (a bound only as
+#: good as the model's answers: set ``max_tokens`` for a hard one).
+DEFAULT_MAX_OUTPUT_TOKENS = 4_096
 #: Float rounding forgiven when comparing with the cap (a millionth of a cent).
 _CENT_FRACTION = 1e-8
 #: Extra share reserved on a prompt whose tokens were estimated, not counted.

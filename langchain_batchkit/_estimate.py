@@ -193,9 +193,10 @@ def estimate(
     known_usd = [u for c, u in zip(calls, in_usd, strict=True) if c is not None]
     in_known = all(u is not None for u in known_usd)
     mean_in_usd = statistics.fmean(u or 0.0 for u in known_usd) if known_usd else 0.0
-    sampled = _sample(kit, looked[:sample]) if sample else None
+    picks = _spread(len(looked), sample)
+    sampled = _sample(kit, [looked[i] for i in picks]) if sample else None
     scale = items
-    out = _output(counted, sampled, prices, in_usd, notes)
+    out = _output(counted, sampled, prices, [in_usd[i] for i in picks], notes)
     input_tokens = round(mean_in * scale) if scale is not None else None
     margin = 0.0 if exact else ESTIMATED_TOKENS_MARGIN
     low = expected = high = None
@@ -248,6 +249,13 @@ class _Output:
 class _Sampled:
     results: BatchResult[Any, Any]
     cost: float | None
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``k`` positions spread evenly over ``n`` (a sample should not be just the first few)."""
+    if k >= n:
+        return list(range(n))
+    return [i * n // k for i in range(k)]
 
 
 def _look(
