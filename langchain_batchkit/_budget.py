@@ -31,7 +31,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -41,33 +41,89 @@ from langchain_core.outputs import LLMResult
 from langchain_batchkit._costs import CallStart, call_start, price_response
 from langchain_batchkit._errors import BudgetExceededError, ConfigurationError
 from langchain_batchkit._prices import PriceBook
+from langchain_batchkit._spending import BudgetStats, SpendingCap
 from langchain_batchkit._tokenize import count_messages
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "ESTIMATE_MARGIN", "Budget", "BudgetCallback"]
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "ESTIMATE_MARGIN",
+    "Budget",
+    "BudgetCallback",
+    "BudgetStats",
+    "LocalSpending",
+    "SpendingBackend",
+]
 
 #: Output tokens reserved for a request that sets no ``max_tokens`` (a bound only as
 #: good as the model's answers: set ``max_tokens`` for a hard one).
 DEFAULT_MAX_OUTPUT_TOKENS = 4_096
-#: Float rounding forgiven when comparing with the cap (a millionth of a cent).
-_CENT_FRACTION = 1e-8
 #: Extra share reserved on a prompt whose tokens were estimated, not counted.
 ESTIMATE_MARGIN = 0.25
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetStats:
-    """A snapshot of a :class:`Budget`: dollars spent, reserved and left, calls refused."""
+class SpendingBackend(Protocol):
+    """Where a :class:`Budget`'s :class:`SpendingCap` lives: this process, or a Ray actor."""
 
-    usd: float
-    spent: float
-    reserved: float
-    refused: int
-    calls: int
-    overshoot: float
+    def reserve(self, usd: float) -> bool: ...
+    def settle(self, reserved: float, cost: float | None) -> None: ...
+    def release(self, reserved: float) -> None: ...
+    def add_spent(self, usd: float) -> None: ...
+    def resumed(self, checkpoint: str, stored: float) -> None: ...
+    def recorded(self, checkpoint: str, cost: float | None) -> None: ...
+    def exhausted(self) -> bool: ...
+    def stats(self) -> BudgetStats: ...
 
-    @property
-    def left(self) -> float:
-        return self.usd - self.spent - self.reserved
+
+class LocalSpending:
+    """A :class:`SpendingCap` under a lock: one budget for every thread and loop here.
+
+    It does not pickle: a copy in another process would be a second cap, not the
+    same one. On Ray, ``ClusterRateLimit(usd=...).budget()`` is shared by every worker.
+    """
+
+    __slots__ = ("_cap", "_lock")
+
+    def __init__(self, cap: SpendingCap) -> None:
+        self._cap = cap
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> Any:
+        raise ConfigurationError(
+            "a Budget is shared within one process and cannot be sent to another (it "
+            "would become a second cap); on Ray use ClusterRateLimit(usd=...).budget()"
+        )
+
+    def reserve(self, usd: float) -> bool:
+        with self._lock:
+            return self._cap.reserve(usd)
+
+    def settle(self, reserved: float, cost: float | None) -> None:
+        with self._lock:
+            self._cap.settle(reserved, cost)
+
+    def release(self, reserved: float) -> None:
+        with self._lock:
+            self._cap.release(reserved)
+
+    def add_spent(self, usd: float) -> None:
+        with self._lock:
+            self._cap.add_spent(usd)
+
+    def resumed(self, checkpoint: str, stored: float) -> None:
+        with self._lock:
+            self._cap.resumed(checkpoint, stored)
+
+    def recorded(self, checkpoint: str, cost: float | None) -> None:
+        with self._lock:
+            self._cap.recorded(checkpoint, cost)
+
+    def exhausted(self) -> bool:
+        with self._lock:
+            return self._cap.exhausted()
+
+    def stats(self) -> BudgetStats:
+        with self._lock:
+            return self._cap.stats()
 
 
 class Budget:
@@ -86,17 +142,7 @@ class Budget:
         >>> kit.batch(prompts); budget.spent                # doctest: +SKIP
     """
 
-    __slots__ = (
-        "_calls",
-        "_counted",
-        "_lock",
-        "_max_overshoot",
-        "_refused",
-        "_reserved",
-        "_spent",
-        "max_output_tokens",
-        "usd",
-    )
+    __slots__ = ("_backend", "max_output_tokens", "usd")
 
     def __init__(
         self,
@@ -104,6 +150,7 @@ class Budget:
         *,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         spent: float = 0.0,
+        backend: SpendingBackend | None = None,
     ) -> None:
         if not _finite(usd) or usd <= 0:
             raise ConfigurationError(
@@ -121,13 +168,7 @@ class Budget:
             raise ConfigurationError(f"Budget.spent must be a number >= 0, got {spent!r}")
         self.usd = float(usd)
         self.max_output_tokens = max_output_tokens
-        self._spent = float(spent)
-        self._reserved = 0.0
-        self._refused = 0
-        self._calls = 0
-        self._max_overshoot = 0.0
-        self._counted: dict[str, float] = {}  # checkpoint -> its stored cost counted in spent
-        self._lock = threading.Lock()
+        self._backend: SpendingBackend = backend or LocalSpending(SpendingCap(usd, spent))
 
     def __repr__(self) -> str:
         s = self.stats()
@@ -136,81 +177,59 @@ class Budget:
             f"left={s.left:.4f})"
         )
 
+    def __reduce__(self) -> Any:
+        # The backend decides: a local cap refuses to be copied, an actor's travels.
+        return _rebuild, (self.usd, self.max_output_tokens, self._backend)
+
     @property
     def spent(self) -> float:
         """Dollars spent so far (calls finished, as their usage was priced)."""
-        with self._lock:
-            return self._spent
+        return self.stats().spent
 
     @property
     def left(self) -> float:
         """Dollars not spent nor reserved by calls in flight."""
-        with self._lock:
-            return self.usd - self._spent - self._reserved
+        return self.stats().left
 
     @property
     def exhausted(self) -> bool:
         """True once a call was refused: the runs sharing it start no new item."""
-        with self._lock:
-            return self._refused > 0
+        return self._backend.exhausted()
 
     def stats(self) -> BudgetStats:
-        with self._lock:
-            return BudgetStats(
-                self.usd,
-                self._spent,
-                self._reserved,
-                self._refused,
-                self._calls,
-                self._max_overshoot,
-            )
+        """A snapshot: spent, reserved, left, refused and overshoot."""
+        return self._backend.stats()
 
     def add_spent(self, usd: float) -> None:
         """Count dollars spent outside this process's calls (a resumed run's stored cost)."""
         if not _finite(usd) or usd < 0:
             raise ConfigurationError(f"add_spent needs a number >= 0, got {usd!r}")
-        with self._lock:
-            self._spent += usd
+        self._backend.add_spent(usd)
 
     def resumed(self, checkpoint: str, stored: float) -> None:
         """A run resumes from ``checkpoint``, whose items cost ``stored`` dollars: count
         what this budget has not counted yet (all of it, in a new process)."""
-        with self._lock:
-            new = stored - self._counted.get(checkpoint, 0.0)
-            if new > 0:
-                self._spent += new
-            self._counted[checkpoint] = max(stored, self._counted.get(checkpoint, 0.0))
+        self._backend.resumed(checkpoint, stored)
 
     def recorded(self, checkpoint: str, cost: float | None) -> None:
         """An item this budget paid for was stored in ``checkpoint`` (counted once)."""
-        if cost:
-            with self._lock:
-                self._counted[checkpoint] = self._counted.get(checkpoint, 0.0) + cost
+        self._backend.recorded(checkpoint, cost)
 
     def reserve(self, usd: float) -> bool:
         """Reserve a call's worst case; ``False`` (nothing reserved) if it would pass the cap."""
-        with self._lock:
-            if self._spent + self._reserved + usd > self.usd + _CENT_FRACTION:
-                self._refused += 1
-                return False
-            self._reserved += usd
-            self._calls += 1
-            return True
+        return self._backend.reserve(usd)
 
     def settle(self, reserved: float, cost: float | None) -> None:
         """A call ended: its reservation becomes its cost (``None``: the reservation stands)."""
-        actual = reserved if cost is None else cost
-        with self._lock:
-            self._reserved = max(0.0, self._reserved - reserved)
-            self._spent += actual
-            over = self._spent - self.usd
-            if over > self._max_overshoot:
-                self._max_overshoot = over
+        self._backend.settle(reserved, cost)
 
     def release(self, reserved: float) -> None:
         """A call failed unanswered (not billed): give its reservation back."""
-        with self._lock:
-            self._reserved = max(0.0, self._reserved - reserved)
+        self._backend.release(reserved)
+
+
+def _rebuild(usd: float, max_output_tokens: int, backend: SpendingBackend) -> Budget:
+    return Budget(usd, max_output_tokens=max_output_tokens, backend=backend)
 
 
 @dataclass(frozen=True, slots=True)

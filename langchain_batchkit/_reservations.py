@@ -32,7 +32,11 @@ actually got through, under it, and creeps up slowly (see
 pauses until the window resets.
 
 The budgets are buckets (:mod:`~langchain_batchkit._buckets`), by kind, and each
-request is charged an amount of each kind (:meth:`Reservations._amounts`).
+request is charged an amount of each kind (:meth:`Reservations._amounts`). A
+dollar cap is one more bucket, of the kind that refuses instead of waiting
+(:class:`~langchain_batchkit._spending.SpendingCap`): given ``usd=``, the core
+carries one, and :meth:`Reservations.spend` reaches it, so a Ray cluster's
+workers share one :class:`~langchain_batchkit.Budget` through the same actor.
 """
 
 from __future__ import annotations
@@ -42,16 +46,22 @@ import math
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_batchkit._buckets import make_buckets
 from langchain_batchkit._limit_settings import RateLimitSettings
 from langchain_batchkit._limit_stats import LimiterStats
 from langchain_batchkit._pace import Call, Pace
 from langchain_batchkit._retry import parse_reset
+from langchain_batchkit._spending import SpendingCap
 
 __all__ = ["Outcome", "Reservations", "Turn"]
 
 logger = logging.getLogger(__name__)
+
+_SPENDING_METHODS = frozenset(
+    {"reserve", "settle", "release", "add_spent", "resumed", "recorded", "exhausted", "stats"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +126,19 @@ class Reservations:
         "_pause_until",
         "_paused_seconds",
         "_settings",
+        "_spending",
         "_wait_seconds",
     )
 
     def __init__(
-        self, settings: RateLimitSettings, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: RateLimitSettings,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        usd: float | None = None,
     ) -> None:
         self._settings = settings
+        self._spending = SpendingCap(usd) if usd is not None else None
         self._clock = clock
         self._buckets = make_buckets(settings, clock())
         self._pace = Pace()  # multiplies every rate; names the schedule of reservations
@@ -246,6 +262,16 @@ class Reservations:
             paused_seconds=self._paused_seconds,
             tokens_given_back=self._given_back,
         )
+
+    def spend(self, method: str, *args: Any) -> Any:
+        """Call ``method`` of the dollar cap this core carries (``usd=``): ``reserve``,
+        ``settle``, ``release``, ``add_spent``, ``resumed``, ``recorded``,
+        ``exhausted`` or ``stats`` (see :class:`SpendingCap`)."""
+        if self._spending is None:
+            raise ValueError("this reservation core carries no dollar cap (usd=None)")
+        if method not in _SPENDING_METHODS:
+            raise ValueError(f"no such spending method: {method!r}")
+        return getattr(self._spending, method)(*args)
 
     # -- internals --------------------------------------------------------------------------
 

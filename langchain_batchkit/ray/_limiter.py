@@ -12,10 +12,13 @@ an actor round trip before every request's end too.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from langchain_batchkit._budget import Budget
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._limit_settings import RateLimitKeywords, SettingsView
 from langchain_batchkit._limits import (
@@ -24,6 +27,7 @@ from langchain_batchkit._limits import (
     RateLimitSettings,
 )
 from langchain_batchkit._reservations import Outcome, Turn
+from langchain_batchkit._spending import BudgetStats
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._service import start_service
 
@@ -77,6 +81,7 @@ class ClusterRateLimit(SettingsView):
         cooldown: seconds between two halvings of a worker's in-flight cap.
         max_pause: the longest one answer may pause every worker (see :class:`RateLimit`).
         token_estimator: ``(messages, invocation_params) -> tokens`` (must pickle).
+        usd: a dollar cap for every worker together (see :meth:`budget`).
         name: name the actor, so another driver in the same namespace that asks for
             the same name shares this budget (the first one's settings win).
         namespace: the Ray namespace of a named actor.
@@ -87,31 +92,53 @@ class ClusterRateLimit(SettingsView):
         >>> limit.stats()                                                       # doctest: +SKIP
     """
 
-    __slots__ = ("_local", "_lock", "_service", "_settings")
+    __slots__ = ("_budget", "_local", "_lock", "_service", "_settings", "_usd")
 
     def __init__(
         self,
         *,
         name: str | None = None,
         namespace: str | None = None,
+        usd: float | None = None,
         **limits: Unpack[RateLimitKeywords],
     ) -> None:
         settings = RateLimitSettings(**limits)  # validates every field, naming a bad one
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be a non-empty str or None, got {name!r}")
+        if usd is not None:
+            Budget(usd)  # validates it, naming the field
         require_ray("ClusterRateLimit")
-        self._service: Any = start_service(settings, name=name, namespace=namespace)
+        self._service: Any = start_service(settings, name=name, namespace=namespace, usd=usd)
         self._settings = settings
+        self._usd = usd
         self._local: RateLimit | None = None
+        self._budget: Budget | None = None
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> tuple[Any, RateLimitSettings]:
-        return self._service, self._settings
+    def __getstate__(self) -> tuple[Any, RateLimitSettings, float | None]:
+        return self._service, self._settings, self._usd
 
-    def __setstate__(self, state: tuple[Any, RateLimitSettings]) -> None:
-        self._service, self._settings = state
+    def __setstate__(self, state: tuple[Any, RateLimitSettings, float | None]) -> None:
+        self._service, self._settings, self._usd = state
         self._local = None
+        self._budget = None
         self._lock = threading.Lock()
+
+    def budget(self) -> Budget:
+        """The cluster's dollar :class:`Budget` (``usd=``): pass it as ``budget=``.
+
+        Every worker's calls reserve from the one cap in the actor, so N workers
+        together stay under ``usd``. It pickles as the actor handle.
+
+        Raises:
+            ConfigurationError: this limit was made without ``usd=``.
+        """
+        if self._usd is None:
+            raise ConfigurationError("this ClusterRateLimit has no dollar cap: pass usd=...")
+        with self._lock:
+            if self._budget is None:
+                self._budget = Budget(self._usd, backend=ActorSpending(self._service))
+            return self._budget
 
     def limiter(self) -> RateLimit:
         """This process's limiter, built on first use: pass it to ``batchkit(rate_limit=)``.
@@ -228,3 +255,77 @@ class ActorReservations:
         with self._lock:
             refs, self._unsettled = self._unsettled, []
         return refs
+
+
+class ActorSpending:
+    """A :class:`Budget`'s cap kept in the cluster's actor (its ``spend`` method).
+
+    A reservation waits for the actor's answer (a call must not go out unreserved);
+    settling, releasing and bookkeeping are sent without waiting and collected
+    before the next reservation, so a failure surfaces there. ``exhausted`` is read
+    from the actor at most every :data:`EXHAUSTED_CHECK_SECONDS` (the window asks
+    often), and at once after this process had a call refused.
+    """
+
+    __slots__ = ("_actor", "_checked", "_exhausted", "_lock", "_unsettled")
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+        self._lock = threading.Lock()
+        self._unsettled: list[Any] = []
+        self._exhausted = False
+        self._checked = -math.inf
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return ActorSpending, (self._actor,)
+
+    def reserve(self, usd: float) -> bool:
+        ok = bool(self._ask("reserve", usd))
+        if not ok:
+            self._exhausted = True
+        return ok
+
+    def settle(self, reserved: float, cost: float | None) -> None:
+        self._tell("settle", reserved, cost)
+
+    def release(self, reserved: float) -> None:
+        self._tell("release", reserved)
+
+    def add_spent(self, usd: float) -> None:
+        self._tell("add_spent", usd)
+
+    def resumed(self, checkpoint: str, stored: float) -> None:
+        self._tell("resumed", checkpoint, stored)
+
+    def recorded(self, checkpoint: str, cost: float | None) -> None:
+        self._tell("recorded", checkpoint, cost)
+
+    def exhausted(self) -> bool:
+        if self._exhausted:
+            return True
+        now = time.monotonic()
+        if now - self._checked >= EXHAUSTED_CHECK_SECONDS:
+            self._checked = now
+            self._exhausted = bool(self._ask("exhausted"))
+        return self._exhausted
+
+    def stats(self) -> BudgetStats:
+        stats: BudgetStats = self._ask("stats")
+        return stats
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        import ray
+
+        with self._lock:
+            refs, self._unsettled = self._unsettled, []
+        ray.get(refs)
+        return ray.get(self._actor.spend.remote(method, *args))
+
+    def _tell(self, method: str, *args: Any) -> None:
+        ref = self._actor.spend.remote(method, *args)
+        with self._lock:
+            self._unsettled.append(ref)
+
+
+#: Seconds between two reads of the cluster cap's ``exhausted`` flag by one process.
+EXHAUSTED_CHECK_SECONDS = 0.5

@@ -19,17 +19,26 @@ from langchain_batchkit._reservations import Reservations
 __all__ = ["start_service"]
 
 
-def start_service(settings: RateLimitSettings, *, name: str | None, namespace: str | None) -> Any:
+def start_service(
+    settings: RateLimitSettings,
+    *,
+    name: str | None,
+    namespace: str | None,
+    usd: float | None = None,
+) -> Any:
     """Start the cluster's reservation actor (or join the one of that ``name``).
 
     It takes no CPU slot and Ray restarts it if it dies (with full buckets and a
-    fresh pace: the requests after a restart are not paced against the ones before).
+    fresh pace: the requests after a restart are not paced against the ones before;
+    a dollar cap restarts with nothing spent, so a restart loses what was counted).
     The token estimator stays with the workers: the actor is handed counts only.
     """
     import ray
 
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1}
+    if usd is not None:  # a restarted cap would forget what was spent: fail closed instead
+        options.update(max_restarts=0, max_task_retries=0)
     if name is not None:
         options.update(name=name, namespace=namespace, get_if_exists=True)
     actor_class: Any = ray.remote(Reservations)
-    return actor_class.options(**options).remote(replace(settings, token_estimator=None))
+    return actor_class.options(**options).remote(replace(settings, token_estimator=None), usd=usd)

@@ -36,11 +36,14 @@ class FakeChatModel(BaseChatModel):
             (drawn per call, so a retry may succeed).
         fail_if_contains: prompts containing any of these always fail.
         seed: seed of the random draws.
+        model_name: the model name it reports (in its invocation parameters, so
+            prices and a Budget can look it up, and in each answer's metadata).
 
     Example:
         >>> llm = FakeChatModel(latency=0.05, error_rate=0.02)   # doctest: +SKIP
     """
 
+    model_name: str = "fake"
     latency: float = 0.0
     jitter: float = 0.0
     error_rate: float = 0.0
@@ -64,6 +67,10 @@ class FakeChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "batchkit-fake-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name}
 
     @property
     def calls(self) -> int:
@@ -99,7 +106,7 @@ class FakeChatModel(BaseChatModel):
         message = AIMessage(
             content=answer,
             usage_metadata={"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out},
-            response_metadata={"model_name": "fake", "fake": True},
+            response_metadata={"model_name": self.model_name, "fake": True},
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
