@@ -39,7 +39,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_batchkit._costs import CallStart, call_start, price_response
-from langchain_batchkit._errors import BudgetExceededError, ConfigurationError
+from langchain_batchkit._errors import BudgetExceededError, ConfigurationError, dollars
 from langchain_batchkit._prices import PriceBook
 from langchain_batchkit._spending import BudgetStats, SpendingCap
 from langchain_batchkit._tokenize import count_messages
@@ -137,7 +137,7 @@ class Budget:
     Example:
         >>> budget = Budget(usd=10)
         >>> budget                                          # doctest: +ELLIPSIS
-        Budget(usd=10.00, spent=0.0000, reserved=0.0000, left=10.0000)
+        Budget(usd=$10.00, spent=$0, reserved=$0, left=$10.00)
         >>> kit = batchkit(chain, budget=budget)            # doctest: +SKIP
         >>> kit.batch(prompts); budget.spent                # doctest: +SKIP
     """
@@ -173,8 +173,8 @@ class Budget:
     def __repr__(self) -> str:
         s = self.stats()
         return (
-            f"Budget(usd={s.usd:.2f}, spent={s.spent:.4f}, reserved={s.reserved:.4f}, "
-            f"left={s.left:.4f})"
+            f"Budget(usd={dollars(s.usd)}, spent={dollars(s.spent)}, "
+            f"reserved={dollars(s.reserved)}, left={dollars(s.left)})"
         )
 
     def __reduce__(self) -> Any:

@@ -29,6 +29,7 @@ Warnings: :class:`CostWarning` (``UserWarning``), once per model with no known p
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import traceback
@@ -57,6 +58,7 @@ __all__ = [
     "RedactedError",
     "RequestTooLargeError",
     "describe_exception",
+    "dollars",
     "exception_message",
     "exception_traceback",
     "redact_secrets",
@@ -341,6 +343,23 @@ class RequestTooLargeError(BatchKitError):
         return type(self), (self.estimate, self.limit)
 
 
+def dollars(usd: float) -> str:
+    """US dollars for people: cents for big sums, enough digits for a fraction of a cent.
+
+    Example:
+        >>> dollars(1234.5), dollars(0.0312), dollars(0.000033), dollars(0.00012345), dollars(0)
+        ('$1,234.50', '$0.0312', '$0.000033', '$0.00012', '$0')
+    """
+    if usd == 0:
+        return "$0"
+    if abs(usd) >= 1:
+        return f"${usd:,.2f}"
+    if abs(usd) >= 0.01:
+        return f"${usd:.4f}"
+    places = min(12, 1 - math.floor(math.log10(abs(usd))))  # two significant digits
+    return f"${usd:.{places}f}"
+
+
 class BudgetExceededError(BatchKitError):
     """A model call was not made: its worst-case cost would pass the dollar budget.
 
@@ -361,8 +380,8 @@ class BudgetExceededError(BatchKitError):
         self.left = left
         self.cap = cap
         super().__init__(
-            f"this model call may cost up to ${needed:.4f}, and the budget has "
-            f"${max(left, 0.0):.4f} of ${cap:.4f} left: not sent"
+            f"this model call may cost up to {dollars(needed)}, and the budget has "
+            f"{dollars(max(left, 0.0))} of {dollars(cap)} left: not sent"
         )
 
     def __reduce__(self) -> tuple[type[BudgetExceededError], tuple[float, float, float]]:

@@ -28,7 +28,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from langchain_batchkit._concurrency import resolve_max_concurrency
-from langchain_batchkit._errors import ConfigurationError, safe_repr
+from langchain_batchkit._errors import ConfigurationError, dollars, safe_repr
 from langchain_batchkit._prices import PriceBook, Tier
 from langchain_batchkit._tokenize import CHARS_PER_TOKEN, count_messages
 
@@ -42,7 +42,7 @@ __all__ = ["CostEstimate", "estimate"]
 ESTIMATED_TOKENS_MARGIN = 0.25
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CostEstimate:
     """A run's expected size, cost and time, with the assumptions they rest on.
 
@@ -94,6 +94,9 @@ class CostEstimate:
             lines.append(f"sample run cost: {_usd(self.sample_cost)}")
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return "CostEstimate(\n  " + str(self).replace("\n", "\n  ") + "\n)"
 
     def _repr_html_(self) -> str:
         import html
@@ -387,7 +390,7 @@ def _num(value: int | None) -> str:
 
 
 def _usd(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:,.4f}"
+    return "unknown" if value is None else dollars(value)
 
 
 def _duration(seconds: float | None) -> str:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from langchain_batchkit._errors import describe_exception, exception_traceback
+from langchain_batchkit._errors import describe_exception, dollars, exception_traceback
 
 if TYPE_CHECKING:
     from tqdm import tqdm as TqdmBar
@@ -204,7 +204,7 @@ class ProgressReporter:
         if self.retrying:
             text += f" retrying={self.retrying}"
         if self.cost is not None:
-            text += f" $={self.cost:,.2f}" if self.cost >= 1 else f" $={self.cost:.4f}"
+            text += f" $={dollars(self.cost)[1:]}"
         return text
 
     def _draw(self, advance: int = 0) -> None:

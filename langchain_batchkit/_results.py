@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 
-from langchain_batchkit._errors import BatchFailedError, redact_secrets, safe_repr
+from langchain_batchkit._errors import BatchFailedError, dollars, redact_secrets, safe_repr
 from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._summary import (
     BatchSummary,
@@ -279,7 +279,7 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
         s = self.summary()
         partial = "" if self.complete else ", partial"
         not_run = f", {s.not_run} not run" if s.not_run else ""
-        money = f", ${s.cost:.4f}" if s.cost is not None else ""
+        money = f", {dollars(s.cost)}" if s.cost is not None else ""
         return (
             f"BatchResult({s.total} items, {s.succeeded} ok, {s.failed} failed{not_run}, "
             f"{s.wall_time:.2f} s{money}{partial})"
@@ -295,8 +295,8 @@ class BatchResult(list[ItemResult[InputT, OutputT]]):
             f"{f' · {s.not_run} not run' if s.not_run else ''}"
             f" · {s.wall_time:.2f} s · {s.items_per_second:.1f} items/s"
             f" · {s.usage.total_tokens} tokens"
-            f"{f' · ${s.cost:,.4f}' if s.cost is not None else ''}"
-            f"{f' (flex saved ${s.flex_saved:,.4f})' if s.flex_saved else ''}"
+            f"{' · ' + dollars(s.cost) if s.cost is not None else ''}"
+            f"{' (flex saved ' + dollars(s.flex_saved) + ')' if s.flex_saved else ''}"
             f"{'' if self.complete else ' · partial'}"
         )
         picture = inline_plot(self.timeline, s)

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from langchain_batchkit._errors import describe_exception
+from langchain_batchkit._errors import describe_exception, dollars
 from langchain_batchkit._item import ItemResult, TokenUsage
 from langchain_batchkit._timeline import Timeline
 
@@ -72,9 +72,9 @@ class BatchSummary:
 
     def __str__(self) -> str:
         not_run = f", {self.not_run} not run" if self.not_run else ""
-        money = f", ${self.cost:,.4f}" if self.cost is not None else ""
+        money = f", {dollars(self.cost)}" if self.cost is not None else ""
         if self.flex_saved:
-            money += f" (flex saved ${self.flex_saved:,.4f})"
+            money += f" (flex saved {dollars(self.flex_saved)})"
         stopped = f"; stopped at input #{self.stopped_at}" if self.stopped_at is not None else ""
         return (
             f"{self.total} items: {self.succeeded} ok, {self.failed} failed{not_run} "

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from langchain_batchkit._attempts import ItemRun, RunPlan
 from langchain_batchkit._concurrency import AdaptiveConcurrency
+from langchain_batchkit._errors import dollars
 from langchain_batchkit._flex import is_flex_unavailable
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._results import ItemError, ItemResult
@@ -368,7 +369,7 @@ class Window(Generic[InputT, OutputT]):
 
 def _not_started(plan: RunPlan[Any, Any]) -> ItemError:
     budget = plan.budget
-    spent = f"${budget.spent:,.4f} of ${budget.usd:,.2f}" if budget is not None else "it"
+    spent = f"{dollars(budget.spent)} of {dollars(budget.usd)}" if budget is not None else "it"
     return ItemError(
         "BudgetExceededError",
         f"not run: the run stopped when its budget was spent ({spent}); resume with a "

@@ -75,6 +75,41 @@ cells = [
         "        break"
     ),
     new_markdown_cell(
+        "## What it costs\n\n"
+        "Every item's `cost` (USD) comes from the `genai-prices` database by the model that "
+        "answered. The fake model is not in it, so it gets a price here (gpt-4o-mini's); a "
+        "real model needs nothing. Before paying, `kit.estimate` counts the prompts without "
+        "sending them, and `sample=5` runs five inputs for real to measure the answers."
+    ),
+    new_code_cell(
+        "from langchain_batchkit import Budget, Price\n\n"
+        "prices = {'fake': Price(input=0.15, output=0.60)}  # USD per million tokens\n"
+        "priced = batchkit(chain, desc='taglines', prices=prices)\n"
+        "priced.estimate(topics, sample=5)"
+    ),
+    new_markdown_cell(
+        "During the run the bar shows the dollars spent (`$=`); the summary, the HTML and "
+        "the table have them too."
+    ),
+    new_code_cell(
+        "paid = priced.batch(topics)\n"
+        "print(paid.summary())\n"
+        "paid.to_pandas()[['index', 'status', 'output_tokens', 'cost_usd']].head(3)"
+    ),
+    new_markdown_cell(
+        "A hard cap: `Budget(usd=...)`. Each model call reserves its worst case first "
+        "(the prompt plus `max_tokens` of answer, here `max_output_tokens=60`); the call "
+        "that would pass the cap is not sent, no new item starts, and the rest are reported "
+        "as *not run*: resumed with a larger budget (and a checkpoint), only they run."
+    ),
+    new_code_cell(
+        "budget = Budget(usd=0.0005, max_output_tokens=60)\n"
+        "capped = priced.with_options(budget=budget).batch(topics)\n"
+        "print(capped.summary())\n"
+        "print(budget)\n"
+        "capped.not_run[:2]"
+    ),
+    new_markdown_cell(
         "## How many at once?\n\n`max_concurrency='auto'` follows the course tables "
         "(see README); presets are named rows of those tables; with a known rate limit, "
         "Little's law gives a better number."

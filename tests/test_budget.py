@@ -102,7 +102,7 @@ def test_add_spent_counts_what_an_earlier_run_paid() -> None:
     budget = Budget(usd=20.0)
     budget.add_spent(10.0)
     assert budget.left == pytest.approx(10.0)
-    assert "spent=10.0000" in repr(budget)
+    assert "spent=$10.00" in repr(budget)
 
 
 def test_one_budget_shared_by_threads_never_over_reserves() -> None:

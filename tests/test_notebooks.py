@@ -45,5 +45,8 @@ def test_committed_notebook_shows_its_counts_and_pictures(path: Path) -> None:
     assert "100%" in texts  # the bar's final line, as text
     assert any("<b>BatchResult</b>" in h and "data:image/png;base64," in h for h in htmls)
     assert pngs  # results.plot()
+    if path.name == "quickstart.ipynb":  # cost live on the bar, the estimate, the cap
+        assert "$=" in texts and " not run" in texts
+        assert any("cost estimate" in h for h in htmls)
     if path.name == "image_captioning.ipynb":
         assert any("data:image/jpeg;base64," in h and "failed" in h for h in htmls)  # show()
