@@ -24,7 +24,6 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -41,7 +40,6 @@ from langchain_batchkit._checkpoint_layout import (
     Row,
     columns_of,
     db_key,
-    error_row,
     explain,
     from_db_key,
     item_row,
@@ -49,6 +47,7 @@ from langchain_batchkit._checkpoint_layout import (
     load,
     prepare,
     row_to_result,
+    write_each,
 )
 from langchain_batchkit._checkpoint_lock import FileLock
 from langchain_batchkit._errors import CheckpointError, ConfigurationError
@@ -317,7 +316,7 @@ class Checkpoint:
                     "checkpoint %s: committing %d rows failed (%s: %s); writing them one by one",
                     self.path, len(rows), type(exc).__name__, exc,
                 )  # fmt: skip
-                self._write_each(db, rows)
+                write_each(db, rows, self.path)
         except sqlite3.DatabaseError as exc:  # the file's fault, not a row's: keep the rows
             self._pending = rows + self._pending
             raise explain(self.path, exc) from exc
@@ -339,25 +338,15 @@ class Checkpoint:
 
     def counts(self) -> tuple[int, int]:
         """``(ok, failed)`` items stored."""
-        db, owned = self._reader()
-        try:
-            row = db.execute("SELECT COALESCE(SUM(ok), 0), COUNT(*) FROM items").fetchone()
-        finally:
-            if owned:
-                db.close()
+        row = self._one("SELECT COALESCE(SUM(ok), 0), COUNT(*) FROM items")
         return int(row[0]), int(row[1]) - int(row[0])
 
     def total_cost(self) -> float:
         """Dollars the stored items cost (items without a known cost add nothing)."""
-        db, owned = self._reader()
         try:
-            row = db.execute("SELECT COALESCE(SUM(cost), 0.0) FROM items").fetchone()
+            return float(self._one("SELECT COALESCE(SUM(cost), 0.0) FROM items")[0])
         except sqlite3.OperationalError:  # a layout-1/2 file read as it is: no cost column
             return 0.0
-        finally:
-            if owned:
-                db.close()
-        return float(row[0])
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> int:
         """Write one JSON object per stored item (streaming); return how many."""
@@ -369,31 +358,14 @@ class Checkpoint:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _write_each(self, db: sqlite3.Connection, rows: list[Row]) -> None:
-        with transaction(db):
-            for row in rows:
-                try:
-                    with _savepoint(db):
-                        db.execute(INSERT, row)
-                    continue
-                except ROW_ERRORS as exc:
-                    cause = f"{type(exc).__name__}: {exc}"
-                key = from_db_key(row[0])
-                try:
-                    with _savepoint(db):
-                        db.execute(INSERT, error_row(row, cause))
-                except ROW_ERRORS as again:
-                    logger.error(
-                        "checkpoint %s: the row for key %r cannot be written (%s), nor an "
-                        "error row (%s: %s); skipped: the item runs again on resume",
-                        self.path, key, cause, type(again).__name__, again,
-                    )  # fmt: skip
-                else:
-                    logger.error(
-                        "checkpoint %s: the row for key %r cannot be written (%s); stored as "
-                        "a failed item instead (retry_failed=True runs it again)",
-                        self.path, key, cause,
-                    )  # fmt: skip
+    def _one(self, sql: str) -> tuple[Any, ...]:
+        db, owned = self._reader()
+        try:
+            row: tuple[Any, ...] = db.execute(sql).fetchone()
+            return row
+        finally:
+            if owned:
+                db.close()
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:
@@ -412,15 +384,3 @@ class Checkpoint:
         except sqlite3.DatabaseError as exc:
             raise explain(self.path, exc) from exc
         return db, True
-
-
-@contextmanager
-def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("SAVEPOINT one_row")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK TO one_row")
-        db.execute("RELEASE one_row")
-        raise
-    db.execute("RELEASE one_row")

@@ -23,6 +23,8 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from langchain_batchkit._item import (
     load_history,
 )
 from langchain_batchkit._serialize import dumps_value, fingerprint_value, loads_value
+from langchain_batchkit._sqlite import transaction
 
 __all__ = [
     "COLUMNS",
@@ -53,6 +56,7 @@ __all__ = [
     "load",
     "prepare",
     "row_to_result",
+    "write_each",
 ]
 
 logger = logging.getLogger(__name__)
@@ -291,3 +295,44 @@ def item_row(key: str, result: ItemResult[Any, Any], run: int) -> Row:
         run,
         result.cost,
     )
+
+
+def write_each(db: sqlite3.Connection, rows: list[Row], path: object) -> None:
+    """Write ``rows`` one by one: a row SQLite refuses is stored as a failed item
+    instead (or, failing that too, skipped and logged), never costing its neighbours."""
+    with transaction(db):
+        for row in rows:
+            try:
+                with _savepoint(db):
+                    db.execute(INSERT, row)
+                continue
+            except ROW_ERRORS as exc:
+                cause = f"{type(exc).__name__}: {exc}"
+            key = from_db_key(row[0])
+            try:
+                with _savepoint(db):
+                    db.execute(INSERT, error_row(row, cause))
+            except ROW_ERRORS as again:
+                logger.error(
+                    "checkpoint %s: the row for key %r cannot be written (%s), nor an "
+                    "error row (%s: %s); skipped: the item runs again on resume",
+                    path, key, cause, type(again).__name__, again,
+                )  # fmt: skip
+            else:
+                logger.error(
+                    "checkpoint %s: the row for key %r cannot be written (%s); stored as "
+                    "a failed item instead (retry_failed=True runs it again)",
+                    path, key, cause,
+                )  # fmt: skip
+
+
+@contextmanager
+def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("SAVEPOINT one_row")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK TO one_row")
+        db.execute("RELEASE one_row")
+        raise
+    db.execute("RELEASE one_row")
