@@ -16,6 +16,10 @@ from langchain_batchkit._batch_api import BatchAPIOptions, BatchAPIRunner
 from langchain_batchkit._budget import Budget
 from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
+from langchain_batchkit._embed import EmbedReport, aembed_texts, embed_texts
+from langchain_batchkit._embed_paced import PacedEmbeddings, paced_embeddings
+from langchain_batchkit._embed_pack import EmbedLimits
+from langchain_batchkit._embed_store import EmbeddingStore
 from langchain_batchkit._errors import (
     BatchFailedError,
     BatchKitError,
@@ -59,6 +63,9 @@ __all__ = [
     "CheckpointError",
     "Clock",
     "ConfigurationError",
+    "EmbedLimits",
+    "EmbedReport",
+    "EmbeddingStore",
     "EventLoopMismatchError",
     "InputSourceError",
     "ItemError",
@@ -66,6 +73,7 @@ __all__ = [
     "KitOptions",
     "LimiterStats",
     "MicroBatcher",
+    "PacedEmbeddings",
     "Price",
     "ProgressEvent",
     "RateLimit",
@@ -75,7 +83,10 @@ __all__ = [
     "RunReport",
     "TokenUsage",
     "__version__",
+    "aembed_texts",
     "batchkit",
+    "embed_texts",
+    "paced_embeddings",
 ]
 
 #: Names that moved in 0.2.0, importable from here (with a DeprecationWarning) for one release.

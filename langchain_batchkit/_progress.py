@@ -100,6 +100,7 @@ class ProgressReporter:
         show_bar: bool | None,
         callback: ProgressCallback | None,
         desc: str = "batchkit",
+        unit: str = "item",
     ) -> None:
         self.total = total
         self.completed = self.succeeded = self.failed = self.retrying = self.not_run = 0
@@ -113,7 +114,7 @@ class ProgressReporter:
             try:
                 from tqdm.auto import tqdm
 
-                self._bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
+                self._bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
             except Exception as exc:
                 self._drop_bar(exc)
 
@@ -144,6 +145,18 @@ class ProgressReporter:
                     not_run=self.not_run,
                 )
             )
+
+    def count(self, succeeded: int, failed: int, cost: float | None = None) -> None:
+        """Count several finished units at once on the bar (no callback event).
+
+        For runs whose units are not items (texts embedded a request at a time).
+        """
+        self.succeeded += succeeded
+        self.failed += failed
+        self.completed += succeeded + failed
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + cost
+        self._draw(advance=succeeded + failed)
 
     def retry_scheduled(self, index: int, error: ItemError) -> None:
         """An attempt failed and will be retried: shown as ``retrying`` until it restarts."""

@@ -80,6 +80,9 @@ def test_the_top_level_is_small() -> None:
         "CheckpointError",
         "Clock",
         "ConfigurationError",
+        "EmbedLimits",
+        "EmbedReport",
+        "EmbeddingStore",
         "EventLoopMismatchError",
         "InputSourceError",
         "ItemError",
@@ -87,6 +90,7 @@ def test_the_top_level_is_small() -> None:
         "KitOptions",
         "LimiterStats",
         "MicroBatcher",
+        "PacedEmbeddings",
         "Price",
         "ProgressEvent",
         "RateLimit",
@@ -96,7 +100,10 @@ def test_the_top_level_is_small() -> None:
         "RunReport",
         "TokenUsage",
         "__version__",
+        "aembed_texts",
         "batchkit",
+        "embed_texts",
+        "paced_embeddings",
     }
 
 

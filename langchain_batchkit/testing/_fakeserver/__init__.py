@@ -22,7 +22,8 @@ Modules, one concern each:
 - ``_exchange``: the handler contract (request, outcomes, routes, OpenAI errors);
 - ``_chat`` / ``_images``: what a chat request means, how it is answered and how its
   tokens are counted (``chars`` or the model's tokenizer);
-- ``_online``: ``/v1/chat/completions`` and ``/v1/models``;
+- ``_embeddings``: what an embeddings request means, its deterministic vectors;
+- ``_online``: ``/v1/chat/completions``, ``/v1/embeddings`` and ``/v1/models``;
 - ``_files``, ``_pages``: stored files, list pages;
 - ``_batch_input``, ``_batch_exec``, ``_batches``, ``_batch_api``: the Batch API;
 - ``_web``: the route table on aiohttp (the only module importing it), connection

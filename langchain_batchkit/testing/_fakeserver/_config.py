@@ -221,6 +221,13 @@ class FakeServerConfig:
         batch_max_file_bytes: largest ``purpose="batch"`` upload; a larger one gets
             HTTP 400 ``file_too_large`` (OpenAI: 200 MB). Uploads above
             ``max_body_bytes`` get 413 first.
+        embedding_dimensions: the length of ``/v1/embeddings`` vectors for a request
+            that names no ``dimensions`` (``text-embedding-3-small``'s 1536).
+
+    ``POST /v1/embeddings`` meets the same rate limiter (a request costs its inputs'
+    tokens, counted as ``tokenizer`` says with no framing), ``reject_prompts``
+    (matched against every input), the fault ``script`` (keyed on the inputs joined
+    by newlines) and random faults and latency as chat does.
 
     Example:
         >>> FakeServerConfig(requests_per_minute=20, window_seconds=1.0).window_seconds
@@ -265,6 +272,7 @@ class FakeServerConfig:
     batch_line_error_rate: float = 0.0
     batch_max_requests: int = 50_000
     batch_max_file_bytes: int = 200 * 1024 * 1024
+    embedding_dimensions: int = 1536
 
     def __post_init__(self) -> None:
         _check_real("latency", self.latency)
@@ -336,3 +344,4 @@ class FakeServerConfig:
         _check_probability("batch_line_error_rate", self.batch_line_error_rate)
         _check_int("batch_max_requests", self.batch_max_requests)
         _check_int("batch_max_file_bytes", self.batch_max_file_bytes)
+        _check_int("embedding_dimensions", self.embedding_dimensions)

@@ -1,4 +1,4 @@
-"""The online endpoints: ``/v1/chat/completions`` and ``/v1/models``.
+"""The online endpoints: ``/v1/chat/completions``, ``/v1/embeddings`` and ``/v1/models``.
 
 Every chat request meets these decisions in this order:
 
@@ -14,6 +14,10 @@ Every chat request meets these decisions in this order:
 6. latency (drops and hangs skip it; flex multiplies it by
    ``flex_latency_factor``), then the fault's response or the answer (JSON, or
    server-sent events when ``"stream": true``), which names the tier that served it.
+
+An embeddings request meets the same steps (no flex): 400s for its body and the
+API's request limits (:mod:`._embeddings`), ``reject_prompts`` against any input,
+the limiter with its inputs' tokens, a fault, latency, then the vectors.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ from langchain_batchkit.testing._fakeserver._chat import (
     stream_events,
 )
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
+from langchain_batchkit.testing._fakeserver._embeddings import (
+    check_inputs_not_rejected,
+    embedding_object,
+    parse_embedding_body,
+)
 from langchain_batchkit.testing._fakeserver._exchange import (
     EventStream,
     InvalidRequest,
@@ -69,9 +78,46 @@ class OnlineEndpoints:
         self._limiter = RateLimiter(config)
         self._faults = FaultPlan(config)
 
+    async def embeddings(self, request: Request, params: Mapping[str, str]) -> Outcome:
+        """``POST /v1/embeddings``: validation, the limiter, faults, then the vectors."""
+        config = self._config
+        try:
+            embedding = parse_embedding_body(await request.body(), config)
+            self._counters.record_embedding_request()
+            check_inputs_not_rejected(embedding.inputs, config)
+        except InvalidRequest as exc:
+            return error_response(
+                400,
+                exc.message,
+                "invalid_request_error",
+                code=exc.code,
+                param=exc.param,
+                headers=self._limiter.headers(config.clock()),
+            )
+        now = config.clock()
+        verdict = self._limiter.admit(now, embedding.total_tokens, embedding.model)
+        headers = self._limiter.headers(now)
+        if not verdict.admitted:
+            return _rate_limited(verdict, headers, config.send_retry_after)
+        self._counters.record_admission(now)
+        fault = self._faults.next_fault(embedding.prompt)
+        if fault == "drop":
+            return Silence.DROP
+        if fault == "hang":
+            return Silence.HANG
+        delay = self._faults.sample_latency()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        failed = _fault_response(fault, embedding.model, headers, config)
+        if failed is not None:
+            return failed
+        self._counters.record_embedded(len(embedding.inputs), embedding.total_tokens)
+        return json_response(200, embedding_object(embedding, config), headers)
+
     def routes(self) -> tuple[Route, ...]:
         return (
             Route("POST", "/v1/chat/completions", self.chat_completions),
+            Route("POST", "/v1/embeddings", self.embeddings),
             Route("GET", "/v1/models", self.list_models),
             Route("GET", "/v1/models/{model}", self.retrieve_model),
         )
@@ -130,29 +176,38 @@ class OnlineEndpoints:
         delay = self._faults.sample_latency(config.flex_latency_factor if chat.flex else 1.0)
         if delay > 0:
             await asyncio.sleep(delay)
-        if fault == "429":
-            scripted = Verdict(
-                admitted=False,
-                kind="requests",
-                retry_after=config.scripted_retry_after,
-                message=f"Rate limit reached for {chat.model} (scripted fault).",
-            )
-            return _rate_limited(scripted, headers, config.send_retry_after)
-        if fault in SERVER_ERRORS:
-            status = int(fault)
-            return error_response(
-                status,
-                f"The server had an error while processing your "
-                f"request ({status}, injected fault).",
-                "server_error",
-                headers=headers,
-            )
+        failed = _fault_response(fault, chat.model, headers, config)
+        if failed is not None:
+            return failed
         self._counters.record_answer(chat.prompt)
         completion_id = f"chatcmpl-fake{next(self._ids):08d}"
         created = int(time.time())
         if chat.stream:
             return EventStream(stream_events(completion_id, chat, answer, created), headers)
         return json_response(200, completion_object(completion_id, chat, answer, created), headers)
+
+
+def _fault_response(
+    fault: str, model: str, headers: _Headers, config: FakeServerConfig
+) -> Response | None:
+    """The answer of a scripted or drawn 429/5xx, or ``None`` to answer normally."""
+    if fault == "429":
+        scripted = Verdict(
+            admitted=False,
+            kind="requests",
+            retry_after=config.scripted_retry_after,
+            message=f"Rate limit reached for {model} (scripted fault).",
+        )
+        return _rate_limited(scripted, headers, config.send_retry_after)
+    if fault in SERVER_ERRORS:
+        status = int(fault)
+        return error_response(
+            status,
+            f"The server had an error while processing your request ({status}, injected fault).",
+            "server_error",
+            headers=headers,
+        )
+    return None
 
 
 def _model_object(model: str) -> dict[str, object]:

@@ -32,6 +32,7 @@ class FakeOpenAIServer:
     """An OpenAI-compatible HTTP/1.1 server on ``127.0.0.1``, in a background thread.
 
     Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE with ``"stream": true``),
+    ``POST /v1/embeddings`` (deterministic vectors, float or base64),
     ``GET /v1/models`` and ``GET /v1/models/{model}``, and the Batch API:
     ``/v1/files`` (upload, list, retrieve, delete, ``/content``) and ``/v1/batches``
     (create, list, retrieve, ``/cancel``), whose timeline runs on ``config.clock``.

@@ -29,7 +29,7 @@ class ServerStats:
         connections_opened: TCP connections accepted (keep-alive reuses them).
         images_seen: valid ``image_url`` parts in requests that passed validation.
         answers_per_prompt: 200 chat answers per last-user-message text.
-        admitted_timestamps: ``clock`` values at which chat requests were admitted
+        admitted_timestamps: ``clock`` values at which chat and embedding requests were admitted
             by the rate limiter, in admission order.
         files_uploaded: files created through ``POST /v1/files``.
         batches_created: batches accepted by ``POST /v1/batches`` (failed ones too).
@@ -40,6 +40,10 @@ class ServerStats:
             whatever their answer (a 400 for an unsupported model included).
         flex_unavailable: flex requests refused with the 429
             ``resource_unavailable`` (also counted in ``rate_limited``).
+        embedding_requests: valid ``/v1/embeddings`` requests received, whatever their
+            answer (429s included).
+        embedded_inputs: inputs answered with a vector (200s only).
+        embedding_tokens: tokens of the inputs answered with a vector.
 
     The online counters (``answers_per_prompt``, ``images_seen``, ...) count only
     ``/v1/chat/completions`` requests, never batch lines.
@@ -61,6 +65,9 @@ class ServerStats:
     batch_lines_processed: int = 0
     flex_requests: int = 0
     flex_unavailable: int = 0
+    embedding_requests: int = 0
+    embedded_inputs: int = 0
+    embedding_tokens: int = 0
 
     def max_admitted_in_window(self, window_seconds: float) -> int:
         """The most admissions inside any half-open window ``[t, t + window_seconds)``.
@@ -99,6 +106,9 @@ class Counters:
         "_changed",
         "_connections",
         "_dropped",
+        "_embedded",
+        "_embedding_requests",
+        "_embedding_tokens",
         "_files",
         "_flex",
         "_flex_unavailable",
@@ -127,12 +137,14 @@ class Counters:
         self._batch_lines = 0
         self._flex = 0
         self._flex_unavailable = 0
+        self._embedding_requests = self._embedded = self._embedding_tokens = 0
 
     def reset(self) -> None:
         with self._changed:
             self._requests = self._connections = self._dropped = self._hung = self._images = 0
             self._files = self._batches = self._batch_lines = 0
             self._flex = self._flex_unavailable = 0
+            self._embedding_requests = self._embedded = self._embedding_tokens = 0
             self._max_in_flight = self._in_flight
             self._statuses.clear()
             self._answers.clear()
@@ -197,6 +209,17 @@ class Counters:
             self._flex_unavailable += 1
             self._changed.notify_all()
 
+    def record_embedding_request(self) -> None:
+        with self._changed:
+            self._embedding_requests += 1
+            self._changed.notify_all()
+
+    def record_embedded(self, inputs: int, tokens: int) -> None:
+        with self._changed:
+            self._embedded += inputs
+            self._embedding_tokens += tokens
+            self._changed.notify_all()
+
     def record_file_upload(self) -> None:
         with self._changed:
             self._files += 1
@@ -247,4 +270,7 @@ class Counters:
             batch_lines_processed=self._batch_lines,
             flex_requests=self._flex,
             flex_unavailable=self._flex_unavailable,
+            embedding_requests=self._embedding_requests,
+            embedded_inputs=self._embedded,
+            embedding_tokens=self._embedding_tokens,
         )
