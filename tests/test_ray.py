@@ -520,9 +520,8 @@ def test_a_shared_limit_keeps_two_workers_together_under_the_provider_limit() ->
     # Two workers each given the full limit draw hundreds of 429s here (bench/ray_scale.py:
     # 510); the shared budget keeps them to a few even on a loaded 2-core machine.
     assert stats.rate_limited <= 3
-    admitted = sorted(stats.admitted_timestamps)
-    rate = (len(admitted) - 1) / (admitted[-1] - admitted[0])
-    assert rate >= 0.6 * limit_per_window / window  # paced near the limit, not far below
+    # How close to the limit the pace runs is a bench figure (bench/ray_scale.py), not a
+    # test: measured in real time on a loaded machine it says more about the load.
     assert limit.stats().requests == stats.total_requests  # every request reserved a slot
 
 
