@@ -18,6 +18,7 @@ Example:
     >>> rows = run_on_ray(make_chain, prompts, concurrency=4, rate_limit=limit)  # doctest: +SKIP
 """
 
+from langchain_batchkit._deprecation import deprecated_names as _deprecated_names
 from langchain_batchkit.ray._limiter import ClusterRateLimit
 from langchain_batchkit.ray._mapper import BatchKitMapper
 from langchain_batchkit.ray._rows import RESULT_COLUMNS
@@ -33,14 +34,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name == "BatchkitMapper":
-        import warnings
-
-        warnings.warn(
-            "BatchkitMapper is renamed BatchKitMapper; the old name goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return BatchKitMapper
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _deprecated_names(__name__, renamed={"BatchkitMapper": BatchKitMapper})
