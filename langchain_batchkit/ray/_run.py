@@ -138,8 +138,9 @@ def run_on_ray(
             ``progress`` and ``desc`` are the driver's bar. A ``RateLimit``, a
             checkpoint or ``on_progress`` cannot work across processes and is refused.
             Default: batchkit's defaults.
-        retry: per-item retry policy; ``None`` never retries. This and the three
-            keywords below replace the same field of ``options`` when given.
+        retry: per-item retry policy; ``None`` never retries. ``retry``,
+            ``max_concurrency``, ``progress`` and ``desc``, when given, replace the
+            same field of ``options``.
         max_concurrency: items in flight per block (batchkit's rules).
         output_path: write the rows to this file (``.jsonl`` / ``.parquet``, or
             ``format=``) as they arrive, instead of returning a Dataset. The file
@@ -210,7 +211,8 @@ def run_on_ray(
         if output_path is not None and output_format is not None
         else None
     )
-    bar = BlockBar(total, show=kit_options.progress, desc=kit_options.desc or _DEFAULT_DESC)
+    desc_shown = _DEFAULT_DESC if kit_options.desc is None else kit_options.desc
+    bar = BlockBar(total, show=kit_options.progress, desc=desc_shown)
     # A derived Dataset shares its parent's context object: switch Ray Data's bars
     # off for this run only, and give the caller's Dataset its setting back.
     context = mapped.context
