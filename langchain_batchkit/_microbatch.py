@@ -40,17 +40,15 @@ from typing import Any, TypeVar
 
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
-from langchain_batchkit._clock import Clock, as_clock
-from langchain_batchkit._deprecation import warn_deprecated
+from langchain_batchkit._clock import Clock
 from langchain_batchkit._errors import (
     BatcherStoppedError,
     BatchKitError,
     BatchOutputMismatchError,
-    ConfigurationError,
     describe_exception,
     exception_traceback,
 )
-from langchain_batchkit._microbatch_state import Call, Limits, LoopState
+from langchain_batchkit._microbatch_state import Call, Limits, LoopState, queue_clock
 from langchain_batchkit._microbatch_target import BatchFunction, BatchTarget, name_of
 
 __all__ = ["BatchOutputMismatchError", "BatcherStoppedError", "MicroBatcher"]
@@ -111,7 +109,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         self._label = f"MicroBatcher({name_of(target)})"
         self._target = BatchTarget(target, self._label, executor)
         self.target = target
-        self._clock = _queue_clock(clock, sleep)
+        self._clock = queue_clock(clock, sleep)
         self._state: LoopState[InputT, OutputT] | None = None
         self._stopped = False
         self.name = self._label
@@ -373,33 +371,3 @@ def _refuse_kwargs(kwargs: dict[str, Any]) -> None:
             f"MicroBatcher calls take no keyword arguments (got {sorted(kwargs)}): they "
             "would apply to a whole batch of other callers; bind them on the target"
         )
-
-
-def _queue_clock(
-    clock: Clock | Callable[[], float] | None,
-    sleep: Callable[[float], Awaitable[None]] | None,
-) -> Clock | None:
-    """The one clock the queue is timed on; ``None`` for the event loop's own."""
-    if sleep is not None:
-        if not callable(sleep):
-            raise ConfigurationError("sleep must be an async callable taking seconds")
-        if clock is None or not callable(clock):
-            raise ConfigurationError(
-                "clock and sleep must be given together (both measure the same time); "
-                "better, pass one Clock as clock="
-            )
-        warn_deprecated(
-            "MicroBatcher(sleep=...) is deprecated: pass one Clock as clock= (an object "
-            "with __call__, sleep and sleep_sync, e.g. a FakeClock); sleep= goes in the "
-            "next release",
-            stacklevel=3,
-        )
-        return as_clock(clock, sleep)
-    if clock is None or isinstance(clock, Clock):
-        return clock
-    if callable(clock):
-        raise ConfigurationError(
-            "clock must be a Clock (time, sleep and sleep_sync together, e.g. a FakeClock): "
-            "a bare time function and the sleep measured on it go together"
-        )
-    raise ConfigurationError(f"clock must be a Clock, got {type(clock).__name__}")
