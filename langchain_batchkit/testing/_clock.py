@@ -33,6 +33,9 @@ class FakeClock:
       those iterations, otherwise time may move first. Tests that need the thread's
       result before a deadline should wait on it rather than on the clock.
 
+    One loop is watched at a time: a sleep on another loop (the next test's) moves the
+    watch there, and sleepers left on a closed loop are dropped.
+
     Example:
         >>> clock = FakeClock()
         >>> async def nap() -> float:
