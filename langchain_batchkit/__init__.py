@@ -10,12 +10,11 @@ whole exception tree in :mod:`langchain_batchkit.errors`, prices and estimates i
 :mod:`langchain_batchkit.costs`.
 """
 
-from typing import Any
-
 from langchain_batchkit._batch_api import BatchAPIOptions, BatchAPIRunner
 from langchain_batchkit._budget import Budget
 from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
+from langchain_batchkit._deprecation import deprecated_names as _deprecated_names
 from langchain_batchkit._embed import EmbedReport, aembed_texts, embed_texts
 from langchain_batchkit._embed_paced import PacedEmbeddings, paced_embeddings
 from langchain_batchkit._embed_pack import EmbedLimits
@@ -106,24 +105,4 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    import importlib
-    import warnings
-
-    if name == "BatchkitError":
-        warnings.warn(
-            "BatchkitError is renamed BatchKitError; the old name goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return BatchKitError
-    if name in _MOVED:
-        where = _MOVED[name]
-        warnings.warn(
-            f"langchain_batchkit.{name} moved to {where}.{name}; the old import goes in the "
-            "next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(where), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _deprecated_names(__name__, renamed={"BatchkitError": BatchKitError}, moved=_MOVED)

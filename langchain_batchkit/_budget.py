@@ -182,6 +182,11 @@ class Budget:
         return _rebuild, (self.usd, self.max_output_tokens, self._backend)
 
     @property
+    def shared_across_processes(self) -> bool:
+        """True when the cap lives outside this process (a Ray cluster's actor)."""
+        return not isinstance(self._backend, LocalSpending)
+
+    @property
     def spent(self) -> float:
         """Dollars spent so far (calls finished, as their usage was priced)."""
         return self.stats().spent

@@ -36,6 +36,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from langchain_batchkit._deprecation import deprecated_names as _deprecated_names
+
 if TYPE_CHECKING:
     from langchain_batchkit._results import ItemResult
 
@@ -392,14 +394,4 @@ class CostWarning(UserWarning):
     """A model's price is unknown, so its calls cost ``None`` (said once per model)."""
 
 
-def __getattr__(name: str) -> Any:
-    if name == "BatchkitError":
-        import warnings
-
-        warnings.warn(
-            "BatchkitError is renamed BatchKitError; the old name goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return BatchKitError
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _deprecated_names(__name__, renamed={"BatchkitError": BatchKitError})

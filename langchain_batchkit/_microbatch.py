@@ -12,7 +12,7 @@ oldest item's deadline or until an event says "a batch is full" or "stop". It
 exits when the queue is empty and is created again by the next call, so an idle
 batcher owns no task. Each batch runs in its own task, tracked until it ends,
 and ``concurrency`` caps how many run at once. Time comes from an injectable
-clock and sleep (the loop's by default), so tests run on a :class:`FakeClock`.
+:class:`Clock` (the loop's by default), so tests run on a :class:`FakeClock`.
 
 Sync ``invoke`` never makes an event loop of its own: from a thread beside the
 loop the batcher serves it joins that loop's batches; with no such loop it runs
@@ -33,26 +33,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import inspect
 import logging
-import threading
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar
 
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
+from langchain_batchkit._clock import Clock
 from langchain_batchkit._errors import (
     BatcherStoppedError,
     BatchKitError,
     BatchOutputMismatchError,
-    ConfigurationError,
     describe_exception,
     exception_traceback,
 )
-from langchain_batchkit._validate import check_int, check_number, is_int
+from langchain_batchkit._microbatch_state import Call, Limits, LoopState, queue_clock
+from langchain_batchkit._microbatch_target import BatchFunction, BatchTarget, name_of
 
 __all__ = ["BatchOutputMismatchError", "BatcherStoppedError", "MicroBatcher"]
 
@@ -61,67 +58,7 @@ logger = logging.getLogger(__name__)
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
-#: A user batch function: one list of inputs in, one result per input out, in order.
-BatchFunction = (
-    Callable[[list[InputT]], Awaitable[Sequence[OutputT]]]
-    | Callable[[list[InputT]], Sequence[OutputT]]
-)
-
 _FORCED = "MicroBatcher.stop(force=True) cancelled this call"
-
-
-@dataclass(frozen=True, slots=True)
-class _Limits:
-    """The validated size, time and concurrency limits of a MicroBatcher."""
-
-    max_batch_size: int
-    max_queue_time: float
-    concurrency: int | None
-
-    def __post_init__(self) -> None:
-        check_int("max_batch_size", self.max_batch_size)
-        check_number("max_queue_time", self.max_queue_time)
-        cap = self.concurrency
-        if cap is not None and not (is_int(cap) and cap >= 0):
-            raise ConfigurationError(
-                f"concurrency must be None, 0 (both: unlimited) or an int >= 1, got {cap!r}"
-            )
-
-
-@dataclass(slots=True, eq=False)
-class _Call(Generic[InputT, OutputT]):
-    """One queued caller: its input and config, the future it awaits, its deadline."""
-
-    input: InputT
-    config: RunnableConfig
-    future: asyncio.Future[OutputT]
-    deadline: float
-
-
-class _LoopState(Generic[InputT, OutputT]):
-    """Everything bound to the one event loop the batcher currently serves.
-
-    Made inside that loop, so ``thread`` is the id of the thread running it.
-    """
-
-    __slots__ = ("flusher", "loop", "queue", "running", "slots", "thread", "wakeup")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, concurrency: int | None) -> None:
-        self.loop = loop
-        self.thread = threading.get_ident()
-        self.queue: deque[_Call[InputT, OutputT]] = deque()
-        self.wakeup = asyncio.Event()
-        self.slots = asyncio.Semaphore(concurrency) if concurrency else None
-        self.flusher: asyncio.Task[None] | None = None
-        self.running: dict[asyncio.Task[None], list[_Call[InputT, OutputT]]] = {}
-
-    @property
-    def idle(self) -> bool:
-        return not self.queue and not self.running and self.flusher is None
-
-    def serves_another_thread(self) -> bool:
-        """True while the loop runs in a thread other than the caller's (calls can join it)."""
-        return self.loop.is_running() and self.thread != threading.get_ident()
 
 
 class MicroBatcher(Runnable[InputT, OutputT]):
@@ -143,10 +80,12 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         max_queue_time: seconds the oldest queued item may wait for company (0: flush
             whatever arrived in the same loop iteration).
         concurrency: batch calls running at once; ``None`` or 0 for no limit.
-        clock: monotonic seconds for deadlines (default: the event loop's clock).
-        sleep: the async sleep measured on ``clock`` (default: ``asyncio.sleep``);
-            pass both, e.g. a :class:`~langchain_batchkit.testing.FakeClock` and its
-            ``sleep``.
+        clock: a :class:`~langchain_batchkit.Clock` that times the queue: deadlines are
+            read from it and the wait for them sleeps on it, e.g. a
+            :class:`~langchain_batchkit.testing.FakeClock` (default: the event loop's
+            clock and ``asyncio.sleep``).
+        sleep: deprecated, goes in the next release: with a bare ``clock`` function,
+            the async sleep measured on it. Pass one ``Clock`` instead.
         executor: where a sync batch function runs (default: the loop's executor).
 
     Example:
@@ -162,31 +101,17 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         max_batch_size: int = 32,
         max_queue_time: float = 0.01,
         concurrency: int | None = None,
-        clock: Callable[[], float] | None = None,
+        clock: Clock | Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         executor: concurrent.futures.Executor | None = None,
     ) -> None:
-        self._limits = _Limits(max_batch_size, max_queue_time, concurrency)
-        if not isinstance(target, Runnable) and not callable(target):
-            raise ConfigurationError(
-                f"target must be a Runnable or a batch function, got {type(target).__name__}"
-            )
-        if (clock is None) != (sleep is None):
-            raise ConfigurationError(
-                "clock and sleep must be given together (both measure the same time)"
-            )
-        if clock is not None and not callable(clock):
-            raise ConfigurationError("clock must be a callable returning seconds")
-        if sleep is not None and not callable(sleep):
-            raise ConfigurationError("sleep must be an async callable taking seconds")
+        self._limits = Limits(max_batch_size, max_queue_time, concurrency)
+        self._label = f"MicroBatcher({name_of(target)})"
+        self._target = BatchTarget(target, self._label, executor)
         self.target = target
-        self._clock = clock
-        self._sleep = sleep
-        self._executor = executor
-        self._is_async_fn = not isinstance(target, Runnable) and _is_async_callable(target)
-        self._state: _LoopState[InputT, OutputT] | None = None
+        self._clock = queue_clock(clock, sleep)
+        self._state: LoopState[InputT, OutputT] | None = None
         self._stopped = False
-        self._label = f"MicroBatcher({_name_of(target)})"
         self.name = self._label
 
     # -- Runnable plumbing -------------------------------------------------------------
@@ -213,11 +138,11 @@ class MicroBatcher(Runnable[InputT, OutputT]):
 
     @property
     def InputType(self) -> Any:
-        return self.target.InputType if isinstance(self.target, Runnable) else Any
+        return self._target.input_type
 
     @property
     def OutputType(self) -> Any:
-        return self.target.OutputType if isinstance(self.target, Runnable) else Any
+        return self._target.output_type
 
     def __repr__(self) -> str:
         return (
@@ -242,7 +167,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
             raise BatcherStoppedError(f"{self._label} is stopped; it takes no new calls")
         state = self._state_for(asyncio.get_running_loop())
         future: asyncio.Future[OutputT] = state.loop.create_future()
-        call = _Call(input, ensure_config(config), future, self._now(state) + self.max_queue_time)
+        call = Call(input, ensure_config(config), future, self._now(state) + self.max_queue_time)
         state.queue.append(call)
         if state.flusher is None:
             state.flusher = state.loop.create_task(self._flush(state), name=f"{self._label}.flush")
@@ -273,7 +198,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         if state is not None and state.serves_another_thread():
             submitted = asyncio.run_coroutine_threadsafe(self.ainvoke(input, config), state.loop)
             return submitted.result()
-        [output] = self._call_target_sync([input], [ensure_config(config)])
+        [output] = self._target.call([input], [ensure_config(config)])
         if isinstance(output, Exception):
             raise output
         return output
@@ -326,7 +251,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
 
     # -- the flusher ---------------------------------------------------------------------
 
-    def _state_for(self, loop: asyncio.AbstractEventLoop) -> _LoopState[InputT, OutputT]:
+    def _state_for(self, loop: asyncio.AbstractEventLoop) -> LoopState[InputT, OutputT]:
         state = self._state
         if state is not None and state.loop is loop:
             return state
@@ -334,13 +259,13 @@ class MicroBatcher(Runnable[InputT, OutputT]):
             raise BatchKitError(
                 f"{self._label} is busy on another event loop; use one batcher per loop"
             )
-        self._state = _LoopState(loop, self._limits.concurrency)
+        self._state = LoopState(loop, self._limits.concurrency)
         return self._state
 
-    def _now(self, state: _LoopState[InputT, OutputT]) -> float:
+    def _now(self, state: LoopState[InputT, OutputT]) -> float:
         return self._clock() if self._clock is not None else state.loop.time()
 
-    async def _flush(self, state: _LoopState[InputT, OutputT]) -> None:
+    async def _flush(self, state: LoopState[InputT, OutputT]) -> None:
         """Start batch calls while items are queued; exit (and forget itself) when none are."""
         try:
             while True:
@@ -367,7 +292,7 @@ class MicroBatcher(Runnable[InputT, OutputT]):
         finally:
             state.flusher = None
 
-    async def _until_due(self, state: _LoopState[InputT, OutputT]) -> None:
+    async def _until_due(self, state: LoopState[InputT, OutputT]) -> None:
         """Return when a batch is due: full, its oldest item's deadline passed, or stopping."""
         while True:
             state.wakeup.clear()
@@ -385,12 +310,12 @@ class MicroBatcher(Runnable[InputT, OutputT]):
                 await asyncio.wait({alarm})
 
     async def _ring(self, event: asyncio.Event, delay: float) -> None:
-        await (self._sleep or asyncio.sleep)(delay)
+        await (asyncio.sleep if self._clock is None else self._clock.sleep)(delay)
         event.set()
 
-    def _take(self, state: _LoopState[InputT, OutputT]) -> list[_Call[InputT, OutputT]]:
+    def _take(self, state: LoopState[InputT, OutputT]) -> list[Call[InputT, OutputT]]:
         """Up to ``max_batch_size`` queued calls whose callers still wait."""
-        batch: list[_Call[InputT, OutputT]] = []
+        batch: list[Call[InputT, OutputT]] = []
         queue = state.queue
         while queue and len(batch) < self.max_batch_size:
             call = queue.popleft()
@@ -398,14 +323,12 @@ class MicroBatcher(Runnable[InputT, OutputT]):
                 batch.append(call)
         return batch
 
-    def _start(
-        self, state: _LoopState[InputT, OutputT], batch: list[_Call[InputT, OutputT]]
-    ) -> None:
+    def _start(self, state: LoopState[InputT, OutputT], batch: list[Call[InputT, OutputT]]) -> None:
         task = state.loop.create_task(self._run(batch), name=f"{self._label}.batch")
         state.running[task] = batch
         task.add_done_callback(functools.partial(self._ended, state))
 
-    def _ended(self, state: _LoopState[InputT, OutputT], task: asyncio.Task[None]) -> None:
+    def _ended(self, state: LoopState[InputT, OutputT], task: asyncio.Task[None]) -> None:
         batch = state.running.pop(task)
         if state.slots is not None:
             state.slots.release()
@@ -413,11 +336,11 @@ class MicroBatcher(Runnable[InputT, OutputT]):
             if not call.future.done():
                 call.future.cancel(_FORCED)
 
-    async def _run(self, batch: list[_Call[InputT, OutputT]]) -> None:
+    async def _run(self, batch: list[Call[InputT, OutputT]]) -> None:
         """One batch call; settle every caller with its own result or the shared error."""
         logger.debug("%s: flushing %d item(s)", self._label, len(batch))
         try:
-            outputs = await self._call_target([c.input for c in batch], [c.config for c in batch])
+            outputs = await self._target.acall([c.input for c in batch], [c.config for c in batch])
         except asyncio.CancelledError:
             for call in batch:
                 call.future.cancel(_FORCED)
@@ -440,78 +363,6 @@ class MicroBatcher(Runnable[InputT, OutputT]):
                 call.future.set_exception(output)
             else:
                 call.future.set_result(output)
-
-    async def _call_target(
-        self, inputs: list[InputT], configs: list[RunnableConfig]
-    ) -> Sequence[OutputT | Exception]:
-        target = self.target
-        outputs: object
-        if isinstance(target, Runnable):
-            outputs = await target.abatch(inputs, configs, return_exceptions=True)
-        elif self._is_async_fn:
-            fn = cast(Callable[[list[InputT]], Awaitable[Sequence[OutputT]]], target)
-            outputs = await fn(inputs)
-        else:
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, target, inputs)
-            if inspect.isawaitable(outputs):
-                outputs = await outputs
-        return self._checked(outputs, len(inputs))
-
-    def _call_target_sync(
-        self, inputs: list[InputT], configs: list[RunnableConfig]
-    ) -> Sequence[OutputT | Exception]:
-        """The target's sync path, in this thread: what :meth:`invoke` runs alone."""
-        target = self.target
-        if self._is_async_fn:
-            raise self._no_loop_error()
-        outputs: object
-        if isinstance(target, Runnable):
-            outputs = target.batch(inputs, configs, return_exceptions=True)
-        else:
-            outputs = target(inputs)
-            if inspect.isawaitable(outputs):
-                if inspect.iscoroutine(outputs):
-                    outputs.close()  # never awaited: closed, so no "never awaited" warning
-                raise self._no_loop_error()
-        return self._checked(outputs, len(inputs))
-
-    def _no_loop_error(self) -> ConfigurationError:
-        return ConfigurationError(
-            f"{self._label}.invoke() cannot run the async batch function "
-            f"{_name_of(self.target)}: no event loop serves the batcher from another "
-            f"thread, and it never makes a private one. `await {self._label}.ainvoke(...)` "
-            "instead, or call invoke() from a thread beside the loop that serves the batcher"
-        )
-
-    def _checked(self, outputs: object, n_inputs: int) -> Sequence[OutputT | Exception]:
-        """``outputs`` as one result per input, or the error every caller of the batch gets."""
-        name = _name_of(self.target)
-        if isinstance(outputs, str | bytes) or not isinstance(outputs, Sequence):
-            raise BatchOutputMismatchError(
-                f"{name} must return a sequence with one result per input, "
-                f"got {type(outputs).__name__}"
-            )
-        if len(outputs) != n_inputs:
-            raise BatchOutputMismatchError(
-                f"{name} returned {len(outputs)} result(s) for {n_inputs} "
-                "input(s); results are matched to callers by position, so none can be used"
-            )
-        return cast(Sequence[OutputT | Exception], outputs)
-
-
-def _is_async_callable(fn: object) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
-
-
-def _name_of(target: object) -> str:
-    if isinstance(target, Runnable):
-        return target.get_name()
-    return str(getattr(target, "__qualname__", None) or type(target).__name__)
 
 
 def _refuse_kwargs(kwargs: dict[str, Any]) -> None:

@@ -9,10 +9,11 @@ Nothing on a kit is settable after construction, so no setting silently does not
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from langchain_batchkit._budget import Budget
 from langchain_batchkit._checkpoint import Checkpoint
@@ -26,7 +27,7 @@ from langchain_batchkit._progress import ProgressCallback
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._validate import check_number
 
-__all__ = ["DEFAULT_RETRY", "OPTION_NAMES", "KitOptions"]
+__all__ = ["DEFAULT_RETRY", "OPTION_NAMES", "UNSET", "KitOptions", "Unset", "merge_options"]
 
 #: The default retry policy: 3 attempts, exponential backoff with jitter, Retry-After.
 DEFAULT_RETRY = RetryPolicy()
@@ -131,3 +132,33 @@ class KitOptions:
 
 #: The names ``batchkit()``, ``with_options()`` and every batch call accept as options.
 OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(KitOptions))
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET`."""
+
+    UNSET = "UNSET"
+
+
+#: A keyword that was not given, distinct from an explicit ``None`` (``retry=None``
+#: means "never retry", leaving ``retry`` out means "whatever ``options`` says").
+UNSET: Final = Unset.UNSET
+
+
+def merge_options(options: KitOptions | None, keywords: Mapping[str, object]) -> KitOptions:
+    """``options`` (default: ``KitOptions()``) with the keywords that were given applied.
+
+    For entry points that take a whole ``options=`` value and, for compatibility,
+    some options as keywords too: a keyword left :data:`UNSET` keeps what
+    ``options`` says, a given one replaces it. Validated once, by
+    :class:`KitOptions`, so a bad value fails with the same error as in ``batchkit()``.
+
+    Example:
+        >>> merge_options(KitOptions(progress=False), {"desc": "run", "retry": UNSET}).desc
+        'run'
+    """
+    if options is None:
+        options = KitOptions()
+    elif not isinstance(options, KitOptions):
+        raise ConfigurationError(f"options must be a KitOptions, got {options!r}")
+    return options.replace({name: v for name, v in keywords.items() if v is not UNSET})

@@ -18,7 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from langchain_batchkit._timeline import LATENCY_FLOOR, Timeline
+from langchain_batchkit._timeline import Timeline
+from langchain_batchkit._timeline_latency import LATENCY_FLOOR
 
 __all__ = ["PANELS", "RunFigure", "plot_limiter_stats", "plot_run", "png_bytes", "png_data_url"]
 

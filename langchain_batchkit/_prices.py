@@ -169,6 +169,13 @@ class PriceBook:
     def __repr__(self) -> str:
         return f"PriceBook(models={sorted(self._prices)}, database={self._database})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent to Ray workers with a kit's options: the prices travel, the cache does not.
+        return PriceBook, (self._prices,), {"database": self._database}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._database = state["database"]
+
     def cost(
         self,
         usage: CallUsage,

@@ -16,8 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
+
+from langchain_batchkit._timeline_bin import TimelineBin
+from langchain_batchkit._timeline_latency import (
+    N_BUCKETS,
+    bucket_of,
+    histogram_of,
+    quantile_of,
+)
 
 if TYPE_CHECKING:
     from langchain_batchkit._results import ItemResult
@@ -30,47 +37,24 @@ FIRST_WIDTH = 1 / 64
 MAX_BINS = 240
 #: The most distinct error types counted by name; the rest count as ``"other"``.
 MAX_ERROR_TYPES = 24
-#: Latency histogram: log-scale buckets per decade, from ``LATENCY_FLOOR`` seconds.
-BUCKETS_PER_DECADE = 20
-LATENCY_FLOOR = 1e-4
-LATENCY_DECADES = 8  # 0.1 ms .. 10,000 s; bucket 0 is "below", the last "above"
-_N_BUCKETS = BUCKETS_PER_DECADE * LATENCY_DECADES + 2
-_LOG_FLOOR = math.log10(LATENCY_FLOOR)
 
 
-@dataclass(frozen=True, slots=True)
-class TimelineBin:
-    """One bin of a :class:`Timeline`: what happened in ``[start, start + width)``.
+class _Total:
+    """A read-only total of one per-bin column of a :class:`Timeline`."""
 
-    Attributes:
-        start: seconds since the run opened.
-        width: the bin's width in seconds.
-        started: attempts started (first attempts and retries).
-        succeeded: items that finished ok.
-        failed: items that finished with an error.
-        retries: failed attempts that were scheduled to retry.
-        rate_limited: attempts that ended in a rate-limit error (429).
-        pauses: rate-limiter pauses that began (only with a ``RateLimit``).
-        tokens: tokens of the items that finished.
-        mean_in_flight: average attempts in flight over the bin.
-        peak_in_flight: the most attempts in flight at once.
-        cap: the lowest the window's cap (items allowed in flight) was.
-        idle: seconds with nothing in flight (waiting out backoff, or reading input).
-    """
+    def __init__(self, column: str, doc: str) -> None:
+        self._column = column
+        self.__doc__ = doc
 
-    start: float
-    width: float
-    started: int
-    succeeded: int
-    failed: int
-    retries: int
-    rate_limited: int
-    pauses: int
-    tokens: int
-    mean_in_flight: float
-    peak_in_flight: int
-    cap: int
-    idle: float
+    @overload
+    def __get__(self, timeline: None, owner: type[Any]) -> _Total: ...
+    @overload
+    def __get__(self, timeline: Timeline, owner: type[Any]) -> int: ...
+    def __get__(self, timeline: Timeline | None, owner: type[Any]) -> _Total | int:
+        if timeline is None:
+            return self
+        column: list[int] = getattr(timeline, self._column)
+        return sum(column)
 
 
 class Timeline:
@@ -152,7 +136,7 @@ class Timeline:
         self._peak: list[int] = []
         self._caps: list[int] = []
         #: Finished items per latency bucket (see :meth:`latency_histogram`).
-        self.latency_counts = [0] * _N_BUCKETS
+        self.latency_counts = [0] * N_BUCKETS
         #: Failed items per error type name.
         self.errors: dict[str, int] = {}
         #: Items a checkpoint returned without running them.
@@ -211,13 +195,7 @@ class Timeline:
             if name not in self.errors and len(self.errors) >= MAX_ERROR_TYPES:
                 name = "other"
             self.errors[name] = self.errors.get(name, 0) + 1
-        latency = result.latency
-        if latency <= LATENCY_FLOOR:
-            bucket = 0
-        else:
-            offset = (math.log10(latency) - _LOG_FLOOR) * BUCKETS_PER_DECADE
-            bucket = min(_N_BUCKETS - 1, 1 + int(offset))
-        self.latency_counts[bucket] += 1
+        self.latency_counts[bucket_of(result.latency)] += 1
 
     def close(self, now: float) -> None:
         """The run ended: account the time up to ``now``."""
@@ -320,33 +298,13 @@ class Timeline:
         """How many bins the timeline holds (at most ``max_bins``)."""
         return len(self._started)
 
-    @property
-    def attempts(self) -> int:
-        return sum(self._started)
-
-    @property
-    def succeeded(self) -> int:
-        return sum(self._ok)
-
-    @property
-    def failed(self) -> int:
-        return sum(self._failed)
-
-    @property
-    def retries(self) -> int:
-        return sum(self._retries)
-
-    @property
-    def rate_limited(self) -> int:
-        return sum(self._rate_limited)
-
-    @property
-    def pauses(self) -> int:
-        return sum(self._pauses)
-
-    @property
-    def tokens(self) -> int:
-        return sum(self._tokens)
+    attempts = _Total("_started", "Attempts started (first attempts and retries).")
+    succeeded = _Total("_ok", "Items that finished ok.")
+    failed = _Total("_failed", "Items that finished with an error.")
+    retries = _Total("_retries", "Failed attempts that were scheduled to retry.")
+    rate_limited = _Total("_rate_limited", "Attempts that ended in a rate-limit error (429).")
+    pauses = _Total("_pauses", "Rate-limiter pauses that began.")
+    tokens = _Total("_tokens", "Tokens of the items that finished.")
 
     def bins(self) -> list[TimelineBin]:
         """Every bin, oldest first."""
@@ -372,27 +330,12 @@ class Timeline:
 
     def latency_histogram(self) -> list[tuple[float, float, int]]:
         """``(low, high, count)`` per non-empty latency bucket, in seconds."""
-        return [(*_bucket_edges(b), n) for b, n in enumerate(self.latency_counts) if n]
+        return histogram_of(self.latency_counts)
 
     def latency_quantile(self, q: float) -> float | None:
         """The ``q`` quantile of item latency (0.5: the median), interpolated within
         its log-scale bucket (so within 12%); ``None`` when no item finished."""
-        total = sum(self.latency_counts)
-        if not total:
-            return None
-        rank = q * total
-        seen = 0
-        for b, n in enumerate(self.latency_counts):
-            if n and seen + n >= rank:
-                low, high = _bucket_edges(b)
-                if b == 0:
-                    return low
-                if math.isinf(high):
-                    return low
-                fraction = (rank - seen) / n
-                return float(low * (high / low) ** fraction)
-            seen += n
-        return None  # pragma: no cover - rank <= total always lands
+        return quantile_of(self.latency_counts, q)
 
     def then(self, other: Timeline) -> Timeline:
         """This run followed by ``other`` (a ``retry_failed()`` run), back to back."""
@@ -453,12 +396,3 @@ class Timeline:
 
 def _add(a: Any, b: Any) -> Any:
     return a + b
-
-
-def _bucket_edges(b: int) -> tuple[float, float]:
-    if b == 0:
-        return 0.0, LATENCY_FLOOR
-    low = 10 ** (_LOG_FLOOR + (b - 1) / BUCKETS_PER_DECADE)
-    if b == _N_BUCKETS - 1:
-        return low, math.inf
-    return low, 10 ** (_LOG_FLOOR + b / BUCKETS_PER_DECADE)

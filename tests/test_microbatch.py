@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
+from langchain_batchkit._clock import as_clock
 from langchain_batchkit._errors import BatchKitError, ConfigurationError
 from langchain_batchkit._microbatch import (
     BatcherStoppedError,
@@ -62,7 +64,7 @@ def clock() -> FakeClock:
 
 
 def batcher(target: Any, clock: FakeClock, **options: Any) -> MicroBatcher[Any, Any]:
-    return MicroBatcher(target, clock=clock, sleep=clock.sleep, **options)
+    return MicroBatcher(target, clock=clock, **options)
 
 
 async def settle() -> None:
@@ -556,7 +558,7 @@ async def test_a_failing_flusher_fails_the_queued_callers_instead_of_leaving_the
             raise RuntimeError("clock broke")
         return readings.pop()
 
-    b = MicroBatcher(Recorder(), max_batch_size=5, clock=broken_clock, sleep=clock.sleep)
+    b = MicroBatcher(Recorder(), max_batch_size=5, clock=as_clock(broken_clock, clock.sleep))
 
     with pytest.raises(RuntimeError, match="clock broke"):
         await b.ainvoke(1)
@@ -592,9 +594,35 @@ def test_bad_limits_fail_at_construction_naming_the_field(
         MicroBatcher(Recorder(), **options)
 
 
-def test_clock_and_sleep_go_together(clock: FakeClock) -> None:
+async def test_the_queue_waits_on_the_clock_it_is_given(clock: FakeClock) -> None:
+    recorder = Recorder()
+    b = MicroBatcher(recorder, max_queue_time=5, clock=clock)
+
+    assert await b.ainvoke(1) == "done 1"
+    assert clock.sleeps == [5]
+
+
+async def test_sleep_still_works_for_one_release_with_a_deprecation_warning(
+    clock: FakeClock,
+) -> None:
+    with pytest.warns(DeprecationWarning, match="clock=") as caught:
+        b = MicroBatcher(Recorder(), max_queue_time=5, clock=clock, sleep=clock.sleep)
+
+    assert caught[0].filename == __file__
+    assert await b.ainvoke(1) == "done 1"
+    assert clock.sleeps == [5]
+
+
+def test_a_bare_time_function_needs_its_sleep(clock: FakeClock) -> None:
     with pytest.raises(ConfigurationError, match="together"):
-        MicroBatcher(Recorder(), clock=clock)
+        MicroBatcher(Recorder(), clock=time.monotonic)
+    with pytest.raises(ConfigurationError, match="together"):
+        MicroBatcher(Recorder(), sleep=clock.sleep)
+
+
+def test_clock_must_be_a_clock() -> None:
+    with pytest.raises(ConfigurationError, match="clock must be a Clock"):
+        MicroBatcher(Recorder(), clock=42)  # type: ignore[arg-type]
 
 
 def test_target_must_be_a_runnable_or_a_callable() -> None:

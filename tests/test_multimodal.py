@@ -24,14 +24,17 @@ from langchain_openai import ChatOpenAI
 import langchain_batchkit.multimodal as multimodal
 from langchain_batchkit import (
     BatchKitError,
+    Budget,
     Checkpoint,
     ConfigurationError,
     ItemResult,
+    Price,
     ProgressEvent,
     RateLimit,
     RetryPolicy,
 )
 from langchain_batchkit._options import OPTION_NAMES, KitOptions
+from langchain_batchkit.costs import PriceBook
 from langchain_batchkit.multimodal import (
     ImageSource,
     ImageSourceError,
@@ -690,6 +693,10 @@ def test_caption_images_passes_every_kit_option_to_its_kit(tmp_path: Path) -> No
         "on_progress": on_progress,
         "desc": "my captions",
         "clock": clock,
+        "budget": Budget(usd=1.0),
+        "prices": PriceBook({"m": Price(1.0, 1.0)}),
+        "flex": True,
+        "flex_deadline": 30.0,
     }
     assert set(options) == OPTION_NAMES  # a new option needs a value here
 

@@ -32,9 +32,11 @@ from langchain_openai import ChatOpenAI  # noqa: E402
 import langchain_batchkit.ray as batchkit_ray  # noqa: E402
 from langchain_batchkit import (  # noqa: E402
     BatchResult,
+    Checkpoint,
     ConfigurationError,
     ItemError,
     ItemResult,
+    KitOptions,
     LimiterStats,
     RateLimit,
     RetryPolicy,
@@ -270,6 +272,15 @@ def test_an_unknown_output_suffix_is_refused_by_name() -> None:
         ({"id_column": "status"}, "collide with a result column"),
         ({"batch_size": 0}, "batch_size must be an int >= 1"),
         ({"format": "parquet"}, "format= applies to output_path="),
+        ({"retry": "often"}, "retry must be a RetryPolicy or None"),
+        ({"max_concurrency": 0}, "max_concurrency must be"),
+        ({"progress": "yes"}, "progress must be True, False or None"),
+        ({"options": {"retry": None}}, "options must be a KitOptions"),
+        (
+            {"options": KitOptions(rate_limit=RateLimit(requests_per_minute=60))},
+            r"options\.rate_limit must be None on Ray",
+        ),
+        ({"options": KitOptions(on_progress=print)}, r"options\.on_progress"),
     ],
 )
 def test_bad_options_fail_on_the_driver_before_any_actor_starts(
@@ -278,6 +289,30 @@ def test_bad_options_fail_on_the_driver_before_any_actor_starts(
     call: dict[str, Any] = {"chain_factory": shouting_chain, "data": ["a"], **kwargs}
     with pytest.raises(ConfigurationError, match=message):
         run_on_ray(**call)
+
+
+def test_a_checkpoint_in_the_options_is_refused_on_the_driver(tmp_path: Path) -> None:
+    options = KitOptions(checkpoint=Checkpoint(tmp_path / "run.sqlite"))
+    with pytest.raises(ConfigurationError, match=r"options\.checkpoint"):
+        run_on_ray(shouting_chain, ["a"], options=options)
+
+
+def test_the_mapper_builds_its_kit_from_the_options_value() -> None:
+    policy = RetryPolicy(max_attempts=2, initial_backoff=0.0, max_backoff=0.0)
+    options = KitOptions(retry=policy, max_concurrency=3, desc="mine")
+
+    kit = BatchKitMapper(shouting_chain, options=options).kit
+
+    assert kit.options == KitOptions(retry=policy, max_concurrency=3, desc="mine", progress=False)
+
+
+def test_the_old_keywords_replace_the_same_field_of_the_options() -> None:
+    options = KitOptions(retry=RetryPolicy(max_attempts=2), max_concurrency=3)
+
+    kit = BatchKitMapper(shouting_chain, options=options, retry=None).kit
+
+    assert kit.options.retry is None
+    assert kit.options.max_concurrency == 3
 
 
 def test_the_bar_counts_rows_and_failures_per_block() -> None:
@@ -343,6 +378,40 @@ def test_run_on_ray_on_a_list_keeps_each_input_exactly_and_ids_are_positions() -
         content = json.loads(row["output"])["lc"]["kwargs"]["content"]
         assert content == f"{type(value).__name__}: {value!r}"  # no Arrow key-merging of dicts
     assert ds.count() == len(inputs)
+
+
+def _fail_first_attempts(seen: set[str], text: str) -> str:
+    if text not in seen:
+        seen.add(text)
+        raise ValueError(f"first try at {text!r}")
+    return text.upper()
+
+
+def flaky_chain() -> Runnable[Any, Any]:
+    """Each item fails its first attempt with an error only a custom policy retries."""
+    return RunnableLambda(partial(_fail_first_attempts, set()))
+
+
+def _retry_value_errors(exc: BaseException) -> bool:
+    return isinstance(exc, ValueError)
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_run_on_ray_carries_the_options_retry_policy_to_every_worker_kit() -> None:
+    policy = RetryPolicy(
+        max_attempts=3, initial_backoff=0.0, max_backoff=0.0, retry_on=_retry_value_errors
+    )
+    texts = [f"t{i}" for i in range(6)]
+
+    rows = run_on_ray(
+        flaky_chain,
+        texts,
+        batch_size=2,
+        concurrency=2,
+        options=KitOptions(retry=policy, progress=False),
+    ).take_all()
+
+    assert sorted((r["status"], r["attempts"]) for r in rows) == [("ok", 2)] * len(texts)
 
 
 @pytest.mark.usefixtures("ray_cluster")

@@ -9,11 +9,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from langchain_batchkit import Budget, Price, batchkit  # noqa: E402
+from langchain_batchkit import Budget, KitOptions, Price, batchkit  # noqa: E402
 from langchain_batchkit._limit_settings import RateLimitSettings  # noqa: E402
 from langchain_batchkit._reservations import Reservations  # noqa: E402
 from langchain_batchkit.errors import ConfigurationError  # noqa: E402
-from langchain_batchkit.ray import ClusterRateLimit  # noqa: E402
+from langchain_batchkit.ray import ClusterRateLimit, run_on_ray  # noqa: E402
 from langchain_batchkit.testing import FakeChatModel  # noqa: E402
 
 PRICES = {"fake": Price(input=100.0, output=100.0)}  # worst case ~$0.41 a call
@@ -77,3 +77,34 @@ def test_a_cluster_limit_without_usd_has_no_budget() -> None:
     with pytest.raises(ConfigurationError, match="usd="):
         limit.budget()
     limit.close()
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_run_on_ray_takes_the_cluster_budget_and_refuses_a_local_one() -> None:
+    with pytest.raises(ConfigurationError, match="ClusterRateLimit"):
+        run_on_ray(
+            _priced_fake,
+            ["a", "b"],
+            options=KitOptions(budget=Budget(usd=1.0), prices=PRICES),
+            progress=False,
+        )
+    limit = ClusterRateLimit(requests_per_minute=60_000, usd=0.45)
+
+    rows = run_on_ray(
+        _priced_fake,
+        [f"item {i}" for i in range(30)],
+        batch_size=5,
+        concurrency=2,
+        options=KitOptions(budget=limit.budget(), prices=PRICES, max_concurrency=2),
+        progress=False,
+    ).take_all()
+
+    assert len(rows) == 30
+    statuses = {row["status"] for row in rows}
+    assert "ok" in statuses and statuses - {"ok"}  # the cap stopped both workers
+    assert limit.budget().spent <= 0.45
+    limit.close()
+
+
+def _priced_fake() -> FakeChatModel:
+    return FakeChatModel()

@@ -18,6 +18,8 @@ Example:
     >>> rows = run_on_ray(make_chain, prompts, concurrency=4, rate_limit=limit)  # doctest: +SKIP
 """
 
+from langchain_batchkit._deprecation import deprecated_names as _deprecated_names
+from langchain_batchkit._limit_stats import LimiterStats as _LimiterStats
 from langchain_batchkit.ray._limiter import ClusterRateLimit
 from langchain_batchkit.ray._mapper import BatchKitMapper
 from langchain_batchkit.ray._rows import RESULT_COLUMNS
@@ -31,26 +33,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name == "ClusterLimiterStats":
-        import warnings
-
-        from langchain_batchkit._limit_stats import LimiterStats
-
-        warnings.warn(
-            "ClusterLimiterStats is now LimiterStats (ClusterRateLimit.stats() returns one); "
-            "the old name goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return LimiterStats
-    if name == "BatchkitMapper":
-        import warnings
-
-        warnings.warn(
-            "BatchkitMapper is renamed BatchKitMapper; the old name goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return BatchKitMapper
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _deprecated_names(
+    __name__, renamed={"BatchkitMapper": BatchKitMapper, "ClusterLimiterStats": _LimiterStats}
+)

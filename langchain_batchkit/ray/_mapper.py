@@ -10,9 +10,9 @@ from langchain_core.runnables import Runnable
 
 from langchain_batchkit._concurrency import MaxConcurrency
 from langchain_batchkit._errors import ConfigurationError
-from langchain_batchkit._options import DEFAULT_RETRY
+from langchain_batchkit._options import UNSET, KitOptions, Unset, merge_options
 from langchain_batchkit._retry import RetryPolicy
-from langchain_batchkit._runner import BatchKit, batchkit
+from langchain_batchkit._runner import BatchKit
 from langchain_batchkit._serialize import loads_value
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._limiter import ClusterRateLimit
@@ -21,7 +21,7 @@ from langchain_batchkit.ray._rows import check_column_names, result_table
 if TYPE_CHECKING:
     import pyarrow as pa  # type: ignore[import-untyped]
 
-__all__ = ["BatchKitMapper", "ChainFactory"]
+__all__ = ["BatchKitMapper", "ChainFactory", "check_mapper_options", "worker_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,14 @@ class BatchKitMapper:
             whole row (a dict, e.g. a prompt template's variables).
         id_column: a column to copy into the result rows, or ``None``.
         rate_limit: the cluster's shared budget (optional).
-        retry: batchkit's per-item retry policy (``None``: no retries).
-        max_concurrency: items in flight per block (batchkit's rules, ``"auto"``).
+        options: the worker kits' :class:`KitOptions` (retry policy, items in flight
+            per block, clock ...), as ``kit.options`` of a local kit. A ``RateLimit``,
+            a checkpoint or ``on_progress`` cannot work across processes and is
+            refused; workers never show a bar.
+        retry: batchkit's per-item retry policy (``None``: no retries); given, it
+            replaces ``options.retry``.
+        max_concurrency: items in flight per block (batchkit's rules, ``"auto"``);
+            given, it replaces ``options.max_concurrency``.
         decode_input: the input column holds :func:`dumps_value` JSON text (what
             :func:`run_on_ray` writes for a Python list), to be decoded first.
 
@@ -74,22 +80,25 @@ class BatchKitMapper:
         input_column: str | None = "input",
         id_column: str | None = None,
         rate_limit: ClusterRateLimit | None = None,
-        retry: RetryPolicy | None = DEFAULT_RETRY,
-        max_concurrency: MaxConcurrency = "auto",
+        options: KitOptions | None = None,
+        retry: RetryPolicy | Unset | None = UNSET,
+        max_concurrency: MaxConcurrency | Unset = UNSET,
         decode_input: bool = False,
     ) -> None:
         require_ray("BatchKitMapper")
         check_mapper_options(chain_factory, input_column, id_column, rate_limit)
+        kit_options = worker_options(
+            options, {"retry": retry, "max_concurrency": max_concurrency}
+        ).replace(
+            {
+                "progress": False,
+                "rate_limit": rate_limit.limiter() if rate_limit is not None else None,
+            }
+        )
         self.input_column = input_column
         self.id_column = id_column
         self.decode_input = decode_input
-        self.kit: BatchKit[Any, Any] = batchkit(
-            chain_factory(),
-            max_concurrency=max_concurrency,
-            retry=retry,
-            rate_limit=rate_limit.limiter() if rate_limit is not None else None,
-            progress=False,
-        )
+        self.kit: BatchKit[Any, Any] = BatchKit(chain_factory(), kit_options)
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         """Run every row of ``batch``; return one result row per input row, same ids."""
@@ -128,3 +137,33 @@ def check_mapper_options(
             "rate_limit must be a ClusterRateLimit: a RateLimit lives in one process, so "
             "each Ray worker would get its own full budget; ClusterRateLimit(...) shares one"
         )
+
+
+def worker_options(options: KitOptions | None, keywords: dict[str, object]) -> KitOptions:
+    """The options every worker's kit runs with: ``options`` with the given keywords
+    applied (see :func:`merge_options`), refusing what cannot work across processes.
+
+    Called on the driver before any actor starts, so a bad option fails there, named.
+    """
+    merged = merge_options(options, keywords)
+    if merged.rate_limit is not None:
+        raise ConfigurationError(
+            "options.rate_limit must be None on Ray: a RateLimit lives in one process, so "
+            "each worker would get its own full budget; pass rate_limit=ClusterRateLimit(...)"
+        )
+    if merged.checkpoint is not None:
+        raise ConfigurationError(
+            "options.checkpoint is not supported on Ray: each worker would write its own "
+            "SQLite file; write the rows with output_path= instead"
+        )
+    if merged.on_progress is not None:
+        raise ConfigurationError(
+            "options.on_progress would be called inside each Ray worker, never here; "
+            "run_on_ray shows one bar on the driver (progress=, desc=)"
+        )
+    if merged.budget is not None and not merged.budget.shared_across_processes:
+        raise ConfigurationError(
+            "options.budget is a Budget of this process: each worker would get its own "
+            "copy of the cap; pass budget=ClusterRateLimit(usd=...).budget()"
+        )
+    return merged

@@ -7,18 +7,23 @@ import math
 import os
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
-from langchain_batchkit._concurrency import MaxConcurrency, validate_max_concurrency
+from langchain_batchkit._concurrency import MaxConcurrency
 from langchain_batchkit._errors import ConfigurationError
-from langchain_batchkit._options import DEFAULT_RETRY
+from langchain_batchkit._options import UNSET, KitOptions, Unset
 from langchain_batchkit._results import BatchResult, BatchSummary
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._serialize import dumps_value
 from langchain_batchkit._validate import check_int, check_number
 from langchain_batchkit.ray._deps import require_ray
 from langchain_batchkit.ray._limiter import ClusterRateLimit
-from langchain_batchkit.ray._mapper import BatchKitMapper, ChainFactory, check_mapper_options
+from langchain_batchkit.ray._mapper import (
+    BatchKitMapper,
+    ChainFactory,
+    check_mapper_options,
+    worker_options,
+)
 from langchain_batchkit.ray._progress import BlockBar
 from langchain_batchkit.ray._rows import Tally, result_table
 from langchain_batchkit.ray._sinks import Sink, format_for, open_sink
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     import pyarrow as pa  # type: ignore[import-untyped]
     from ray.data import Dataset
     from ray.data.dataset import MaterializedDataset
+    from typing_extensions import Unpack  # for **kwargs in 3.11; typing's from 3.12
 
 __all__ = ["run_on_ray"]
 
@@ -40,23 +46,34 @@ BLOCKS_PER_WORKER = 4
 _LIST_INPUT = "input"
 
 
+#: The driver's bar label unless ``desc`` (or ``options.desc``) names one.
+_DEFAULT_DESC = "batchkit on ray"
+
+
+class _RunKeywords(TypedDict, total=False):
+    """The keywords both shapes of :func:`run_on_ray` take, for its two overloads."""
+
+    input_column: str | None
+    id_column: str | None
+    batch_size: int
+    concurrency: int
+    num_cpus: float
+    rate_limit: ClusterRateLimit | None
+    options: KitOptions | None
+    retry: RetryPolicy | None
+    max_concurrency: MaxConcurrency
+    progress: bool | None
+    desc: str
+
+
 @overload
 def run_on_ray(
     chain_factory: ChainFactory,
     data: Dataset | Iterable[Any],
     *,
-    input_column: str | None = ...,
-    id_column: str | None = ...,
-    batch_size: int = ...,
-    concurrency: int = ...,
-    num_cpus: float = ...,
-    rate_limit: ClusterRateLimit | None = ...,
-    retry: RetryPolicy | None = ...,
-    max_concurrency: MaxConcurrency = ...,
     output_path: None = ...,
     format: None = ...,
-    progress: bool | None = ...,
-    desc: str = ...,
+    **keywords: Unpack[_RunKeywords],
 ) -> MaterializedDataset[Any]: ...
 
 
@@ -65,18 +82,9 @@ def run_on_ray(
     chain_factory: ChainFactory,
     data: Dataset | Iterable[Any],
     *,
-    input_column: str | None = ...,
-    id_column: str | None = ...,
-    batch_size: int = ...,
-    concurrency: int = ...,
-    num_cpus: float = ...,
-    rate_limit: ClusterRateLimit | None = ...,
-    retry: RetryPolicy | None = ...,
-    max_concurrency: MaxConcurrency = ...,
     output_path: str | os.PathLike[str],
     format: Literal["jsonl", "parquet"] | None = ...,
-    progress: bool | None = ...,
-    desc: str = ...,
+    **keywords: Unpack[_RunKeywords],
 ) -> BatchSummary: ...
 
 
@@ -90,12 +98,13 @@ def run_on_ray(
     concurrency: int = 2,
     num_cpus: float = 0.5,
     rate_limit: ClusterRateLimit | None = None,
-    retry: RetryPolicy | None = DEFAULT_RETRY,
-    max_concurrency: MaxConcurrency = "auto",
+    options: KitOptions | None = None,
+    retry: RetryPolicy | Unset | None = UNSET,
+    max_concurrency: MaxConcurrency | Unset = UNSET,
     output_path: str | os.PathLike[str] | None = None,
     format: Literal["jsonl", "parquet"] | None = None,
-    progress: bool | None = None,
-    desc: str = "batchkit on ray",
+    progress: bool | Unset | None = UNSET,
+    desc: str | Unset = UNSET,
 ) -> MaterializedDataset[Any] | BatchSummary:
     """Run a chain over many inputs on a pool of Ray actors; one result row per input.
 
@@ -124,14 +133,21 @@ def run_on_ray(
         concurrency: the number of actors (workers).
         num_cpus: CPUs reserved per actor; calls are I/O-bound, so less than one.
         rate_limit: one budget shared by every worker (:class:`ClusterRateLimit`).
-        retry: per-item retry policy; ``None`` never retries.
+        options: the :class:`KitOptions` every worker's kit runs with (e.g. a local
+            kit's ``kit.options``): retry policy, items in flight per block, clock;
+            ``progress`` and ``desc`` are the driver's bar. A ``RateLimit``, a
+            checkpoint or ``on_progress`` cannot work across processes and is refused.
+            Default: batchkit's defaults.
+        retry: per-item retry policy; ``None`` never retries. ``retry``,
+            ``max_concurrency``, ``progress`` and ``desc``, when given, replace the
+            same field of ``options``.
         max_concurrency: items in flight per block (batchkit's rules).
         output_path: write the rows to this file (``.jsonl`` / ``.parquet``, or
             ``format=``) as they arrive, instead of returning a Dataset. The file
             appears only when the run finishes (``<name>.partial`` until then).
         format: ``"jsonl"`` or ``"parquet"``; default: from ``output_path``'s suffix.
         progress: ``None`` shows the bar for 10+ items (or an unknown count).
-        desc: the bar's label.
+        desc: the bar's label (default ``"batchkit on ray"``).
 
     Returns:
         A materialised Ray ``Dataset`` of result rows (in completion order: sort or
@@ -149,11 +165,10 @@ def run_on_ray(
     check_int("batch_size", batch_size)
     check_int("concurrency", concurrency)
     check_number("num_cpus", num_cpus)
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
-    if progress is not None and not isinstance(progress, bool):
-        raise ConfigurationError(f"progress must be True, False or None, got {progress!r}")
-    max_concurrency = validate_max_concurrency(max_concurrency)
+    kit_options = worker_options(
+        options,
+        {"retry": retry, "max_concurrency": max_concurrency, "progress": progress, "desc": desc},
+    )
     if output_path is None and format is not None:
         raise ConfigurationError("format= applies to output_path=; pass both, or neither")
     output_format = format_for(output_path, format) if output_path is not None else None
@@ -180,8 +195,7 @@ def run_on_ray(
             "input_column": input_column,
             "id_column": id_column,
             "rate_limit": rate_limit,
-            "retry": retry,
-            "max_concurrency": max_concurrency,
+            "options": kit_options,
             "decode_input": decode,
         },
         batch_size=batch_size,
@@ -197,7 +211,8 @@ def run_on_ray(
         if output_path is not None and output_format is not None
         else None
     )
-    bar = BlockBar(total, show=progress, desc=desc)
+    desc_shown = _DEFAULT_DESC if kit_options.desc is None else kit_options.desc
+    bar = BlockBar(total, show=kit_options.progress, desc=desc_shown)
     # A derived Dataset shares its parent's context object: switch Ray Data's bars
     # off for this run only, and give the caller's Dataset its setting back.
     context = mapped.context
