@@ -30,6 +30,7 @@ from langchain_batchkit._microbatch import MicroBatcher
 from langchain_batchkit._options import KitOptions
 from langchain_batchkit._prices import Price
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
+from langchain_batchkit._reask import Reask
 from langchain_batchkit._results import (
     Attempt,
     BatchResult,
@@ -70,6 +71,7 @@ __all__ = [
     "ProgressEvent",
     "RateLimit",
     "RateLimitSettings",
+    "Reask",
     "RetryPolicy",
     "RootRunCounter",
     "RunReport",
