@@ -30,6 +30,7 @@ Two things the tap does so that every structured-output mode can be re-asked:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ from langchain_batchkit._validate import check_int
 
 __all__ = ["Reask", "ReaskState", "follow_up", "is_parse_error", "reask_chain", "with_state"]
 
+_NOISE = re.compile(r"\s*For (further information|troubleshooting),? visit")  # links, no help
 _STATE_KEY = "__batchkit_reask"  # "__": core keeps it out of the run's metadata
 _SHAPE = (
     "reask= needs a chain with one chat model step whose answer a later step parses, "
@@ -127,7 +129,9 @@ def is_parse_error(exc: BaseException) -> bool:
 
 def follow_up(answer: BaseMessage, exc: BaseException, max_chars: int) -> tuple[BaseMessage, ...]:
     """The messages a re-ask adds: the rejected answer, then the error it must fix."""
-    error = exception_message(exc)
+    error = "\n".join(
+        line for line in exception_message(exc).splitlines() if not _NOISE.match(line)
+    ).strip()
     if len(error) > max_chars:
         error = error[: max_chars - 1] + "…"
     ids = _call_ids(answer)
