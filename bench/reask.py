@@ -35,9 +35,14 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from langchain_batchkit import Reask, batchkit
-from langchain_batchkit.testing import FakeOpenAIServer, FakeServerConfig
+from langchain_batchkit.testing import FakeOpenAIServer, FakeServerConfig, ScriptedFault
 
-MISTAKES = ("missing_field", "wrong_type", "truncated_json", "text_before_json")
+MISTAKES: tuple[ScriptedFault, ...] = (
+    "missing_field",
+    "wrong_type",
+    "truncated_json",
+    "text_before_json",
+)
 
 
 class Person(BaseModel):
@@ -135,7 +140,7 @@ def main() -> None:
             with FakeOpenAIServer(_config(inputs, repeats)) as server:
                 valid = way(server, inputs, usage)
                 calls = server.stats().responses_by_status.get(200, 0)
-            totals = next(iter(usage.usage_metadata.values()), {})
+            totals: dict[str, Any] = dict(next(iter(usage.usage_metadata.values()), {}))
             print(
                 f"{name:<18}{valid:>8}{calls:>8}"
                 f"{totals.get('input_tokens', 0):>12}{totals.get('output_tokens', 0):>12}"
