@@ -33,6 +33,7 @@ from langchain_batchkit._microbatch import MicroBatcher
 from langchain_batchkit._options import KitOptions
 from langchain_batchkit._prices import Price
 from langchain_batchkit._progress import ProgressEvent, RootRunCounter
+from langchain_batchkit._reask import Reask
 from langchain_batchkit._results import (
     Attempt,
     BatchResult,
@@ -77,6 +78,7 @@ __all__ = [
     "ProgressEvent",
     "RateLimit",
     "RateLimitSettings",
+    "Reask",
     "RetryPolicy",
     "RootRunCounter",
     "RunReport",

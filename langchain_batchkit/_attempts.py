@@ -3,7 +3,9 @@
 Both drivers run an attempt the same way (call the chain, capture its output or
 error) and hand the outcome to :meth:`RunPlan.settle`, which decides without
 I/O: the item's final :class:`ItemResult`, or the seconds to wait before the
-next attempt (tenacity's strategies, see :meth:`RetryPolicy.decide`). A few
+next attempt (tenacity's strategies, see :meth:`RetryPolicy.decide`; a re-ask,
+see :mod:`._reask`, starts at once with the model's answer and its parse error
+added to the messages). A few
 errors say the whole run is wrong rather than the item (a keyword the chain
 rejects, an async-only chain on the sync path, an HTTP client bound to another
 event loop): they stop the run at once with one clear error instead of turning
@@ -37,6 +39,14 @@ from langchain_batchkit._errors import (
 )
 from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._prices import PriceBook
+from langchain_batchkit._reask import (
+    Reask,
+    ReaskState,
+    follow_up,
+    is_parse_error,
+    reask_chain,
+    with_state,
+)
 from langchain_batchkit._retry import RetryPolicy, status_code_of
 
 __all__ = ["ItemRun", "RunPlan", "run_stopper"]
@@ -58,6 +68,7 @@ class ItemRun(Generic[InputT, OutputT]):
         "key",
         "last_error",
         "not_before",
+        "reask",
         "retry_state",
         "run_manager",
         "seq",
@@ -82,6 +93,7 @@ class ItemRun(Generic[InputT, OutputT]):
         self.history: list[Attempt] = []
         self.last_error: ItemError | None = None
         self.retry_state: RetryCallState | None = None
+        self.reask: ReaskState | None = None
         self.run_manager: Any = None
         self.usage: UsageCollector | None = None
         self.usage_before: TokenUsage | None = None
@@ -106,13 +118,15 @@ class ItemRun(Generic[InputT, OutputT]):
         """Dollars of this item's model calls so far (``None``: not priced)."""
         return self.usage.cost if self.usage is not None else None
 
-    def retried(self, error: ItemError, now: float) -> None:
-        """Record the attempt that just ended with ``error`` as one that will be retried."""
+    def retried(self, error: ItemError, now: float, output: Any = None) -> None:
+        """Record the attempt that just ended with ``error`` as one that will be retried
+        (``output``: the answer it produced and that was rejected, if any)."""
         collected = self.usage.usage if self.usage is not None else None
         cost = self.cost
         self.history.append(
             Attempt(
                 error,
+                output=output,
                 usage=_usage_since(self.usage_before, collected),
                 cost=cost - (self.cost_before or 0.0) if cost is not None else None,
                 latency=now - self.attempt_started,
@@ -133,6 +147,8 @@ class RunPlan(Generic[InputT, OutputT]):
         name: the name of the kit's own run per item.
         observed: whether any callback handler watches chain runs: the kit's own
             run per item is created only then (nobody else could see it).
+        reask: re-ask answers that fail to parse (the chain is then called with a
+            tap on its model step, see :func:`reask_chain`).
     """
 
     __slots__ = (
@@ -148,6 +164,7 @@ class RunPlan(Generic[InputT, OutputT]):
         "observed",
         "policy",
         "prices",
+        "reask",
         "runnable",
     )
 
@@ -165,7 +182,12 @@ class RunPlan(Generic[InputT, OutputT]):
         budget: Budget | None = None,
         flex: Runnable[InputT, OutputT] | None = None,
         flex_deadline: float = 0.0,
+        reask: Reask | None = None,
     ) -> None:
+        if reask is not None:  # a chain that cannot be re-asked raises ConfigurationError
+            runnable = reask_chain(runnable)
+            flex = reask_chain(flex) if flex is not None else None
+        self.reask = reask
         self.runnable = runnable
         self.config_for = config_for
         self.kwargs = dict(kwargs)
@@ -194,8 +216,12 @@ class RunPlan(Generic[InputT, OutputT]):
     def new_item(
         self, seq: int, index: int, value: InputT, key: str | None
     ) -> ItemRun[InputT, OutputT]:
-        """A staged item, with its config built."""
-        return ItemRun(seq, index, value, key, self.config_for(index))
+        """A staged item, with its config built (carrying its re-ask state, if any)."""
+        item: ItemRun[InputT, OutputT] = ItemRun(seq, index, value, key, self.config_for(index))
+        if self.reask is not None:
+            item.reask = ReaskState()
+            item.config = with_state(item.config, item.reask)
+        return item
 
     def settle(
         self,
@@ -213,6 +239,7 @@ class RunPlan(Generic[InputT, OutputT]):
         """
         now = self.clock()
         collected = item.usage.usage if item.usage is not None else None
+        answer = item.reask.take() if item.reask is not None else None
         if exc is None:
             usage = collected or TokenUsage.from_output(output)
             return self._result(item, output, None, usage, now)
@@ -231,6 +258,8 @@ class RunPlan(Generic[InputT, OutputT]):
                 exception_traceback(exc),
             )
         error = ItemError.from_exception(exc)
+        if answer is not None and is_parse_error(exc):
+            return self._rejected(item, answer, exc, error, collected, now)
         delay: float | None = None
         if self.policy is not None:
             if item.retry_state is None:
@@ -241,6 +270,26 @@ class RunPlan(Generic[InputT, OutputT]):
         item.retried(error, now)
         item.not_before = now + delay
         return delay
+
+    def _rejected(
+        self,
+        item: ItemRun[InputT, OutputT],
+        answer: Any,
+        exc: Exception,
+        error: ItemError,
+        usage: TokenUsage | None,
+        now: float,
+    ) -> ItemResult[InputT, OutputT] | float:
+        """The model's answer failed to parse: re-ask at once, or end with the answer kept."""
+        assert self.reask is not None and item.reask is not None
+        state = item.reask
+        state.rejected += 1
+        if state.rejected >= self.reask.max_attempts:
+            return self._result(item, None, replace(error, output=answer), usage, now)
+        item.retried(error, now, output=answer)
+        state.extra += follow_up(answer, exc, self.reask.max_error_chars)
+        item.not_before = now
+        return 0.0
 
     def _result(
         self,

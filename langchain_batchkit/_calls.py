@@ -195,6 +195,7 @@ def _plan(
         budget=opts.budget,
         flex=with_service_tier(bound, "flex") if opts.flex else None,
         flex_deadline=opts.flex_deadline,
+        reask=opts.reask,
     )
 
 

@@ -51,6 +51,10 @@ class ItemError:
         exception: the live exception when this process captured it; not part of
             equality or the repr, and ``None`` after a round trip through a checkpoint
             or a pickle (its arguments and request headers can carry the API key).
+        output: the raw output of the attempt that ended with this error, when the
+            kit kept one: the model's last answer when re-asks (:class:`Reask`) ran
+            out, so nothing paid for is lost. Kept by checkpoints and pickles; not
+            part of equality or the repr.
     """
 
     type: str
@@ -58,6 +62,7 @@ class ItemError:
     traceback: str = ""
     module: str = ""
     exception: BaseException | None = field(default=None, compare=False, repr=False)
+    output: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ItemError:
@@ -77,23 +82,29 @@ class ItemError:
             exception=exc,
         )
 
-    def to_dict(self) -> dict[str, str]:
-        """The error as text fields (the live exception is not kept), for stores and exports."""
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        """The error as text fields (the live exception is not kept), for stores and
+        exports; a kept ``output`` is added in the tagged form the checkpoint uses."""
+        data: dict[str, Any] = {
             "type": self.type,
             "message": self.message,
             "traceback": self.traceback,
             "module": self.module,
         }
+        if self.output is not None:
+            data["output"] = encode_value(self.output)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ItemError:
-        """Read back what :meth:`to_dict` wrote (missing fields are empty)."""
+        """Read back what :meth:`to_dict` wrote (missing fields are empty; an output
+        that cannot be decoded now is kept as its JSON text, with a warning)."""
         return cls(
             type=str(data.get("type", "")),
             message=str(data.get("message", "")),
             traceback=str(data.get("traceback", "")),
             module=str(data.get("module", "")),
+            output=_decode_output(data.get("output"), lenient=True),
         )
 
     def __str__(self) -> str:
@@ -103,10 +114,10 @@ class ItemError:
         # One line: the traceback is on request (``.traceback``), not in every printout.
         return f"ItemError(type={self.type!r}, message={_one_line(self.message, 160)!r})"
 
-    def __reduce__(self) -> tuple[Callable[..., ItemError], tuple[str, str, str, str]]:
-        # Text only: the live exception (an openai error holds its request, and the
-        # request its ``authorization`` header) never reaches a pickle.
-        return ItemError, (self.type, self.message, self.traceback, self.module)
+    def __reduce__(self) -> tuple[Callable[..., ItemError], tuple[Any, ...]]:
+        # Text and the kept output only: the live exception (an openai error holds its
+        # request, and the request its ``authorization`` header) never reaches a pickle.
+        return ItemError, (self.type, self.message, self.traceback, self.module, None, self.output)
 
     def stand_in(self) -> RedactedError:
         """An exception of this error's type name and redacted message, to chain or raise."""
@@ -153,7 +164,8 @@ class Attempt:
         error: what the attempt ended with; ``None`` only for an attempt that
             produced an output which was then rejected (see ``output``).
         output: the raw output of an attempt that produced one but was not
-            accepted; ``None`` when the attempt raised.
+            accepted (the model's answer that a re-ask corrected, see
+            :class:`Reask`); ``None`` when the attempt raised before any.
         usage: the tokens that attempt's model calls reported, if any.
         cost: what the attempt cost in US dollars, when known.
         latency: seconds from the attempt's start to its end, not counting the

@@ -24,6 +24,7 @@ from langchain_batchkit._flex import DEFAULT_FLEX_DEADLINE
 from langchain_batchkit._limits import RateLimit
 from langchain_batchkit._prices import Price, PriceBook, as_price_book
 from langchain_batchkit._progress import ProgressCallback
+from langchain_batchkit._reask import Reask
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._validate import check_number
 
@@ -54,6 +55,8 @@ class KitOptions:
         flex: run the chain's OpenAI chat models on the flex tier (Batch-API prices).
         flex_deadline: seconds an item keeps retrying on flex before it falls back to
             the standard tier.
+        reask: a :class:`Reask`: an answer that fails to parse is sent back to the
+            model with the error (``None``: such an item fails at once).
     """
 
     max_concurrency: MaxConcurrency = "auto"
@@ -70,6 +73,7 @@ class KitOptions:
     prices: PriceBook | Mapping[str, Price] | None = None
     flex: bool = False
     flex_deadline: float = DEFAULT_FLEX_DEADLINE
+    reask: Reask | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_concurrency", validate_max_concurrency(self.max_concurrency))
@@ -113,6 +117,8 @@ class KitOptions:
         if not isinstance(self.flex, bool):
             raise ConfigurationError(f"flex must be True or False, got {self.flex!r}")
         check_number("flex_deadline", self.flex_deadline, minimum=0.0)
+        if self.reask is not None and not isinstance(self.reask, Reask):
+            raise ConfigurationError(f"reask must be a Reask or None, got {self.reask!r}")
 
     @property
     def price_book(self) -> PriceBook:

@@ -26,6 +26,7 @@ from langchain_batchkit._limits import RateLimit
 from langchain_batchkit._options import DEFAULT_RETRY, OPTION_NAMES, KitOptions
 from langchain_batchkit._prices import Price, PriceBook
 from langchain_batchkit._progress import ProgressCallback
+from langchain_batchkit._reask import Reask, reask_chain
 from langchain_batchkit._results import BatchResult, ItemResult
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._runs import INDEX_METADATA_KEY, Run
@@ -89,6 +90,8 @@ class BatchKit(
         self.last_run = None
         if options.retry is not None and options.retry.max_attempts > 1:
             _warn_about_sdk_retries(bound, options.retry)
+        if options.reask is not None:
+            reask_chain(bound)  # a chain that cannot be re-asked fails here, not per item
 
     # -- options (read-only) ---------------------------------------------------------------
 
@@ -336,6 +339,7 @@ def batchkit(
     prices: PriceBook | Mapping[str, Price] | None = None,
     flex: bool = False,
     flex_deadline: float = DEFAULT_FLEX_DEADLINE,
+    reask: Reask | None = None,
 ) -> BatchKit[InputT, OutputT]:
     """Wrap ``runnable`` so it runs safely over many inputs.
 
@@ -378,6 +382,12 @@ def batchkit(
             standard tier per item after ``flex_deadline`` seconds.
         flex_deadline: seconds from an item's first attempt until its retries run on
             the standard tier.
+        reask: a :class:`Reask`: when the model's answer fails to parse or validate
+            (``OutputParserException``, pydantic ``ValidationError``), send it back
+            with the error and ask again, up to ``Reask.max_attempts`` answers; each
+            rejected answer is kept in ``result.history``. The chain needs one chat
+            model step followed by its parser (``llm.with_structured_output(...)``),
+            else :class:`ConfigurationError` here.
 
     Returns:
         A :class:`BatchKit`; every option is also accepted per call
@@ -403,5 +413,6 @@ def batchkit(
         prices=prices,
         flex=flex,
         flex_deadline=flex_deadline,
+        reask=reask,
     )
     return BatchKit(runnable, options)

@@ -58,8 +58,9 @@ def step_sync(plan: RunPlan[InputT, OutputT], item: ItemRun[InputT, OutputT]) ->
         if manager is not None:
             _guard(manager.on_chain_error, stop)
         raise
-    if manager is not None:
-        _guard(*_closing_event(manager, item, verdict))
+    event = _closing_event(manager, item, verdict)
+    if event is not None:
+        _guard(*event)
     return verdict
 
 
@@ -87,8 +88,9 @@ async def step_async(
         if manager is not None:
             await _aguard(manager.on_chain_error, stop)
         raise
-    if manager is not None:
-        await _aguard(*_closing_event(manager, item, verdict))
+    event = _closing_event(manager, item, verdict)
+    if event is not None:
+        await _aguard(*event)
     return verdict
 
 
@@ -99,10 +101,16 @@ def _start_fields(plan: RunPlan[Any, Any], config: RunnableConfig) -> dict[str, 
 
 def _closing_event(
     manager: Any, item: ItemRun[Any, Any], verdict: Verdict[Any, Any]
-) -> tuple[Callable[..., Any], Any]:
-    """What to tell the item's run after an attempt: its end, or a retry."""
+) -> tuple[Callable[..., Any], Any] | None:
+    """What to tell the item's run after an attempt: its end, a retry, or nothing (no
+    run; or a re-ask, whose rejected answer is the last attempt's output: tenacity's
+    retry state says nothing about it)."""
+    if manager is None:
+        return None
     if isinstance(verdict, ItemResult):
         return manager.on_chain_end, verdict
+    if item.retry_state is None or (item.history and item.history[-1].output is not None):
+        return None
     return manager.on_retry, item.retry_state
 
 

@@ -697,6 +697,7 @@ def test_caption_images_passes_every_kit_option_to_its_kit(tmp_path: Path) -> No
         "prices": PriceBook({"m": Price(1.0, 1.0)}),
         "flex": True,
         "flex_deadline": 30.0,
+        "reask": None,
     }
     assert set(options) == OPTION_NAMES  # a new option needs a value here
 

@@ -95,6 +95,7 @@ def test_the_top_level_is_small() -> None:
         "ProgressEvent",
         "RateLimit",
         "RateLimitSettings",
+        "Reask",
         "RetryPolicy",
         "RootRunCounter",
         "RunReport",

@@ -13,9 +13,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from langchain_batchkit import _tokenize
-from langchain_batchkit.testing._fakeserver._config import FakeServerConfig, TokenCounting
+from langchain_batchkit.testing._fakeserver._config import (
+    BadAnswer,
+    FakeServerConfig,
+    TokenCounting,
+)
 from langchain_batchkit.testing._fakeserver._exchange import InvalidRequest
 from langchain_batchkit.testing._fakeserver._images import check_image_url
+from langchain_batchkit.testing._fakeserver._structured import (
+    Conversation,
+    StructuredSpec,
+    answer_object,
+    assistant_message,
+    call_arguments,
+    check_tool_messages,
+    conversation_of,
+    names_mistake,
+    spoil,
+    structured_spec,
+    tool_call,
+)
 
 __all__ = [
     "SERVICE_TIERS",
@@ -51,6 +68,8 @@ class ChatRequest:
     """The parts of a chat completion request the fake server acts on.
 
     ``service_tier`` is what the request asked for (``None`` when it did not say).
+    ``structured`` is the structured answer it asks for, if any, and ``conversation``
+    the parts a re-ask is judged by, when it ends with feedback on an answer.
     """
 
     model: str
@@ -61,6 +80,8 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     service_tier: str | None = None
+    structured: StructuredSpec | None = None
+    conversation: Conversation | None = None
 
     @property
     def flex(self) -> bool:
@@ -74,7 +95,10 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class ChatAnswer:
-    """The answer to one request, and what it costs against a token limit."""
+    """The answer to one request, and what it costs against a token limit.
+
+    With ``tool`` set, the answer is a call of that tool and ``text`` its arguments.
+    """
 
     text: str
     finish_reason: str
@@ -82,6 +106,7 @@ class ChatAnswer:
     completion_tokens: int
     cost: int
     cached_tokens: int = 0
+    tool: str | None = None
 
     @property
     def usage(self) -> dict[str, object]:
@@ -193,9 +218,18 @@ def parse_chat_payload(payload: object) -> ChatRequest:
                 f"'messages[{i}]' must be an object with a string 'role'.", param=f"messages[{i}]"
             )
         content = _message_content(message.get("content"), i)
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):  # the arguments an assistant sent back cost tokens too
+            arguments = tuple(call_arguments(call) for call in calls)
+            content = MessageContent(content.texts + arguments, content.images)
         contents.append(content)
         if message["role"] == "user":
             prompt = "\n".join(content.texts)
+    check_tool_messages(messages)
+    structured = structured_spec(payload)
+    conversation = conversation_of(messages) if structured is not None else None
+    if conversation is not None:
+        prompt = conversation.prompt
     max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -221,6 +255,8 @@ def parse_chat_payload(payload: object) -> ChatRequest:
         stream=stream,
         include_usage=include_usage,
         service_tier=service_tier,
+        structured=structured,
+        conversation=conversation,
     )
 
 
@@ -244,10 +280,24 @@ def check_service_tier(chat: ChatRequest, config: FakeServerConfig) -> None:
         )
 
 
-def compose_answer(chat: ChatRequest, config: FakeServerConfig) -> ChatAnswer:
-    """Build the answer with ``config.response_text`` (whose exceptions propagate)."""
+def compose_answer(
+    chat: ChatRequest, config: FakeServerConfig, mistake: BadAnswer | None = None
+) -> ChatAnswer:
+    """Build the answer with ``config.response_text`` (whose exceptions propagate).
+
+    With ``structured_answers``, a structured request gets a tool call or a JSON
+    object, with ``mistake`` made in it unless the request is a re-ask whose
+    feedback names the previous answer's mistake.
+    """
     tokenizer = config.tokenizer
     text = config.response_text(chat.prompt)
+    tool = None
+    if config.structured_answers and chat.structured is not None:
+        valid = answer_object(chat.structured, chat.prompt, text)
+        if chat.conversation is not None and names_mistake(chat.conversation, valid):
+            mistake = None
+        text = spoil(valid, mistake) if mistake is not None else json.dumps(valid)
+        tool = chat.structured.tool
     finish_reason = "stop"
     completion_tokens = count_completion(text, chat.model, tokenizer)
     if chat.max_tokens is not None and completion_tokens > chat.max_tokens:
@@ -261,6 +311,7 @@ def compose_answer(chat: ChatRequest, config: FakeServerConfig) -> ChatAnswer:
         completion_tokens=completion_tokens,
         cost=prompt_tokens + (chat.max_tokens or completion_tokens),
         cached_tokens=math.floor(prompt_tokens * config.cached_prompt_fraction),
+        tool=tool,
     )
 
 
@@ -278,7 +329,7 @@ def completion_object(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.text, "refusal": None},
+                "message": assistant_message(completion_id, answer.text, answer.tool),
                 "logprobs": None,
                 "finish_reason": answer.finish_reason,
             }
@@ -296,7 +347,7 @@ def stream_events(
 ) -> tuple[bytes, ...]:
     """The answer as server-sent ``chat.completion.chunk`` events, one per word, then [DONE]."""
 
-    def chunk(delta: Mapping[str, str], finish: str | None) -> dict[str, object]:
+    def chunk(delta: Mapping[str, object], finish: str | None) -> dict[str, object]:
         event: dict[str, object] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
@@ -313,9 +364,24 @@ def stream_events(
         return event
 
     events = [_sse(chunk({"role": "assistant", "content": ""}, None))]
-    events += [
-        _sse(chunk({"content": piece}, None)) for piece in re.findall(r"\s*\S+|\s+$", answer.text)
-    ]
+    if answer.tool is not None:
+        events.append(
+            _sse(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {"index": 0, **tool_call(completion_id, answer.tool, answer.text)}
+                        ]
+                    },
+                    None,
+                )
+            )
+        )
+    else:
+        events += [
+            _sse(chunk({"content": piece}, None))
+            for piece in re.findall(r"\s*\S+|\s+$", answer.text)
+        ]
     events.append(_sse(chunk({}, answer.finish_reason)))
     if chat.include_usage:
         events.append(

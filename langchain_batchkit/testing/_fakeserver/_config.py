@@ -12,8 +12,10 @@ from typing import Literal, get_args
 from langchain_batchkit._errors import ConfigurationError
 
 __all__ = [
+    "BAD_ANSWERS",
     "DEFAULT_MODELS",
     "EPSILON",
+    "BadAnswer",
     "FakeServerConfig",
     "LatencyDistribution",
     "RateLimitWindow",
@@ -27,7 +29,25 @@ LatencyDistribution = Literal["fixed", "lognormal", "pareto"]
 RateLimitWindow = Literal["sliding", "fixed"]
 """How the rate limit counts; see :attr:`FakeServerConfig.rate_limit_window`."""
 
-ScriptedFault = Literal["ok", "429", "500", "502", "503", "drop", "hang", "flex_unavailable"]
+BadAnswer = Literal["missing_field", "wrong_type", "truncated_json", "text_before_json"]
+"""A scripted mistake in a structured answer; see :attr:`FakeServerConfig.structured_answers`."""
+
+BAD_ANSWERS: tuple[BadAnswer, ...] = get_args(BadAnswer)
+
+ScriptedFault = Literal[
+    "ok",
+    "429",
+    "500",
+    "502",
+    "503",
+    "drop",
+    "hang",
+    "flex_unavailable",
+    "missing_field",
+    "wrong_type",
+    "truncated_json",
+    "text_before_json",
+]
 """What one attempt of a scripted prompt meets; see :attr:`FakeServerConfig.script`."""
 
 TokenCounting = Literal["chars", "model"]
@@ -180,12 +200,27 @@ class FakeServerConfig:
             flex meeting that step is answered normally (the default tier has
             capacity). Once the steps run out the prompt is treated normally (random
             faults included). A scripted ``"429"`` is a synthetic fault with
-            ``Retry-After: scripted_retry_after``.
+            ``Retry-After: scripted_retry_after``. The steps ``"missing_field"``,
+            ``"wrong_type"``, ``"truncated_json"`` and ``"text_before_json"`` answer a
+            structured request (with ``structured_answers``) with that mistake, and
+            any other request normally; a re-ask whose feedback names the previous
+            answer's mistake is answered validly instead (see ``structured_answers``).
         scripted_retry_after: ``Retry-After`` seconds sent with scripted 429s.
         clock: monotonic seconds for the rate limiter, the admission timestamps and
             the Batch API's timeline (its Unix timestamps move with it).
         response_text: builds the answer from the last user text; the default echoes
             it (``"echo: <text>"``), so each item can be checked to get *its* answer.
+        structured_answers: answer a request that forces a tool with a call of that
+            tool, and one asking for ``response_format`` ``json_schema`` or
+            ``json_object`` with a JSON object: ``response_text(prompt)`` when that is
+            a JSON object's text, else an object built from the schema (strings echo
+            the prompt, integers are its length). The prompt of a re-ask (a
+            conversation ending with an assistant answer, then tool or user
+            messages) is the user text before that answer. Off by default: such
+            requests get ``response_text`` as plain content. Whatever this says, an
+            assistant message with ``tool_calls`` must be followed by a tool message
+            per call id (and a tool message must answer one), else HTTP 400, as
+            OpenAI rules.
         models: the ids ``GET /v1/models`` lists (chat accepts and echoes any model).
         max_body_bytes: larger request bodies (file uploads included) get HTTP 413.
         flex_latency_factor: a flex request's latency is the drawn latency times this
@@ -259,6 +294,7 @@ class FakeServerConfig:
     scripted_retry_after: float = 0.0
     clock: Callable[[], float] = time.monotonic
     response_text: Callable[[str], str] = _echo
+    structured_answers: bool = False
     models: tuple[str, ...] = DEFAULT_MODELS
     max_body_bytes: int = 32 * 1024 * 1024
     flex_latency_factor: float = 3.0
@@ -316,6 +352,15 @@ class FakeServerConfig:
         _check_real("scripted_retry_after", self.scripted_retry_after)
         if not callable(self.clock):
             raise _bad("clock", "a callable returning seconds", self.clock)
+        if not isinstance(self.structured_answers, bool):
+            raise _bad("structured_answers", "a bool", self.structured_answers)
+        mistakes = sorted({s for steps in self.script.values() for s in steps} & set(BAD_ANSWERS))
+        if mistakes and not self.structured_answers:
+            raise _bad(
+                "structured_answers",
+                f"True for the scripted structured mistakes {mistakes}",
+                self.structured_answers,
+            )
         if not callable(self.response_text):
             raise _bad("response_text", "a callable taking the prompt text", self.response_text)
         if (

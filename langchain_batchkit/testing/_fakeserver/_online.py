@@ -2,7 +2,8 @@
 
 Every chat request meets these decisions in this order:
 
-1. the body is validated (JSON, ``messages``, image parts, ``service_tier``) → 400;
+1. the body is validated (JSON, ``messages``, image parts, ``service_tier``, tool
+   messages answering each tool call) → 400;
 2. ``reject_prompts``, and flex for a model in ``flex_unsupported_models`` → 400,
    every time;
 3. a flex request only: no flex capacity (a scripted ``"flex_unavailable"`` step,
@@ -13,7 +14,8 @@ Every chat request meets these decisions in this order:
    draw from the seeded RNG (``error_rate_5xx``, ``drop_rate``, ``hang_rate``);
 6. latency (drops and hangs skip it; flex multiplies it by
    ``flex_latency_factor``), then the fault's response or the answer (JSON, or
-   server-sent events when ``"stream": true``), which names the tier that served it.
+   server-sent events when ``"stream": true``), which names the tier that served it;
+   a scripted mistake (``"missing_field"``, ...) spoils a structured answer.
 
 An embeddings request meets the same steps (no flex): 400s for its body and the
 API's request limits (:mod:`._embeddings`), ``reject_prompts`` against any input,
@@ -35,7 +37,7 @@ from langchain_batchkit.testing._fakeserver._chat import (
     parse_chat_body,
     stream_events,
 )
-from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
+from langchain_batchkit.testing._fakeserver._config import BAD_ANSWERS, FakeServerConfig
 from langchain_batchkit.testing._fakeserver._embeddings import (
     check_inputs_not_rejected,
     embedding_object,
@@ -179,6 +181,8 @@ class OnlineEndpoints:
         failed = _fault_response(fault, chat.model, headers, config)
         if failed is not None:
             return failed
+        if fault in BAD_ANSWERS:
+            answer = compose_answer(chat, config, mistake=fault)  # type: ignore[arg-type]
         self._counters.record_answer(chat.prompt)
         completion_id = f"chatcmpl-fake{next(self._ids):08d}"
         created = int(time.time())
