@@ -27,7 +27,8 @@ from collections.abc import Iterator
 
 from langchain_openai import OpenAIEmbeddings
 
-from langchain_batchkit import EmbedLimits, RateLimit, embed_texts
+from langchain_batchkit import RateLimit, embed_texts
+from langchain_batchkit.embeddings import EmbedLimits
 from langchain_batchkit.testing import FakeOpenAIServer, FakeServerConfig
 
 

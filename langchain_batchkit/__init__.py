@@ -7,7 +7,7 @@ Example:
 
 The course-table sizing helpers live in :mod:`langchain_batchkit.sizing`, the
 whole exception tree in :mod:`langchain_batchkit.errors`, prices and estimates in
-:mod:`langchain_batchkit.costs`.
+:mod:`langchain_batchkit.costs`, the embeddings types in :mod:`langchain_batchkit.embeddings`.
 """
 
 from langchain_batchkit._batch_api import BatchAPIOptions, BatchAPIRunner
@@ -15,10 +15,8 @@ from langchain_batchkit._budget import Budget
 from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
 from langchain_batchkit._deprecation import deprecated_names as _deprecated_names
-from langchain_batchkit._embed import EmbedReport, aembed_texts, embed_texts
-from langchain_batchkit._embed_paced import PacedEmbeddings, paced_embeddings
-from langchain_batchkit._embed_pack import EmbedLimits
-from langchain_batchkit._embed_store import EmbeddingStore
+from langchain_batchkit._embed import aembed_texts, embed_texts
+from langchain_batchkit._embed_paced import paced_embeddings
 from langchain_batchkit._errors import (
     BatchFailedError,
     BatchKitError,
@@ -63,9 +61,6 @@ __all__ = [
     "CheckpointError",
     "Clock",
     "ConfigurationError",
-    "EmbedLimits",
-    "EmbedReport",
-    "EmbeddingStore",
     "EventLoopMismatchError",
     "InputSourceError",
     "ItemError",
@@ -73,7 +68,6 @@ __all__ = [
     "KitOptions",
     "LimiterStats",
     "MicroBatcher",
-    "PacedEmbeddings",
     "Price",
     "ProgressEvent",
     "RateLimit",

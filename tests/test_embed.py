@@ -21,15 +21,13 @@ from langchain_openai import OpenAIEmbeddings
 
 from langchain_batchkit import (
     CheckpointError,
-    EmbeddingStore,
-    EmbedLimits,
-    EmbedReport,
     RateLimit,
     RetryPolicy,
     aembed_texts,
     embed_texts,
     paced_embeddings,
 )
+from langchain_batchkit.embeddings import EmbeddingStore, EmbedLimits, EmbedReport
 from langchain_batchkit.testing import FakeClock, FakeOpenAIServer, FakeServerConfig
 from langchain_batchkit.testing._fakeserver._embeddings import fake_vector
 from langchain_batchkit.testing.pytest_plugin import FakeServerFactory
