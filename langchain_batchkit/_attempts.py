@@ -26,7 +26,6 @@ from tenacity import RetryCallState
 from langchain_batchkit._budget import Budget
 from langchain_batchkit._callbacks import UsageCollector, with_handler
 from langchain_batchkit._clock import Clock
-from langchain_batchkit._costs import CostMeter
 from langchain_batchkit._errors import (
     BudgetExceededError,
     RedactedError,
@@ -100,7 +99,7 @@ class ItemRun(Generic[InputT, OutputT]):
         """Count one more attempt; return the config the chain is called with."""
         if self.attempts == 0:
             self.started = now
-            self.usage = UsageCollector(CostMeter(prices) if prices is not None else None)
+            self.usage = UsageCollector(prices)
             self.config = with_handler(self.config, self.usage, first=True)
         elif self.retry_state is not None and self.retry_state.outcome is not None:
             self.retry_state.prepare_for_next_attempt()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
@@ -11,6 +12,7 @@ from langchain_core.outputs import LLMResult
 from langchain_core.runnables import RunnableConfig
 
 from langchain_batchkit._costs import CostMeter
+from langchain_batchkit._prices import PriceBook
 from langchain_batchkit._results import TokenUsage
 
 __all__ = ["ModelEventsOnly", "UsageCollector", "usage_of_response", "with_handler"]
@@ -95,6 +97,10 @@ class ModelEventsOnly(BaseCallbackHandler):
         return None
 
 
+#: Guards the lazy creation of an item's cost meter (model calls may start in threads).
+_METER_LOCK = threading.Lock()
+
+
 class UsageCollector(ModelEventsOnly):
     """Sums the token usage (and, with a meter, the cost) of every model call made
     for one item, at any depth.
@@ -104,11 +110,20 @@ class UsageCollector(ModelEventsOnly):
     """
 
     run_inline = True
-    __slots__ = ("meter", "usage")
+    __slots__ = ("_book", "_lock", "meter", "usage")
 
-    def __init__(self, meter: CostMeter | None = None) -> None:
+    def __init__(self, prices: PriceBook | None = None) -> None:
         self.usage: TokenUsage | None = None
-        self.meter = meter
+        self.meter: CostMeter | None = None  # made at the first model call (most steps make none)
+        self._book = prices
+        self._lock = _METER_LOCK
+
+    def _meter(self) -> CostMeter | None:
+        if self.meter is None and self._book is not None:
+            with self._lock:
+                if self.meter is None:
+                    self.meter = CostMeter(self._book)
+        return self.meter
 
     @property
     def cost(self) -> float | None:
@@ -119,13 +134,15 @@ class UsageCollector(ModelEventsOnly):
         self, serialized: dict[str, Any], messages: list[list[Any]], **kwargs: Any
     ) -> Any:
         """Note the model and tier asked for (the price falls back to them)."""
-        if self.meter is not None and "run_id" in kwargs:
-            self.meter.started(kwargs["run_id"], kwargs)
+        meter = self._meter()
+        if meter is not None and "run_id" in kwargs:
+            meter.started(kwargs["run_id"], kwargs)
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], **kwargs: Any) -> Any:
         """Note a completion model's name."""
-        if self.meter is not None and "run_id" in kwargs:
-            self.meter.started(kwargs["run_id"], kwargs)
+        meter = self._meter()
+        if meter is not None and "run_id" in kwargs:
+            meter.started(kwargs["run_id"], kwargs)
 
     def on_llm_end(
         self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -134,8 +151,9 @@ class UsageCollector(ModelEventsOnly):
         usage = usage_of_response(response)
         if usage is not None:
             self.usage = usage if self.usage is None else self.usage + usage
-        if self.meter is not None:
-            self.meter.ended(run_id, response)
+        meter = self._meter()
+        if meter is not None:
+            meter.ended(run_id, response)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Forget a call that failed (nothing to price)."""
