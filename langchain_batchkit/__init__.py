@@ -16,6 +16,7 @@ from langchain_batchkit._checkpoint import Checkpoint
 from langchain_batchkit._clock import Clock
 from langchain_batchkit._deprecation import deprecated_names as _deprecated_names
 from langchain_batchkit._embed import EmbedReport, aembed_texts, embed_texts
+from langchain_batchkit._embed_batch import BatchEmbeddings
 from langchain_batchkit._embed_paced import PacedEmbeddings, paced_embeddings
 from langchain_batchkit._embed_pack import EmbedLimits
 from langchain_batchkit._embed_store import EmbeddingStore
@@ -53,6 +54,7 @@ __all__ = [
     "Attempt",
     "BatchAPIOptions",
     "BatchAPIRunner",
+    "BatchEmbeddings",
     "BatchFailedError",
     "BatchKit",
     "BatchKitError",

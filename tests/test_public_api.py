@@ -70,6 +70,7 @@ def test_the_top_level_is_small() -> None:
         "Attempt",
         "BatchAPIOptions",
         "BatchAPIRunner",
+        "BatchEmbeddings",
         "BatchFailedError",
         "BatchKit",
         "BatchKitError",
