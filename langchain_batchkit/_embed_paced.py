@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from uuid import uuid4
 
 from langchain_core.embeddings import Embeddings
 
 from langchain_batchkit import _tokenize
-from langchain_batchkit._embed_pack import EmbedLimits
+from langchain_batchkit._embed_pack import EmbedLimits, fit_text
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._limits import RateLimit
+from langchain_batchkit._retry import is_transient
 
 __all__ = [
     "PacedEmbeddings",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 Vectors = list[list[float]]
+#: One vector or one error per text, in order (what a MicroBatcher hands its callers).
+Each = list[list[float] | Exception]
 
 #: Vectors already computed for texts a vector store is about to embed again.
 _HANDOVER: ContextVar[Mapping[str, list[float]] | None] = ContextVar(
@@ -175,6 +178,75 @@ class PacedEmbeddings(Embeddings):
             out += await acall_paced(self.embeddings, self.rate_limit, group, tokens)
         return out
 
+    def embed_each(self, texts: list[str]) -> Each:
+        """Embed ``texts``, paced, with a vector *or an error* per text.
+
+        The batch function of a :class:`~langchain_batchkit.MicroBatcher` whose callers
+        each send one text: a text that is empty or over the model's input limit gets
+        its own error without a request, and a request the provider refuses for good
+        (a 400) is split in halves until the texts that fail it are found, so one bad
+        text never fails its neighbours. A transient error (429, 5xx) fails every text
+        of its request: the callers retry.
+
+        Example:
+            >>> batcher = MicroBatcher(paced.aembed_each, max_batch_size=256)  # doctest: +SKIP
+            >>> vector = await batcher.ainvoke("one text")                     # doctest: +SKIP
+        """
+        out, sendable, texts = self._checked_texts(texts)
+        for group, _ in self._requests([texts[i] for i in sendable]):
+            positions, sendable = sendable[: len(group)], sendable[len(group) :]
+            self._settle_each(out, positions, texts, self.embed_documents)
+        return out
+
+    async def aembed_each(self, texts: list[str]) -> Each:
+        """The async twin of :meth:`embed_each`."""
+        out, sendable, texts = self._checked_texts(texts)
+        for group, _ in self._requests([texts[i] for i in sendable]):
+            positions, sendable = sendable[: len(group)], sendable[len(group) :]
+            halves = [positions]
+            while halves:
+                part = halves.pop()
+                try:
+                    vectors = await self.aembed_documents([texts[i] for i in part])
+                except Exception as exc:
+                    halves += _split_or_fail(out, part, exc)
+                    continue
+                for i, vector in zip(part, vectors, strict=True):
+                    out[i] = vector
+        return out
+
+    def _checked_texts(self, texts: list[str]) -> tuple[Each, list[int], list[str]]:
+        """A slot per text (its error when it cannot be sent), the positions to send,
+        and the texts as sent (cut to fit when ``limits.too_long == "truncate"``)."""
+        out: Each = [ValueError("not embedded")] * len(texts)
+        sendable, fitted_texts = [], list(texts)
+        for i, text in enumerate(texts):
+            fitted = fit_text(text, self.model, self.limits) if isinstance(text, str) else None
+            if isinstance(fitted, tuple):
+                sendable.append(i)
+                fitted_texts[i] = fitted[0]
+            else:
+                out[i] = ValueError(f"cannot embed this text: {fitted or 'it is not a str'}")
+        return out, sendable, fitted_texts
+
+    def _settle_each(
+        self,
+        out: Each,
+        positions: list[int],
+        texts: list[str],
+        embed: Callable[[list[str]], Vectors],
+    ) -> None:
+        halves = [positions]
+        while halves:
+            part = halves.pop()
+            try:
+                vectors = embed([texts[i] for i in part])
+            except Exception as exc:
+                halves += _split_or_fail(out, part, exc)
+                continue
+            for i, vector in zip(part, vectors, strict=True):
+                out[i] = vector
+
     def embed_query(self, text: str) -> list[float]:
         """Embed one query, paced (through the model's own ``embed_query``)."""
         tokens = self._count(text)
@@ -231,6 +303,16 @@ class PacedEmbeddings(Embeddings):
         if known is None or not all(t in known for t in texts):
             return None
         return [known[t] for t in texts]
+
+
+def _split_or_fail(out: Each, part: list[int], exc: Exception) -> list[list[int]]:
+    """The halves of a refused request to send again, or its texts failed with ``exc``."""
+    if len(part) > 1 and not is_transient(exc):
+        half = len(part) // 2
+        return [part[half:], part[:half]]
+    for i in part:
+        out[i] = exc
+    return []
 
 
 def paced_embeddings(

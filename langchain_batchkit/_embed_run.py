@@ -29,7 +29,15 @@ from langchain_batchkit._prices import CallUsage, PriceBook
 from langchain_batchkit._progress import ProgressReporter
 from langchain_batchkit._retry import RetryPolicy
 
-__all__ = ["AddBatch", "EmbedFailure", "EmbedRun", "Request", "RunCounts"]
+__all__ = [
+    "AddBatch",
+    "EmbedFailure",
+    "EmbedRun",
+    "Request",
+    "RunCounts",
+    "key_or_index",
+    "piece_of",
+]
 
 _READ_CHUNK = 512  # inputs read (and looked up in the store) at a time
 
@@ -179,28 +187,10 @@ class EmbedRun:
         self._fail(failures)
 
     def _piece(self, index: int, record: Any) -> Piece:
-        key = str(self._key(record)) if self._key is not None else str(index)
-        if self._text is not None:
-            text = self._text(record)
-        elif isinstance(record, str):
-            text = record
-        elif isinstance(record, Document):
-            text = record.page_content
-        elif isinstance(record, Mapping) and isinstance(record.get("text"), str):
-            text = record["text"]
-        else:
-            raise TypeError(
-                f"cannot find the text in a {type(record).__name__}: pass text=<record -> str>"
-            )
-        if not isinstance(text, str):
-            raise TypeError(f"text= returned a {type(text).__name__}, not a str")
-        return Piece(index, key, text, 0, _metadata(record) if self._into else None)
+        return piece_of(index, record, key=self._key, text=self._text, metadata=self._into)
 
     def _key_or_index(self, index: int, record: Any) -> str:
-        try:
-            return str(self._key(record)) if self._key is not None else str(index)
-        except Exception:
-            return str(index)
+        return key_or_index(index, record, self._key)
 
     def _resume(self, resumed: list[Piece], done: Mapping[str, bool]) -> None:
         if not resumed:
@@ -296,6 +286,45 @@ class EmbedRun:
         """The vector store has ``batch``: a resumed run must not add it again."""
         self._store.mark_added(batch.keys)
         self.counts.added += len(batch.keys)
+
+
+def piece_of(
+    index: int,
+    record: Any,
+    *,
+    key: Callable[[Any], object] | None,
+    text: Callable[[Any], str] | None,
+    metadata: bool,
+) -> Piece:
+    """The input ``record`` at ``index`` as a :class:`Piece` (its tokens not counted yet).
+
+    Raises:
+        TypeError: the record's text cannot be found, or ``text=`` returned no str.
+    """
+    name = str(key(record)) if key is not None else str(index)
+    if text is not None:
+        found: object = text(record)
+    elif isinstance(record, str):
+        found = record
+    elif isinstance(record, Document):
+        found = record.page_content
+    elif isinstance(record, Mapping) and isinstance(record.get("text"), str):
+        found = record["text"]
+    else:
+        raise TypeError(
+            f"cannot find the text in a {type(record).__name__}: pass text=<record -> str>"
+        )
+    if not isinstance(found, str):
+        raise TypeError(f"text= returned a {type(found).__name__}, not a str")
+    return Piece(index, name, found, 0, _metadata(record) if metadata else None)
+
+
+def key_or_index(index: int, record: Any, key: Callable[[Any], object] | None) -> str:
+    """The record's key, or its index when there is no key function or it fails."""
+    try:
+        return str(key(record)) if key is not None else str(index)
+    except Exception:
+        return str(index)
 
 
 def _replace(piece: Piece, text: str, tokens: int) -> Piece:

@@ -529,7 +529,7 @@ def test_create_refuses_bad_parameters(
         )
     with pytest.raises(openai.BadRequestError, match="endpoint") as caught:
         client.batches.create(
-            input_file_id=batch_file.id, endpoint="/v1/embeddings", completion_window="24h"
+            input_file_id=batch_file.id, endpoint="/v1/responses", completion_window="24h"
         )
     assert caught.value.param == "endpoint"
     with pytest.raises(openai.BadRequestError, match="metadata"):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 from openai.types import Batch
 
@@ -27,18 +27,36 @@ from langchain_batchkit._batch_api._errors import (
 )
 from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._provider import OpenAIBatches
-from langchain_batchkit._batch_api._requests import PreparedRequest, plan_jobs, request_line
-from langchain_batchkit._batch_api._responses import LineOutcome, parse_lines
+from langchain_batchkit._batch_api._requests import (
+    ENDPOINT,
+    PreparedRequest,
+    plan_jobs,
+    request_line,
+)
+from langchain_batchkit._batch_api._responses import (
+    LineOutcome,
+    body_of,
+    line_errors,
+    not_run,
+    parse_lines,
+)
 from langchain_batchkit._batch_api._state import FINAL_STATUSES, ItemState, JobState
 from langchain_batchkit._batch_api._store import JobStore
 from langchain_batchkit._errors import redact_secrets
 from langchain_batchkit._retry import is_transient
 
-__all__ = ["JobLoop"]
+__all__ = ["AnswerSink", "JobLoop"]
 
 logger = logging.getLogger(__name__)
 
 _SHOWN = 20  # item indices named in a log line at most
+
+#: Takes a collected job's answer bodies by item index, before the state file records
+#: them, and says what the file keeps of each: a (smaller) body, or an exception that
+#: fails that item. Embeddings put their vectors in their own store this way.
+AnswerSink: TypeAlias = Callable[
+    [Mapping[int, Mapping[str, Any]]], Mapping[int, "dict[str, Any] | Exception"]
+]
 
 
 class JobLoop:
@@ -54,17 +72,21 @@ class JobLoop:
         options: limits, polling and resubmission.
         live: provider ids of jobs running now, shared with ``cancel()``.
         cancelled: tells whether ``cancel()`` was called (no new job is created then).
+        endpoint: the URL of every request line and job.
+        sink: what is kept of answers (default: the bodies, whole).
     """
 
     __slots__ = (
         "_api",
         "_cancelled",
+        "_endpoint",
         "_items",
         "_jobs",
         "_live",
         "_options",
         "_requests",
         "_run_id",
+        "_sink",
         "_store",
     )
 
@@ -80,6 +102,8 @@ class JobLoop:
         options: BatchAPIOptions,
         live: set[str],
         cancelled: Callable[[], bool],
+        endpoint: str = ENDPOINT,
+        sink: AnswerSink | None = None,
     ) -> None:
         self._run_id = run_id
         self._items = items
@@ -90,6 +114,8 @@ class JobLoop:
         self._options = options
         self._live = live
         self._cancelled = cancelled
+        self._endpoint = endpoint
+        self._sink = sink
 
     async def drive(self) -> None:
         """Run until no item is pending and no job is running."""
@@ -140,7 +166,10 @@ class JobLoop:
             self._store.save(items=pending)
             return True
         by_id = {f"{s.index}-{s.submissions + 1}": s for s in pending}
-        sizes = [(cid, len(request_line(cid, self._requests[s.index]))) for cid, s in by_id.items()]
+        sizes = [
+            (cid, len(request_line(cid, self._requests[s.index], self._endpoint)))
+            for cid, s in by_id.items()
+        ]
         planned, too_large = plan_jobs(
             sizes,
             max_requests=self._options.max_requests_per_job,
@@ -175,7 +204,7 @@ class JobLoop:
 
     def _input_file(self, job: JobState) -> bytes:
         return b"".join(
-            request_line(cid, self._requests[idx])
+            request_line(cid, self._requests[idx], self._endpoint)
             for cid, idx in job.members.items()
             if idx in self._requests
         )
@@ -196,6 +225,7 @@ class JobLoop:
                 job.input_file_id,
                 window=self._options.completion_window,
                 metadata=self._metadata(job),
+                endpoint=self._endpoint,
             )
         except Exception as exc:
             found = await self._created_anyway(job, exc)
@@ -290,23 +320,36 @@ class JobLoop:
                 return
             self._settle_all(job, exc)
             return
-        line_errors = _line_errors(batch)
+        errors_by_line = line_errors(batch)
         now = self._options.timer()
         settled: list[ItemState] = []
         unfinished: list[int] = []
         ok = 0
+        carried = {
+            cid: idx
+            for cid, idx in job.members.items()
+            if (state := self._items.get(idx)) is not None
+            and state.status == "submitted"
+            and state.job == job.key
+        }
+        kept = self._keep(
+            {idx: body for cid, idx in carried.items() if (body := body_of(outcomes.get(cid)))}
+        )
         for line, (cid, idx) in enumerate(job.members.items(), start=1):
-            state = self._items.get(idx)
-            if state is None or state.status != "submitted" or state.job != job.key:
+            if cid not in carried:
                 continue
+            state = self._items[idx]
             outcome = outcomes.pop(cid) if cid in outcomes else None
-            if outcome is not None and outcome.body is not None:
-                state.succeed(dict(outcome.body), now)
+            answer = kept.get(idx)
+            if isinstance(answer, dict):
+                state.succeed(answer, now)
                 ok += 1
             else:
-                error = outcome.error if outcome is not None else None
+                error: Exception | None = answer
+                if error is None and outcome is not None:
+                    error = outcome.error
                 if error is None:
-                    error = _not_run(batch, line, line_errors)
+                    error = not_run(batch, line, errors_by_line)
                 if isinstance(error, BatchJobUnfinishedError):
                     unfinished.append(idx)
                 state.fail(error, max_resubmits=self._options.max_resubmits, now=now)
@@ -339,6 +382,14 @@ class JobLoop:
                 " ..." if len(unfinished) > _SHOWN else "",
             )
 
+    def _keep(
+        self, answers: Mapping[int, Mapping[str, Any]]
+    ) -> Mapping[int, dict[str, Any] | Exception]:
+        """What the state file keeps of each answer (the sink's say, or the body)."""
+        if self._sink is None or not answers:
+            return {idx: dict(body) for idx, body in answers.items()}
+        return self._sink(answers)
+
     def _settle_all(self, job: JobState, exc: Exception) -> None:
         """Fail every item the job still carries with ``exc``; the job is done with."""
         now = self._options.timer()
@@ -352,31 +403,3 @@ class JobLoop:
         self._store.save(jobs=[job], items=settled)
         if job.batch_id is not None:
             self._live.discard(job.batch_id)
-
-
-def _line_errors(batch: Batch) -> dict[int | None, tuple[str | None, str]]:
-    """A failed job's validation errors: line number (or None) -> (code, message)."""
-    errors: dict[int | None, tuple[str | None, str]] = {}
-    data: Any = batch.errors.data if batch.errors is not None else None
-    for entry in data or ():
-        errors.setdefault(entry.line, (entry.code, entry.message or entry.code or "invalid"))
-    return errors
-
-
-def _not_run(
-    batch: Batch, line: int, line_errors: Mapping[int | None, tuple[str | None, str]]
-) -> Exception:
-    """The error of an item its finished job has no result line for."""
-    if batch.status == "failed" and line in line_errors:
-        code, message = line_errors[line]
-        return BatchRequestError(
-            f"job {batch.id} refused this request: {message}", code=code, batch_id=batch.id
-        )
-    reason = ""
-    if batch.status == "failed" and line_errors:
-        reason = ": " + "; ".join(message for _, message in list(line_errors.values())[:3])
-    return BatchJobUnfinishedError(
-        f"job {batch.id} ended {batch.status} before this request ran{reason}",
-        status=batch.status,
-        batch_id=batch.id,
-    )

@@ -46,8 +46,17 @@ class OpenAIBatches:
                 own ``http_async_client``, bound to the caller's loop, is never used: a
                 fresh default one is made (its proxy or TLS settings do not apply).
         """
-        root: openai.AsyncOpenAI = model.root_async_client
-        if model.http_async_client is not None and not private_loop:
+        return cls.for_client(
+            model.root_async_client, model.http_async_client, private_loop=private_loop
+        )
+
+    @classmethod
+    def for_client(
+        cls, root: openai.AsyncOpenAI, http_async_client: object, *, private_loop: bool = False
+    ) -> OpenAIBatches:
+        """:meth:`for_model` from a model's client and its own ``http_async_client``
+        (``OpenAIEmbeddings`` keeps them as ``ChatOpenAI`` does, under other names)."""
+        if http_async_client is not None and not private_loop:
             return cls(root, owned=False)
         return cls(root.copy(http_client=openai.DefaultAsyncHttpxClient()), owned=True)
 
@@ -63,11 +72,16 @@ class OpenAIBatches:
         return uploaded.id
 
     async def create(
-        self, input_file_id: str, *, window: str, metadata: Mapping[str, str]
+        self,
+        input_file_id: str,
+        *,
+        window: str,
+        metadata: Mapping[str, str],
+        endpoint: str = ENDPOINT,
     ) -> Batch:
         return await self._client.batches.create(
             input_file_id=input_file_id,
-            endpoint=ENDPOINT,
+            endpoint=endpoint,  # type: ignore[arg-type]
             completion_window=window,  # type: ignore[arg-type]
             metadata=dict(metadata),
         )

@@ -19,7 +19,7 @@ from langchain_batchkit._batch_api._chain import ChainParts
 
 __all__ = ["ENDPOINT", "PreparedRequest", "RequestBuilder", "plan_jobs", "request_line"]
 
-#: The one endpoint the runner sends batches to.
+#: The endpoint of a chat model's batches (embeddings go to ``/v1/embeddings``).
 ENDPOINT: Final = "/v1/chat/completions"
 
 #: Options the SDK takes besides the body (or that only make sense online).
@@ -90,15 +90,15 @@ def _response_format_param(schema: type) -> Any:
     return type_to_response_format_param(schema)
 
 
-def request_line(custom_id: str, request: PreparedRequest) -> bytes:
-    """One JSONL line (with its newline) of a job's input file.
+def request_line(custom_id: str, request: PreparedRequest, endpoint: str = ENDPOINT) -> bytes:
+    """One JSONL line (with its newline) of a job's input file, for ``endpoint``.
 
     Example:
         >>> request_line("7-1", PreparedRequest('{"model":"m"}', "d"))
         b'{"custom_id":"7-1","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\\n'
     """
     head = json.dumps(custom_id, ensure_ascii=False)
-    line = f'{{"custom_id":{head},"method":"POST","url":"{ENDPOINT}","body":{request.body_json}}}\n'
+    line = f'{{"custom_id":{head},"method":"POST","url":"{endpoint}","body":{request.body_json}}}\n'
     return line.encode()
 
 

@@ -17,11 +17,19 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
+from openai.types import Batch
 
 from langchain_batchkit._batch_api._errors import BatchJobUnfinishedError, BatchRequestError
 from langchain_batchkit._batch_api._requests import RequestBuilder
 
-__all__ = ["LineOutcome", "message_from_body", "parse_lines"]
+__all__ = [
+    "LineOutcome",
+    "body_of",
+    "line_errors",
+    "message_from_body",
+    "not_run",
+    "parse_lines",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +136,36 @@ def message_from_body(
         **message.response_metadata,
     }
     return message
+
+
+def body_of(outcome: LineOutcome | None) -> Mapping[str, Any] | None:
+    """The answer body of a line, if it has one."""
+    return outcome.body if outcome is not None else None
+
+
+def line_errors(batch: Batch) -> dict[int | None, tuple[str | None, str]]:
+    """A failed job's validation errors: line number (or None) -> (code, message)."""
+    errors: dict[int | None, tuple[str | None, str]] = {}
+    data: Any = batch.errors.data if batch.errors is not None else None
+    for entry in data or ():
+        errors.setdefault(entry.line, (entry.code, entry.message or entry.code or "invalid"))
+    return errors
+
+
+def not_run(
+    batch: Batch, line: int, line_errors: Mapping[int | None, tuple[str | None, str]]
+) -> Exception:
+    """The error of an item its finished job has no result line for."""
+    if batch.status == "failed" and line in line_errors:
+        code, message = line_errors[line]
+        return BatchRequestError(
+            f"job {batch.id} refused this request: {message}", code=code, batch_id=batch.id
+        )
+    reason = ""
+    if batch.status == "failed" and line_errors:
+        reason = ": " + "; ".join(message for _, message in list(line_errors.values())[:3])
+    return BatchJobUnfinishedError(
+        f"job {batch.id} ended {batch.status} before this request ran{reason}",
+        status=batch.status,
+        batch_id=batch.id,
+    )

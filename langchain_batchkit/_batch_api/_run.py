@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from langchain_batchkit._batch_api._errors import BatchStateError
-from langchain_batchkit._batch_api._jobs import JobLoop
+from langchain_batchkit._batch_api._drive import drive_jobs
 from langchain_batchkit._batch_api._provider import OpenAIBatches
 from langchain_batchkit._batch_api._requests import PreparedRequest
 from langchain_batchkit._batch_api._responses import message_from_body
 from langchain_batchkit._batch_api._state import ItemState
-from langchain_batchkit._batch_api._store import JobStore
 from langchain_batchkit._costs import price_message
 from langchain_batchkit._item import ItemError, ItemResult, TokenUsage
 from langchain_batchkit._prices import PriceBook
@@ -134,35 +131,14 @@ class ApiRun(Generic[InputT, OutputT]):
                 without the model's ``http_async_client`` (see :class:`OpenAIBatches`).
         """
         runner = self.runner
-        store = JobStore(self.state_path)
-        try:
-            run_id = store.begin(n_items=len(self.pairs))
-            self.items, fresh = _reconcile(store.load_items(), self.requests, self.state_path)
-            store.save(items=fresh)
-            jobs = store.load_jobs()
-            if jobs:
-                logger.info(
-                    "resuming run %s from %s: %d job(s), %d still running",
-                    run_id,
-                    self.state_path,
-                    len(jobs),
-                    sum(not job.collected for job in jobs),
-                )
-            model = runner.parts.model
-            async with OpenAIBatches.for_model(model, private_loop=private_loop) as api:
-                await JobLoop(
-                    run_id=run_id,
-                    items=self.items,
-                    jobs=jobs,
-                    requests=self.requests,
-                    store=store,
-                    api=api,
-                    options=runner.options,
-                    live=runner._live,
-                    cancelled=lambda: runner._cancel_requested,
-                ).drive()
-        finally:
-            store.close()
+        self.items = await drive_jobs(
+            state_path=self.state_path,
+            n_items=len(self.pairs),
+            requests=self.requests,
+            api=lambda: OpenAIBatches.for_model(runner.parts.model, private_loop=private_loop),
+            options=runner.options,
+            control=runner._control,
+        )
 
     # -- 3. after the model --------------------------------------------------------------
 
@@ -238,30 +214,3 @@ def _result(
         usage=usage,
         history=tuple(state.history),
     )
-
-
-def _reconcile(
-    stored: Mapping[int, ItemState],
-    requests: Mapping[int, PreparedRequest],
-    state_path: str | None,
-) -> tuple[dict[int, ItemState], list[ItemState]]:
-    """The items of this run: stored ones as they were, new ones pending.
-
-    Raises:
-        BatchStateError: an item's request differs from the one the file recorded
-            (other inputs, another prompt or model): resuming would mix two runs.
-    """
-    items: dict[int, ItemState] = {}
-    fresh: list[ItemState] = []
-    for idx, request in requests.items():
-        state = stored.get(idx)
-        if state is None:
-            state = ItemState(idx, request.digest)
-            fresh.append(state)
-        elif state.digest != request.digest:
-            raise BatchStateError(
-                f"the request of input {idx} differs from the one recorded in {state_path!r} "
-                "(other inputs, prompt, model or parameters): use a new state file"
-            )
-        items[idx] = state
-    return items, fresh

@@ -19,23 +19,21 @@ client made for it. ``arun`` does everything on the caller's loop.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
-import openai
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from langchain_batchkit._batch_api._chain import ChainParts, split_chain
+from langchain_batchkit._batch_api._drive import JobControl
 from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._private_loop import run_on_private_loop
 from langchain_batchkit._batch_api._provider import OpenAIBatches
 from langchain_batchkit._batch_api._requests import RequestBuilder
 from langchain_batchkit._batch_api._run import ApiRun
-from langchain_batchkit._batch_api._store import running_batch_ids
-from langchain_batchkit._errors import BatchKitError, ConfigurationError
+from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._results import BatchResult
 
 __all__ = ["BatchAPIRunner"]
@@ -89,9 +87,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         self.options = options or BatchAPIOptions()
         self.state_path = os.fspath(state_path) if state_path is not None else None
         self.builder = RequestBuilder(self.parts)
-        self._live: set[str] = set()
-        self._cancel_requested = False
-        self._running = False
+        self._control = JobControl()
 
     def __repr__(self) -> str:
         return (
@@ -124,7 +120,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
             config: RunnableConfig for the local steps (callbacks, tags, metadata).
         """
         pairs = list(enumerate(inputs))
-        with self._exclusive():
+        with self._control.exclusive(self, self.state_path):
             return self._execute(ApiRun(self, pairs, config, self.state_path))
 
     async def arun(
@@ -132,7 +128,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
     ) -> BatchResult[InputT, OutputT]:
         """Async twin of :meth:`run`: local steps and job I/O on the caller's loop."""
         pairs = list(enumerate(inputs))
-        with self._exclusive():
+        with self._control.exclusive(self, self.state_path):
             return await self._aexecute(ApiRun(self, pairs, config, self.state_path))
 
     def cancel(self) -> list[str]:
@@ -150,33 +146,8 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         return await self._cancel_jobs(private_loop=False)
 
     async def _cancel_jobs(self, *, private_loop: bool) -> list[str]:
-        self._cancel_requested = True
-        batch_ids = set(self._live)
-        if self.state_path is not None:
-            batch_ids |= running_batch_ids(self.state_path)
-        cancelled = []
-        async with OpenAIBatches.for_model(self.parts.model, private_loop=private_loop) as api:
-            for batch_id in sorted(batch_ids):
-                try:
-                    await api.cancel(batch_id)
-                except openai.ConflictError:  # it finished meanwhile: nothing to cancel
-                    continue
-                cancelled.append(batch_id)
-        if cancelled:
-            logger.info("cancelled %d job(s): %s", len(cancelled), cancelled)
-        return cancelled
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """One run at a time on a state file; a new run clears an old cancellation."""
-        if self._running and self.state_path is not None:
-            raise BatchKitError(f"{self!r} is already running on this state file")
-        self._running = True
-        self._cancel_requested = False
-        try:
-            yield
-        finally:
-            self._running = False
+        api = OpenAIBatches.for_model(self.parts.model, private_loop=private_loop)
+        return await self._control.cancel(api, self.state_path)
 
     # -- BatchResult.retry_failed() ------------------------------------------------------
 

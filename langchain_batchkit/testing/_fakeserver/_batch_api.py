@@ -32,7 +32,7 @@ from langchain_batchkit.testing._fakeserver._stats import Counters
 __all__ = ["BatchApiEndpoints"]
 
 _PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
-_ENDPOINT = "/v1/chat/completions"
+_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 
 
 class BatchApiEndpoints:
@@ -153,9 +153,10 @@ class BatchApiEndpoints:
                 code="missing_required_parameter",
             )
         endpoint = payload.get("endpoint")
-        if endpoint != _ENDPOINT:
+        if endpoint not in _ENDPOINTS:
             raise InvalidRequest(
-                f"Invalid endpoint {endpoint!r}: the fake server runs only {_ENDPOINT!r} batches.",
+                f"Invalid endpoint {endpoint!r}: the fake server runs only "
+                f"{' and '.join(map(repr, _ENDPOINTS))} batches.",
                 param="endpoint",
             )
         window = payload.get("completion_window")

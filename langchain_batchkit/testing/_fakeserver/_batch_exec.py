@@ -1,8 +1,10 @@
-"""Running one batch line with the online endpoint's chat logic, and its JSONL records.
+"""Running one batch line with the online endpoint's logic, and its JSONL records.
 
 A line is answered exactly as ``POST /v1/chat/completions`` would answer its body
-(validation, image checks, ``reject_prompts``, ``response_text``, usage), minus the
-online rate limiter, latency and faults. Its record follows OpenAI's batch output
+(validation, image checks, ``reject_prompts``, ``response_text``, usage), or, in a
+batch on ``/v1/embeddings``, as ``POST /v1/embeddings`` would (the API's limits,
+``reject_prompts``, the deterministic vectors, usage), minus the online rate
+limiter, latency and faults. Its record follows OpenAI's batch output
 format: ``response`` holds the HTTP status and body (a failure is a non-200
 ``status_code`` with an error body), and ``error`` is reserved for requests that
 never ran (``batch_expired``).
@@ -10,6 +12,7 @@ never ran (``batch_expired``).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,9 +25,17 @@ from langchain_batchkit.testing._fakeserver._chat import (
     parse_chat_payload,
 )
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
+from langchain_batchkit.testing._fakeserver._embeddings import (
+    check_inputs_not_rejected,
+    embedding_object,
+    parse_embedding_body,
+)
 from langchain_batchkit.testing._fakeserver._exchange import ApiError, error_body
 
-__all__ = ["LineResult", "expired_record", "run_line"]
+__all__ = ["EMBEDDINGS", "LineResult", "expired_record", "run_line"]
+
+#: The endpoint of embeddings batches (any other runs chat lines).
+EMBEDDINGS = "/v1/embeddings"
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +92,7 @@ def run_line(
     completion_id: str,
     created: int,
     server_error: bool,
+    endpoint: str = "/v1/chat/completions",
 ) -> LineResult:
     """Answer one line; ``server_error`` makes it fail with 500 (``batch_line_error_rate``)."""
 
@@ -91,6 +103,12 @@ def run_line(
         message = "The server had an error while processing your request (injected fault)."
         return failed(500, error_body(message, "server_error"))
     try:
+        if endpoint == EMBEDDINGS:
+            embedding = parse_embedding_body(json.dumps(line.body).encode(), config)
+            check_inputs_not_rejected(embedding.inputs, config)
+            body = embedding_object(embedding, config)
+            tokens = embedding.total_tokens
+            return LineResult(record_id, request_id, line.custom_id, 200, body, tokens)
         chat = parse_chat_payload(line.body)
         check_not_rejected(chat, config)
         answer = compose_answer(chat, config)

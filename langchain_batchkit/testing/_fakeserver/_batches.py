@@ -221,6 +221,7 @@ class BatchStore:
                     completion_id=f"chatcmpl-fakebatch{key}",
                     created=self._wall.unix(self._finish_time(batch, k)),
                     server_error=batch.server_errors[k],
+                    endpoint=batch.endpoint,
                 )
             )
         self._counters.record_batch_lines(max(0, finished - start))

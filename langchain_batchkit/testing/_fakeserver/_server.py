@@ -35,7 +35,8 @@ class FakeOpenAIServer:
     ``POST /v1/embeddings`` (deterministic vectors, float or base64),
     ``GET /v1/models`` and ``GET /v1/models/{model}``, and the Batch API:
     ``/v1/files`` (upload, list, retrieve, delete, ``/content``) and ``/v1/batches``
-    (create, list, retrieve, ``/cancel``), whose timeline runs on ``config.clock``.
+    (create, list, retrieve, ``/cancel``) on ``/v1/chat/completions`` or
+    ``/v1/embeddings``, whose timeline runs on ``config.clock``.
     Routing is a small table; unknown paths get an OpenAI-style 404, wrong methods 405.
     HTTP itself is aiohttp's, so it needs the ``testing`` extra.
 

@@ -1,0 +1,161 @@
+"""Driving a run's jobs through its state file: what the chat runner and embeddings share.
+
+:func:`drive_jobs` opens the state file, reconciles the items of this run with
+the ones it recorded (a resumed run polls the jobs it already paid for), and runs
+the :class:`JobLoop` to the end. :class:`JobControl` is the run-wide switchboard
+``cancel()`` needs: the jobs running now, whether cancel was asked, and one run
+at a time per state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+
+import openai
+
+from langchain_batchkit._batch_api._errors import BatchStateError
+from langchain_batchkit._batch_api._jobs import AnswerSink, JobLoop
+from langchain_batchkit._batch_api._options import BatchAPIOptions
+from langchain_batchkit._batch_api._provider import OpenAIBatches
+from langchain_batchkit._batch_api._requests import ENDPOINT, PreparedRequest
+from langchain_batchkit._batch_api._state import ItemState
+from langchain_batchkit._batch_api._store import JobStore, running_batch_ids
+from langchain_batchkit._errors import BatchKitError
+
+__all__ = ["JobControl", "drive_jobs"]
+
+logger = logging.getLogger(__name__)
+
+
+class JobControl:
+    """What a runner's ``cancel()`` shares with its running run.
+
+    Attributes:
+        live: provider ids of the jobs running now.
+        cancel_requested: ``cancel()`` was called (no new job is created).
+    """
+
+    __slots__ = ("cancel_requested", "live", "running")
+
+    def __init__(self) -> None:
+        self.live: set[str] = set()
+        self.cancel_requested = False
+        self.running = False
+
+    @contextlib.contextmanager
+    def exclusive(self, owner: object, state_path: str | None) -> Iterator[None]:
+        """One run at a time on a state file; a new run clears an old cancellation."""
+        if self.running and state_path is not None:
+            raise BatchKitError(f"{owner!r} is already running on this state file")
+        self.running = True
+        self.cancel_requested = False
+        try:
+            yield
+        finally:
+            self.running = False
+
+    async def cancel(self, api: OpenAIBatches, state_path: str | None) -> list[str]:
+        """Cancel the running jobs and those the state file holds as running."""
+        self.cancel_requested = True
+        batch_ids = set(self.live)
+        if state_path is not None:
+            batch_ids |= running_batch_ids(state_path)
+        cancelled = []
+        async with api:
+            for batch_id in sorted(batch_ids):
+                try:
+                    await api.cancel(batch_id)
+                except openai.ConflictError:  # it finished meanwhile: nothing to cancel
+                    continue
+                cancelled.append(batch_id)
+        if cancelled:
+            logger.info("cancelled %d job(s): %s", len(cancelled), cancelled)
+        return cancelled
+
+
+async def drive_jobs(
+    *,
+    state_path: str | None,
+    n_items: int,
+    requests: Mapping[int, PreparedRequest],
+    api: Callable[[], OpenAIBatches],
+    options: BatchAPIOptions,
+    control: JobControl,
+    endpoint: str = ENDPOINT,
+    sink: AnswerSink | None = None,
+) -> dict[int, ItemState]:
+    """Create, poll and collect the jobs of ``requests``; every item's final state.
+
+    Args:
+        state_path: the SQLite state file (``None``: in memory).
+        n_items: the run's input count, recorded in the file to refuse other inputs.
+        requests: each item's request, by input index (items without one are not sent).
+        api: makes the provider calls' client, inside the loop that runs them.
+        options: limits, polling and resubmission.
+        control: shared with ``cancel()``.
+        endpoint: the URL of every request line.
+        sink: what the file keeps of answers (see :data:`AnswerSink`).
+
+    Raises:
+        BatchStateError: the file belongs to other inputs or requests.
+    """
+    store = JobStore(state_path)
+    try:
+        run_id = store.begin(n_items=n_items)
+        items, fresh = _reconcile(store.load_items(), requests, state_path)
+        store.save(items=fresh)
+        jobs = store.load_jobs()
+        if jobs:
+            logger.info(
+                "resuming run %s from %s: %d job(s), %d still running",
+                run_id,
+                state_path,
+                len(jobs),
+                sum(not job.collected for job in jobs),
+            )
+        async with api() as client:
+            await JobLoop(
+                run_id=run_id,
+                items=items,
+                jobs=jobs,
+                requests=requests,
+                store=store,
+                api=client,
+                options=options,
+                live=control.live,
+                cancelled=lambda: control.cancel_requested,
+                endpoint=endpoint,
+                sink=sink,
+            ).drive()
+        return items
+    finally:
+        store.close()
+
+
+def _reconcile(
+    stored: Mapping[int, ItemState],
+    requests: Mapping[int, PreparedRequest],
+    state_path: str | None,
+) -> tuple[dict[int, ItemState], list[ItemState]]:
+    """The items of this run: stored ones as they were, new ones pending.
+
+    Raises:
+        BatchStateError: an item's request differs from the one the file recorded
+            (other inputs, another prompt or model): resuming would mix two runs.
+    """
+    items: dict[int, ItemState] = {}
+    fresh: list[ItemState] = []
+    for idx, request in requests.items():
+        state = stored.get(idx)
+        if state is None:
+            state = ItemState(idx, request.digest)
+            fresh.append(state)
+        elif state.digest != request.digest:
+            raise BatchStateError(
+                f"the request of input {idx} differs from the one recorded in {state_path!r} "
+                "(other inputs, prompt, model or parameters): use a new state file"
+            )
+        items[idx] = state
+    return items, fresh
