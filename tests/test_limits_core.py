@@ -180,7 +180,7 @@ def admitted_in_any_window(admissions: list[tuple[float, int]], window: float) -
 def test_tokens_admitted_in_any_minute_never_exceed_the_limit() -> None:
     # Greedy callers against a 6,000-TPM limit: a full bucket, bursts after idle spells,
     # over-estimates corrected late. A provider counting any 60 s window must never
-    # see more than 6,000 tokens from us (the old 10 s burst let 7,000 through).
+    # see more than 6,000 tokens from us (the old 10 s burst let 6,667 through).
     clock = FakeClock()
     c = core(clock, tokens_per_minute=6_000, headroom=0.97)
     admissions: list[tuple[float, int]] = []
