@@ -5,18 +5,26 @@ server admitting at most TPM tokens in any sliding window: ``embed_texts`` with 
 ``RateLimit`` at that TPM, then raw ``OpenAIEmbeddings.embed_documents`` (the SDK's
 own retries, two by default) under the same limit. Reports the share of the limit
 used (tokens answered / (TPM x elapsed windows)) and the share of requests answered 429.
+The fake server's 429s carry the exact ``Retry-After``, which the SDK honours; with
+``--raw-without-retry-after`` the raw side also runs against proxy-like 429s without
+one, where the SDK falls back to its own short backoff.
+
+The limiter paces per minute, so keep ``--window 60``: against a shorter window its
+token burst (a share of a minute's budget) overfills the first window.
 
 ``memory``: peak RSS of one process embedding N texts from a lazy generator into
 a checkpoint (64-dimension vectors, no rate limit); run it for 100,000 and
 1,000,000 texts and compare.
 
 Usage: python bench/embeddings.py pace [--texts 100000] [--tpm 200000] [--window 60]
+                                       [--raw-without-retry-after]
        python bench/embeddings.py memory --texts 1000000
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import subprocess
@@ -62,7 +70,7 @@ def _line(
     )
 
 
-def pace(texts: int, tpm: int, window: float) -> None:
+def pace(texts: int, tpm: int, window: float, raw_without_retry_after: bool) -> None:
     print(f"\n{texts} texts, {tpm} tokens per {window:g} s window (sliding), 256 texts/request")
     print(f"{'':34} {'ok':>16} {'wall s':>7} {'of TPM':>8} {'reqs':>6} {'429s':>5} {'429 %':>6}")
     config = FakeServerConfig(tokenizer="model", tokens_per_minute=tpm, window_seconds=window)
@@ -78,6 +86,13 @@ def pace(texts: int, tpm: int, window: float) -> None:
         )
         wall = time.monotonic() - started
         _line("embed_texts + RateLimit", server, tpm, window, wall, f"{report.embedded}/{texts}")
+    _raw("raw embed_documents (SDK retries)", config, texts, tpm, window)
+    if raw_without_retry_after:
+        proxy = dataclasses.replace(config, send_retry_after=False)
+        _raw("raw, 429s without Retry-After", proxy, texts, tpm, window)
+
+
+def _raw(name: str, config: FakeServerConfig, texts: int, tpm: int, window: float) -> None:
     with FakeOpenAIServer(config) as server:
         started = time.monotonic()
         try:
@@ -86,7 +101,7 @@ def pace(texts: int, tpm: int, window: float) -> None:
         except Exception as exc:
             ok = f"raised {type(exc).__name__}"
         wall = time.monotonic() - started
-        _line("raw embed_documents (SDK retries)", server, tpm, window, wall, ok)
+        _line(name, server, tpm, window, wall, ok)
 
 
 def memory(texts: int) -> None:
@@ -114,9 +129,10 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=100_000)
     parser.add_argument("--tpm", type=int, default=200_000)
     parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--raw-without-retry-after", action="store_true")
     args = parser.parse_args()
     if args.what == "pace":
-        pace(args.texts, args.tpm, args.window)
+        pace(args.texts, args.tpm, args.window, args.raw_without_retry_after)
     elif args.what == "memory":
         memory(args.texts)
     else:  # one fresh process each, so each peak is its own

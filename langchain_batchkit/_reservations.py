@@ -115,6 +115,7 @@ class Reservations:
         "_clock",
         "_given_back",
         "_longest_asked",
+        "_marks",
         "_max_open",
         "_n_429",
         "_n_capped",
@@ -144,6 +145,7 @@ class Reservations:
         self._pace = Pace()  # multiplies every rate; names the schedule of reservations
         self._pause_until = -math.inf
         self._calls: dict[Hashable, Call] = {}
+        self._marks: dict[Hashable, int] = {}  # the token bucket's mark as each call went
         self._max_open = self._n_requests = self._n_waited = self._n_429 = 0
         self._n_pauses = self._n_capped = self._n_repaced = self._given_back = 0
         self._wait_seconds = self._paused_seconds = self._longest_asked = 0.0
@@ -186,6 +188,8 @@ class Reservations:
         """The request ``call_id`` went out, in the schedule of its last turn."""
         now = self._clock()
         self._calls[call_id] = Call(tokens, now, epoch, self._pace.value)
+        if (bucket := self._buckets.get("tokens")) is not None:
+            self._marks[call_id] = bucket.mark()
         self._max_open = max(self._max_open, len(self._calls))
         self._pace.sent(now)
 
@@ -198,11 +202,12 @@ class Reservations:
         the remaining budget ran out pause until the reset. Unknown ids are ignored.
         """
         call = self._calls.pop(call_id, None)
+        since = self._marks.pop(call_id, None)
         if call is None:
             return
         now = self._clock()
         if outcome.used_tokens is not None and "tokens" in self._buckets:
-            self.give_back(call.tokens - outcome.used_tokens)
+            self.give_back(call.tokens - outcome.used_tokens, since=since)
         adaptive = self._settings.adaptive
         if outcome.rate_limited:
             self._n_429 += 1
@@ -235,11 +240,16 @@ class Reservations:
         """Start no request for ``seconds`` from now; those waiting book again after it."""
         self._hold_until(self._clock() + max(0.0, seconds))
 
-    def give_back(self, tokens: int) -> None:
-        """Correct an estimate: return unused ``tokens`` (negative: charge more)."""
+    def give_back(self, tokens: int, *, since: int | None = None) -> None:
+        """Correct an estimate: return unused ``tokens`` (negative: charge more).
+
+        ``since`` is the token bucket's mark when the request went: what comes back is
+        capped by the debt still owed since then (see :mod:`~langchain_batchkit._buckets`).
+        The counter counts what was asked back, whether or not the bucket could take it.
+        """
         bucket = self._buckets.get("tokens")
         if bucket is not None and tokens:
-            bucket.give_back(tokens)
+            bucket.give_back(tokens, since)
             self._given_back += tokens
 
     def stats(self) -> LimiterStats:

@@ -108,23 +108,26 @@ async def test_tokens_are_paced_by_the_estimate() -> None:
     est = lambda messages, params: 100  # noqa: E731
     limit = limiter(clock, tokens_per_minute=600, token_estimator=est)
     kit = batchkit(model, rate_limit=limit, max_concurrency=5, progress=False)
+    start = clock()
 
     await kit.abatch(["a", "b", "c", "d"])
 
     gaps = [b - a for a, b in zip(model.seen, model.seen[1:], strict=False)]
-    # 10 tokens/s with 10 s of burst capacity: one request now, then one per 10 s
+    # 10 tokens/s and, at headroom=1.0, no burst: one request per 10 s, the first one too
+    assert model.seen[0] - start == pytest.approx(10.0)
     assert gaps == pytest.approx([10.0, 10.0, 10.0])
 
 
 async def test_token_estimate_is_corrected_from_usage() -> None:
     clock = FakeClock()
-    limit = limiter(clock, tokens_per_minute=600, token_estimator=lambda m, p: 100)
+    # headroom 0.5: 5 tokens/s, and a burst of 10 s of the configured 10 tokens/s = 100
+    limit = limiter(clock, tokens_per_minute=600, headroom=0.5, token_estimator=lambda m, p: 100)
     first, second = uuid4(), uuid4()
-    await limit.enter(first, 100)  # uses the 10 s burst
+    await limit.enter(first, 100)  # empties the bucket
     limit.exit(first, used_tokens=20)  # 80 tokens come back
     start = clock()
     await limit.enter(second, 100)
-    assert clock() - start == pytest.approx(2.0)  # owes 20 tokens = 2 s at 10 tokens/s
+    assert clock() - start == pytest.approx(4.0)  # owes 20 tokens = 4 s at 5 tokens/s
 
 
 def test_estimate_counts_text_images_and_the_completion() -> None:

@@ -11,6 +11,7 @@ import pytest
 from langchain_batchkit import ConfigurationError, RateLimit, RateLimitSettings
 from langchain_batchkit._aimd import RequestCap
 from langchain_batchkit._backend import LocalReservations, ReservationBackend
+from langchain_batchkit._buckets import RefillingBucket, make_buckets
 from langchain_batchkit._reservations import Outcome, Reservations, Turn
 from langchain_batchkit.testing import FakeClock
 
@@ -137,15 +138,86 @@ def test_a_pause_makes_waiting_turns_book_again_after_it() -> None:
 
 def test_settling_corrects_the_token_estimate() -> None:
     clock = FakeClock()
-    c = core(clock, tokens_per_minute=600)  # 10 a second, 100 at once
+    c = core(clock, tokens_per_minute=600)  # 10 a second, no burst at headroom=1.0
     turn = c.reserve(100)
-    assert turn is not None
+    assert turn == Turn(pytest.approx(10.0), 0)  # type: ignore[arg-type]
     c.start("a", 100, turn.epoch)
 
     c.settle("a", Outcome(used_tokens=20))
 
     assert c.stats().tokens_given_back == 80
-    assert c.reserve(100) == Turn(pytest.approx(2.0), 0)  # type: ignore[arg-type]
+    # owes 20 tokens, not 100, then 100 more: 12 s at 10 tokens/s
+    assert c.reserve(100) == Turn(pytest.approx(12.0), 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("headroom", "capacity"), [(0.97, 6_000 * 0.03), (0.5, 1_000.0), (1.0, 0.0)]
+)
+def test_the_token_burst_is_the_headrooms_slack_at_most_ten_seconds(
+    headroom: float, capacity: float
+) -> None:
+    buckets = make_buckets(RateLimitSettings(tokens_per_minute=6_000, headroom=headroom), 0.0)
+    bucket = buckets["tokens"]
+    assert isinstance(bucket, RefillingBucket)
+    assert bucket.capacity == pytest.approx(capacity)
+    assert bucket.level == bucket.capacity  # full at the start
+
+
+def admitted_in_any_window(admissions: list[tuple[float, int]], window: float) -> float:
+    """The most tokens admitted within ``window`` seconds, both ends included."""
+    admissions = sorted(admissions)
+    best = total = 0.0
+    lo = 0
+    for t, tokens in admissions:
+        total += tokens
+        while admissions[lo][0] < t - window:
+            total -= admissions[lo][1]
+            lo += 1
+        best = max(best, total)
+    return best
+
+
+def test_tokens_admitted_in_any_minute_never_exceed_the_limit() -> None:
+    # Greedy callers against a 6,000-TPM limit: a full bucket, bursts after idle spells,
+    # over-estimates corrected late. A provider counting any 60 s window must never
+    # see more than 6,000 tokens from us (the old 10 s burst let 6,667 through).
+    clock = FakeClock()
+    c = core(clock, tokens_per_minute=6_000, headroom=0.97)
+    admissions: list[tuple[float, int]] = []
+    open_calls: list[tuple[str, int]] = []
+    for i in range(400):
+        if i % 50 == 0:
+            clock.advance(90.0)  # idle: the bucket fills up again
+        estimate = 100 + (i * 37) % 200
+        turn = c.reserve(estimate)
+        assert turn is not None
+        clock.advance(turn.delay)
+        c.start(f"r{i}", estimate, turn.epoch)
+        used = estimate // 2 if i % 3 else estimate
+        admissions.append((clock(), used))
+        open_calls.append((f"r{i}", used))
+        if len(open_calls) > 5:  # corrections arrive a few requests later
+            call_id, used_tokens = open_calls.pop(0)
+            c.settle(call_id, Outcome(used_tokens=used_tokens))
+
+    assert admitted_in_any_window(admissions, 60.0) <= 6_000 * (1 + 1e-9)
+    assert c.stats().tokens_given_back > 0
+
+
+def test_a_correction_never_returns_tokens_the_refill_already_repaid() -> None:
+    clock = FakeClock()
+    c = core(clock, tokens_per_minute=6_000, headroom=0.97)  # 97 a second, 180 at once
+    for name in "abcde":  # five requests over-estimated at 100 tokens each
+        turn = c.reserve(100)
+        assert turn is not None
+        c.start(name, 100, turn.epoch)
+    clock.advance(60.0)  # their debt is long repaid: the bucket is full
+    assert c.reserve(180) == Turn(0.0, 0)
+
+    for name in "abcde":  # each used 10: 450 tokens the refill already made up for
+        c.settle(name, Outcome(used_tokens=10))
+
+    assert c.reserve(97) == Turn(pytest.approx(1.0), 0)  # type: ignore[arg-type]
 
 
 def test_a_429_with_retry_after_pauses_everyone_for_it_capped_at_max_pause() -> None:

@@ -183,13 +183,13 @@ def test_a_non_blocking_reservation_is_refused_while_paused_or_spent() -> None:
 
 def test_tokens_given_back_shorten_the_next_wait() -> None:
     clock = FakeClock()
-    core = _core(clock, tokens_per_minute=6000)
+    core = _core(clock, tokens_per_minute=6000, headroom=0.5)  # 50 a second
     assert _delay(core, 1000) == 0.0  # the 10 s burst holds 1000 tokens
-    assert _delay(core, 500) == pytest.approx(5.0)
+    assert _delay(core, 500) == pytest.approx(10.0)
 
     core.give_back(400)
 
-    assert _delay(core, 100) == pytest.approx(6.0 - 4.0)
+    assert _delay(core, 100) == pytest.approx((100 + 100) / 50)  # not (500 + 100) / 50
     assert core.stats().tokens_given_back == 400
 
 
