@@ -64,7 +64,8 @@ class EmbedReport:
         requests: embedding requests sent, retries included.
         retries: requests sent again after a transient error.
         splits: failed requests split in halves to find the texts that failed them.
-        tokens: input tokens of the texts embedded (counted offline).
+        tokens: input tokens of the requests that succeeded (counted offline; a
+            split text's chunks included).
         cost: dollars for them (``None`` when the model has no known price).
         elapsed: seconds the run took.
         failures: the first :attr:`MAX_FAILURES` failures, in the order they happened.
@@ -129,11 +130,14 @@ def embed_texts(
     """Embed every text of ``texts`` with ``embeddings``: a vector or an error per text.
 
     Texts are read lazily and packed into requests by count and tokens
-    (:class:`EmbedLimits`); a text over the model's input limit fails alone (or is
-    truncated, ``limits=EmbedLimits(too_long="truncate")``), and a request that fails
-    for good is split in halves until the texts that fail it are found. Each request
-    waits for its turn at ``rate_limit`` (RPM, and TPM by its input tokens counted
-    offline) and is retried by ``retry`` on transient errors. Vectors go to the
+    (:class:`EmbedLimits`); a text over the model's input limit fails alone, or is
+    truncated (``limits=EmbedLimits.for_model(model, too_long="truncate")``), or is
+    split (``too_long="split"``) into chunks that fit, packed like any text, whose
+    vectors are averaged by tokens and normalised into the text's one vector (its
+    tokens and cost are the chunks' sum; a failed chunk fails the text). A request
+    that fails for good is split in halves until the texts that fail it are found.
+    Each request waits for its turn at ``rate_limit`` (RPM, and TPM by its input
+    tokens counted offline) and is retried by ``retry`` on transient errors. Vectors go to the
     ``checkpoint`` as they finish, so a run started again with the same file sends
     only what is missing; memory stays flat however many texts there are.
 
@@ -154,7 +158,8 @@ def embed_texts(
             run adds only what was not added. A store built on a
             :func:`paced_embeddings` wrapper is handed the vectors; any other store
             embeds the texts again itself.
-        limits: request packing (default: the model's own limits).
+        limits: request packing, and what a text over the input limit becomes
+            (default: the model's own limits; a text too long is its error).
         retry: how failed requests are retried (default ``RetryPolicy()``).
         max_concurrency: requests in flight at most.
         add_batch_size: texts per vector store ``add_documents`` call.

@@ -90,7 +90,9 @@ class BatchEmbeddings:
             the same inputs resumes them. ``None`` keeps it in memory. It may be the
             checkpoint file too.
         limits: what a text over the model's input limit becomes (its error, or
-            truncated: ``EmbedLimits(too_long="truncate")``).
+            truncated: ``EmbedLimits(too_long="truncate")``). ``too_long="split"``
+            is refused: a batch job sends each text as one request line, so use
+            :func:`embed_texts` for texts that must be split.
 
     Example:
         >>> batch = BatchEmbeddings(OpenAIEmbeddings(model="text-embedding-3-small",
@@ -127,6 +129,11 @@ class BatchEmbeddings:
         self.options = options or BatchAPIOptions()
         self.state_path = os.fspath(state_path) if state_path is not None else None
         self.limits = limits or EmbedLimits.for_model(self.model)
+        if self.limits.too_long == "split":
+            raise ConfigurationError(
+                "BatchEmbeddings cannot split a text over the input limit (a job line is "
+                "one text): use too_long='error' or 'truncate', or embed_texts to split"
+            )
         self._control = JobControl()
 
     def __repr__(self) -> str:

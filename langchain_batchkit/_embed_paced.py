@@ -186,7 +186,8 @@ class PacedEmbeddings(Embeddings):
         its own error without a request, and a request the provider refuses for good
         (a 400) is split in halves until the texts that fail it are found, so one bad
         text never fails its neighbours. A transient error (429, 5xx) fails every text
-        of its request: the callers retry.
+        of its request: the callers retry. ``too_long="split"`` does not apply here
+        (only :func:`~langchain_batchkit.embed_texts` splits): such a text is its error.
 
         Example:
             >>> batcher = MicroBatcher(paced.aembed_each, max_batch_size=256)  # doctest: +SKIP

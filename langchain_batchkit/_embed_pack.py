@@ -5,11 +5,14 @@ request (OpenAI: 2,048 inputs and 300,000 tokens), and each input on its own
 (8,191 tokens for ``text-embedding-3-*``). Texts are counted offline
 (:mod:`~langchain_batchkit._tokenize`: exact with ``bpe-openai``, else an estimate),
 and a text over the per-input limit is that text's error, or cut to fit when the
-user asks, before it is packed, so it never fails the request it would share.
+user asks, or cut into chunks that each fit (``embed_texts`` averages their
+vectors back into one), before it is packed, so it never fails the request it
+would share.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,9 +22,13 @@ from langchain_batchkit import _tokenize
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._validate import check_int
 
-__all__ = ["EmbedLimits", "Packer", "Piece", "TooLong", "fit_text"]
+__all__ = ["EmbedLimits", "Packer", "Piece", "TooLong", "cut_text", "fit_text"]
 
-TooLong = Literal["error", "truncate"]
+TooLong = Literal["error", "truncate", "split"]
+
+#: Where a text is cut by characters (no tokenizer for the model), chunks hold this
+#: share of the limit at :data:`~._tokenize.CHARS_PER_TOKEN`: the estimate may be low.
+SPLIT_MARGIN = 0.8
 
 #: Model name prefixes with OpenAI's embedding limits.
 _OPENAI_EMBEDDING_MODELS = ("text-embedding-3", "text-embedding-ada-002")
@@ -37,7 +44,12 @@ class EmbedLimits:
         max_input_tokens: tokens in one text at most (``None``: no cap).
         too_long: ``"error"``: such a text fails on its own (its neighbours are
             embedded); ``"truncate"``: it is cut to ``max_input_tokens`` (by the
-            model's tokenizer when there is one, else by characters at 4 a token).
+            model's tokenizer when there is one, else by characters at 4 a token);
+            ``"split"``: it is cut into chunks that each fit (on token boundaries, or
+            by characters with a 20% margin), the chunks are embedded, and the
+            text's vector is their token-weighted mean at unit length (OpenAI's
+            recipe for long inputs). Only :func:`~langchain_batchkit.embed_texts`
+            splits; elsewhere such a text is its error.
 
     :meth:`for_model` knows OpenAI's limits; other models get 96 texts a request
     (what Cohere and Vertex AI accept) and no token caps.
@@ -58,12 +70,12 @@ class EmbedLimits:
             value = getattr(self, name)
             if value is not None:
                 check_int(name, value)
-        if self.too_long not in ("error", "truncate"):
+        if self.too_long not in ("error", "truncate", "split"):
             raise ConfigurationError(
-                f"too_long must be 'error' or 'truncate', got {self.too_long!r}"
+                f"too_long must be 'error', 'truncate' or 'split', got {self.too_long!r}"
             )
-        if self.too_long == "truncate" and self.max_input_tokens is None:
-            raise ConfigurationError("too_long='truncate' needs max_input_tokens")
+        if self.too_long != "error" and self.max_input_tokens is None:
+            raise ConfigurationError(f"too_long={self.too_long!r} needs max_input_tokens")
 
     @classmethod
     def for_model(cls, model: str | None, *, too_long: TooLong = "error") -> EmbedLimits:
@@ -71,10 +83,10 @@ class EmbedLimits:
         name = (model or "").lower().rsplit("/", 1)[-1]
         if name.startswith(_OPENAI_EMBEDDING_MODELS):
             return cls(too_long=too_long)
-        if too_long == "truncate":
+        if too_long != "error":
             raise ConfigurationError(
-                f"too_long='truncate' needs the input limit of {model!r}: pass "
-                "limits=EmbedLimits(max_input_tokens=..., too_long='truncate')"
+                f"too_long={too_long!r} needs the input limit of {model!r}: pass "
+                f"limits=EmbedLimits(max_input_tokens=..., too_long={too_long!r})"
             )
         return cls(max_inputs=96, max_request_tokens=None, max_input_tokens=None)
 
@@ -84,7 +96,8 @@ class Piece:
     """One text to embed, keyed from the moment it is read.
 
     ``metadata`` is the record's (a ``Document``'s, or a mapping's other fields),
-    kept only when ``into=`` needs it.
+    kept only when ``into=`` needs it. ``chunk``: this is one chunk of a text split
+    to fit the input limit (its index and key are the text's).
     """
 
     index: int
@@ -92,10 +105,44 @@ class Piece:
     text: str
     tokens: int
     metadata: Mapping[str, Any] | None = None
+    chunk: bool = False
+
+
+def cut_text(text: str, model: str | None, limits: EmbedLimits) -> list[tuple[str, int]] | str:
+    """``[(text, tokens), ...]`` ready to pack, or the reason the text cannot be sent.
+
+    One pair for a text that fits (or is truncated to fit); one per chunk for a text
+    ``too_long="split"`` cuts. The chunks, joined, are the text.
+
+    Example:
+        >>> cut_text("x" * 40, "local", EmbedLimits(max_input_tokens=5))
+        'the text has 10 tokens, over the model input limit of 5'
+        >>> cut_text("x" * 40, "local", EmbedLimits(max_input_tokens=5, too_long="truncate"))
+        [('xxxxxxxxxxxxxxxxxxxx', 5)]
+        >>> [t for t, _ in cut_text("x" * 40, "local", EmbedLimits(max_input_tokens=5,
+        ...                                                       too_long="split"))]
+        ['xxxxxxxxxxxxxxxx', 'xxxxxxxxxxxxxxxx', 'xxxxxxxx']
+    """
+    if not text:
+        return "the text is empty (the API refuses empty inputs)"
+    tokens = _tokenize.count_text(text, model).tokens
+    limit = limits.max_input_tokens
+    if limit is None or tokens <= limit:
+        return [(text, tokens)]
+    if limits.too_long == "error":
+        return f"the text has {tokens} tokens, over the model input limit of {limit}"
+    if limits.too_long == "truncate":
+        chunks = [_truncated(text, model, limit)]
+    else:
+        chunks = _chunks(text, model, limit)
+    return [(chunk, _tokenize.count_text(chunk, model).tokens) for chunk in chunks]
 
 
 def fit_text(text: str, model: str | None, limits: EmbedLimits) -> tuple[str, int] | str:
     """``(text, tokens)`` ready to pack, or the reason the text cannot be sent.
+
+    For callers that send one input per text: a text ``too_long="split"`` would
+    cut is refused here.
 
     Example:
         >>> fit_text("x" * 40, "local", EmbedLimits(max_input_tokens=5))
@@ -103,20 +150,45 @@ def fit_text(text: str, model: str | None, limits: EmbedLimits) -> tuple[str, in
         >>> fit_text("x" * 40, "local", EmbedLimits(max_input_tokens=5, too_long="truncate"))
         ('xxxxxxxxxxxxxxxxxxxx', 5)
     """
-    if not text:
-        return "the text is empty (the API refuses empty inputs)"
-    tokens = _tokenize.count_text(text, model).tokens
-    limit = limits.max_input_tokens
-    if limit is None or tokens <= limit:
-        return text, tokens
-    if limits.too_long == "error":
-        return f"the text has {tokens} tokens, over the model input limit of {limit}"
+    if limits.too_long == "split":
+        cut = cut_text(text, model, dataclasses.replace(limits, too_long="error"))
+        if isinstance(cut, str) and text:
+            return f"{cut} (too_long='split' applies to embed_texts only)"
+    else:
+        cut = cut_text(text, model, limits)
+    return cut if isinstance(cut, str) else cut[0]
+
+
+def _truncated(text: str, model: str | None, limit: int) -> str:
     encoding = _tokenize._encoding_for(model)
     if encoding is not None:
-        cut = str(encoding.decode(encoding.encode_ordinary(text)[:limit]))
-    else:
-        cut = text[: math.floor(limit * _tokenize.CHARS_PER_TOKEN)]
-    return cut, _tokenize.count_text(cut, model).tokens
+        return str(encoding.decode(encoding.encode_ordinary(text)[:limit]))
+    return text[: math.floor(limit * _tokenize.CHARS_PER_TOKEN)]
+
+
+def _chunks(text: str, model: str | None, limit: int) -> list[str]:
+    """``text`` cut into pieces of at most ``limit`` tokens, on token boundaries when
+    the model has a tokenizer (never inside a character), else by characters."""
+    encoding = _tokenize._encoding_for(model)
+    if encoding is None:
+        size = max(1, math.floor(limit * SPLIT_MARGIN * _tokenize.CHARS_PER_TOKEN))
+        return [text[i : i + size] for i in range(0, len(text), size)]
+    ids = encoding.encode_ordinary(text)
+    chunks: list[str] = []
+    start, at = 0, 0
+    while start < len(ids):
+        end = min(start + limit, len(ids))
+        chunk = str(encoding.decode(ids[start:end]))
+        # A token may hold part of a character's bytes: end the chunk before it.
+        while not text.startswith(chunk, at) and end > start + 1:
+            end -= 1
+            chunk = str(encoding.decode(ids[start:end]))
+        while not text.startswith(chunk, at) and end < len(ids):
+            end += 1
+            chunk = str(encoding.decode(ids[start:end]))
+        chunks.append(chunk)
+        start, at = end, at + len(chunk)
+    return chunks
 
 
 class Packer:

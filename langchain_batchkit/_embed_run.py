@@ -6,14 +6,23 @@ the bad text, or fail its texts), and what a finished request commits (vectors,
 costs, errors, the next batch for ``into=``). The drivers in :mod:`._embed` only
 send requests, sleep and add to the vector store.
 
+A text over the input limit with ``too_long="split"`` is packed as its chunks;
+each chunk's vector is folded into the text's running token-weighted sum as it
+arrives, and when the last chunk is in, the text gets one vector (that sum at
+unit length), one store row and one ``into=`` entry, under its own key. A chunk
+that fails fails the text; a crash before its last chunk leaves no row, so a
+resumed run sends the whole text again.
+
 Memory is bounded by what is in flight: the input is read a chunk at a time and
-only when a request is needed, results go to the store as they finish, the report
-keeps counts and the first failures, and the ``into=`` buffer holds one batch.
+only when a request is needed, results go to the store as they finish, a split
+text holds one running sum until its last chunk is in, the report keeps counts
+and the first failures, and the ``into=`` buffer holds one batch.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +31,7 @@ from typing import Any
 from langchain_core.documents import Document
 from tenacity import RetryCallState
 
-from langchain_batchkit._embed_pack import EmbedLimits, Packer, Piece, fit_text
+from langchain_batchkit._embed_pack import EmbedLimits, Packer, Piece, cut_text
 from langchain_batchkit._embed_store import Embedded, EmbeddingStore, StoredFailure
 from langchain_batchkit._errors import describe_exception
 from langchain_batchkit._prices import CallUsage, PriceBook
@@ -68,6 +77,18 @@ class Request:
     @property
     def texts(self) -> list[str]:
         return [p.text for p in self.pieces]
+
+
+@dataclass(slots=True)
+class _Parts:
+    """A split text waiting for its chunks: the token-weighted sum of their vectors so far."""
+
+    piece: Piece
+    pending: int
+    tokens: int = 0
+    cost: float | None = None
+    total: list[float] | None = None
+    failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +166,7 @@ class EmbedRun:
         self._add_size = add_batch_size
         self._ready: deque[Request] = deque()
         self._to_add: list[tuple[Piece, list[float]]] = []
+        self._parts: dict[int, _Parts] = {}
         self._look_up = len(store) > 0
         self._exhausted = False
         self.counts = RunCounts()
@@ -178,12 +200,18 @@ class EmbedRun:
         for piece in pieces:
             if piece.key in done:
                 continue
-            fitted = fit_text(piece.text, self._model, self._limits)
-            if isinstance(fitted, str):
-                failures.append(EmbedFailure(piece.index, piece.key, "TextTooLong", fitted))
+            cut = cut_text(piece.text, self._model, self._limits)
+            if isinstance(cut, str):
+                failures.append(EmbedFailure(piece.index, piece.key, "TextTooLong", cut))
                 continue
-            text, tokens = fitted
-            self._emit(self._packer.add(_replace(piece, text, tokens)))
+            if len(cut) == 1:
+                self._emit(self._packer.add(_replace(piece, *cut[0])))
+                continue
+            whole = piece if self._into else _replace(piece, "", 0)
+            self._parts[piece.index] = _Parts(whole, len(cut))
+            for text, tokens in cut:
+                part = Piece(piece.index, piece.key, text, tokens, None, chunk=True)
+                self._emit(self._packer.add(part))
         self._fail(failures)
 
     def _piece(self, index: int, record: Any) -> Piece:
@@ -235,17 +263,29 @@ class EmbedRun:
                 return []
             kind, message = type(outcome).__name__, describe_exception(outcome)
             self._fail(
-                [EmbedFailure(p.index, p.key, kind, message, outcome) for p in request.pieces]
+                [
+                    EmbedFailure(p.index, p.key, kind, message, outcome)
+                    for p in request.pieces
+                    if not p.chunk or self._chunk_failed(p)
+                ]
             )
             return []
         cost = None
         if self._model is not None:
             usage = CallUsage(input_tokens=request.tokens)
             cost = self._prices.cost(usage, self._model, provider=self._provider)
-        done = []
+        done: list[Embedded] = []
+        finished: list[tuple[Piece, list[float]]] = []
         for piece, vector in zip(request.pieces, outcome, strict=True):
             share = None if cost is None else cost * piece.tokens / max(1, request.tokens)
+            if piece.chunk:
+                whole = self._chunk_done(piece, vector, share)
+                if whole is not None:
+                    done.append(whole[1])
+                    finished.append((whole[0], list(whole[1].vector)))
+                continue
             done.append(Embedded(piece.key, vector, piece.tokens, share))
+            finished.append((piece, vector))
         self._store.commit(done, [])
         self.counts.embedded += len(done)
         self.counts.tokens += request.tokens
@@ -253,8 +293,40 @@ class EmbedRun:
             self.counts.cost = (self.counts.cost or 0.0) + cost
         self._progress.count(len(done), 0, cost)
         if self._into:
-            self._to_add += zip(request.pieces, outcome, strict=True)
+            self._to_add += finished
         return self.due_adds(final=False)
+
+    def _chunk_done(
+        self, chunk: Piece, vector: list[float], cost: float | None
+    ) -> tuple[Piece, Embedded] | None:
+        """Fold a chunk's vector into its text's; the text and its row once it is whole."""
+        parts = self._parts[chunk.index]
+        parts.pending -= 1
+        if not parts.failed:
+            parts.tokens += chunk.tokens
+            if cost is not None:
+                parts.cost = (parts.cost or 0.0) + cost
+            weighted = [chunk.tokens * x for x in vector]
+            if parts.total is None:
+                parts.total = weighted
+            else:
+                parts.total = [a + b for a, b in zip(parts.total, weighted, strict=True)]
+        if parts.pending:
+            return None
+        del self._parts[chunk.index]
+        if parts.failed or parts.total is None:
+            return None
+        whole = Embedded(chunk.key, _unit(parts.total), parts.tokens, parts.cost)
+        return parts.piece, whole
+
+    def _chunk_failed(self, chunk: Piece) -> bool:
+        """Whether this is the first chunk of its text to fail (the text's failure)."""
+        parts = self._parts[chunk.index]
+        parts.pending -= 1
+        first, parts.failed = not parts.failed, True
+        if not parts.pending:
+            del self._parts[chunk.index]
+        return first
 
     def _fail(self, failures: list[EmbedFailure]) -> None:
         if not failures:
@@ -329,6 +401,11 @@ def key_or_index(index: int, record: Any, key: Callable[[Any], object] | None) -
 
 def _replace(piece: Piece, text: str, tokens: int) -> Piece:
     return Piece(piece.index, piece.key, text, tokens, piece.metadata)
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
 
 
 def _metadata(record: Any) -> Mapping[str, Any] | None:
