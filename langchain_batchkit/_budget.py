@@ -26,8 +26,6 @@ crashed $10 run allows $10 more.
 
 from __future__ import annotations
 
-import logging
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,11 +36,13 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.outputs import LLMResult
 
+from langchain_batchkit._callbacks import quiet_callback_errors
 from langchain_batchkit._costs import CallStart, call_start, price_response
 from langchain_batchkit._errors import BudgetExceededError, ConfigurationError, dollars
 from langchain_batchkit._prices import PriceBook
 from langchain_batchkit._spending import BudgetStats, SpendingCap
 from langchain_batchkit._tokenize import count_messages
+from langchain_batchkit._validate import check_int, check_number
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
@@ -152,20 +152,9 @@ class Budget:
         spent: float = 0.0,
         backend: SpendingBackend | None = None,
     ) -> None:
-        if not _finite(usd) or usd <= 0:
-            raise ConfigurationError(
-                f"Budget.usd must be a positive number of dollars, got {usd!r}"
-            )
-        if isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int):
-            raise ConfigurationError(
-                f"Budget.max_output_tokens must be an int >= 1, got {max_output_tokens!r}"
-            )
-        if max_output_tokens < 1:
-            raise ConfigurationError(
-                f"Budget.max_output_tokens must be an int >= 1, got {max_output_tokens!r}"
-            )
-        if not _finite(spent) or spent < 0:
-            raise ConfigurationError(f"Budget.spent must be a number >= 0, got {spent!r}")
+        check_number("Budget.usd", usd, strict=True)
+        check_int("Budget.max_output_tokens", max_output_tokens)
+        check_number("Budget.spent", spent)
         self.usd = float(usd)
         self.max_output_tokens = max_output_tokens
         self._backend: SpendingBackend = backend or LocalSpending(SpendingCap(usd, spent))
@@ -207,9 +196,7 @@ class Budget:
 
     def add_spent(self, usd: float) -> None:
         """Count dollars spent outside this process's calls (a resumed run's stored cost)."""
-        if not _finite(usd) or usd < 0:
-            raise ConfigurationError(f"add_spent needs a number >= 0, got {usd!r}")
-        self._backend.add_spent(usd)
+        self._backend.add_spent(check_number("add_spent's usd", usd))
 
     def resumed(self, checkpoint: str, stored: float) -> None:
         """A run resumes from ``checkpoint``, whose items cost ``stored`` dollars: count
@@ -323,16 +310,6 @@ class BudgetCallback(BaseCallbackHandler):
             self._held[run_id] = _Held(call_start(kwargs), usd)
 
 
-class _QuietRefusals(logging.Filter):
-    """Drops LangChain's "Error in callback" warning for a refused call: the refusal
-    is the budget working, and the item's result says so."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "BudgetExceededError" not in record.getMessage()
-
-
-logging.getLogger("langchain_core.callbacks.manager").addFilter(_QuietRefusals())
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+# A refused call is the budget working, and the item's result says so: LangChain's
+# "Error in callback" warning for it is noise.
+quiet_callback_errors("BudgetExceededError")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,13 @@ from langchain_batchkit._costs import CostMeter
 from langchain_batchkit._prices import PriceBook
 from langchain_batchkit._results import TokenUsage
 
-__all__ = ["ModelEventsOnly", "UsageCollector", "usage_of_response", "with_handler"]
+__all__ = [
+    "ModelEventsOnly",
+    "UsageCollector",
+    "quiet_callback_errors",
+    "usage_of_response",
+    "with_handler",
+]
 
 
 def with_handler(
@@ -44,6 +51,21 @@ def with_handler(
     else:
         prepared["callbacks"] = [handler, *callbacks] if first else [*callbacks, handler]
     return prepared
+
+
+class _DropMarked(logging.Filter):
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.marker not in record.getMessage()
+
+
+def quiet_callback_errors(marker: str) -> None:
+    """Drop LangChain's "Error in <handler> callback" warnings that mention ``marker``:
+    for an exception a handler of ours raises on purpose (a stop signal, a refusal)."""
+    logging.getLogger("langchain_core.callbacks.manager").addFilter(_DropMarked(marker))
 
 
 def usage_of_response(response: LLMResult) -> TokenUsage | None:

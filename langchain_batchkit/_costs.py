@@ -118,7 +118,7 @@ class CostMeter:
         saved = 0.0
         try:
             cost = price_response(response, self._book, start)
-            if cost is not None:
+            if cost is not None and _answered_tier(response, start) != "standard":
                 standard = price_response(response, self._book, start, "standard")
                 saved = standard - cost if standard is not None and standard > cost else 0.0
         except Exception:
@@ -169,6 +169,15 @@ def _reported_usage(response: LLMResult) -> bool:
         for gens in response.generations
         for g in gens
     )
+
+
+def _answered_tier(response: LLMResult, start: CallStart | None) -> Tier:
+    """The tier the call ran on, as its first answer says (else as it was asked)."""
+    for generations in response.generations:
+        for generation in generations:
+            meta = getattr(getattr(generation, "message", None), "response_metadata", None)
+            return _tier(meta or {}, start)
+    return start.tier if start is not None else "standard"
 
 
 def _tier(meta: Mapping[str, Any], start: CallStart | None) -> Tier:

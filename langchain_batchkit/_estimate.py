@@ -17,7 +17,6 @@ kept on the estimate, so those items need not be paid for twice.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, HumanMessage
 
+from langchain_batchkit._callbacks import quiet_callback_errors
 from langchain_batchkit._concurrency import resolve_max_concurrency
 from langchain_batchkit._errors import ConfigurationError, dollars, safe_repr
 from langchain_batchkit._prices import PriceBook, Tier
@@ -280,15 +280,7 @@ def _look(
     return looked, total, iterator
 
 
-class _QuietStop(logging.Filter):
-    """Drops LangChain's "Error in callback" line for our own stop signal."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "_StopBeforeModel" not in record.getMessage()
-
-
-_CALLBACK_LOG = logging.getLogger("langchain_core.callbacks.manager")
-_CALLBACK_LOG.addFilter(_QuietStop())
+quiet_callback_errors("_StopBeforeModel")  # our own stop signal, not an error
 
 
 def _first_call(kit: BatchKit[Any, Any], value: Any, notes: list[str]) -> _Call | None:

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from langchain_batchkit._errors import ConfigurationError, CostWarning
+from langchain_batchkit._validate import check_number
 
 __all__ = ["CallUsage", "Price", "PriceBook", "Tier", "as_price_book"]
 
@@ -102,20 +103,11 @@ class Price:
     flex: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("input", "output", "cached_input", "cache_write", "batch", "flex"):
-            value = getattr(self, name)
-            if value is None and name in ("cached_input", "cache_write"):
-                continue
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigurationError(
-                    f"Price.{name} must be a finite number >= 0 (USD per million tokens "
-                    f"or a share), got {value!r}"
-                )
+        for name in ("input", "output", "batch", "flex"):
+            check_number(f"Price.{name}", getattr(self, name))
+        for name in ("cached_input", "cache_write"):
+            if getattr(self, name) is not None:
+                check_number(f"Price.{name}", getattr(self, name), or_none=True)
 
     def cost(self, usage: CallUsage, tier: Tier = "standard") -> float:
         """The dollars ``usage`` costs at this price on ``tier``."""
