@@ -187,11 +187,11 @@ class BatchEmbeddings:
     def cancel(self) -> list[str]:
         """Cancel the jobs of the running run and of the state file (see
         :meth:`BatchAPIRunner.cancel`); their unfinished texts fail."""
-        return run_on_private_loop(self._control.cancel(self._api(True), self.state_path))
+        return run_on_private_loop(self._control.cancel(lambda _: self._api(True), self.state_path))
 
     async def acancel(self) -> list[str]:
         """Async twin of :meth:`cancel`."""
-        return await self._control.cancel(self._api(False), self.state_path)
+        return await self._control.cancel(lambda _: self._api(False), self.state_path)
 
     # -- the phases ----------------------------------------------------------------------
 
@@ -212,7 +212,9 @@ class BatchEmbeddings:
     def _api(self, private_loop: bool) -> OpenAIBatches:
         client = self.embeddings.async_client._client
         http = self.embeddings.http_async_client
-        return OpenAIBatches.for_client(client, http, private_loop=private_loop)
+        return OpenAIBatches.for_client(
+            client, http, private_loop=private_loop, endpoint=EMBEDDINGS
+        )
 
     def _prepare(
         self,
@@ -274,7 +276,6 @@ class BatchEmbeddings:
                 api=lambda: self._api(private_loop),
                 options=self.options,
                 control=self._control,
-                endpoint=EMBEDDINGS,
                 sink=sink,
             )
         finally:

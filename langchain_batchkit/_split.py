@@ -19,7 +19,7 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableSequence
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._introspect import iter_runnables
 
-__all__ = ["ModelSplit", "as_sequence", "split_at_model"]
+__all__ = ["ModelSplit", "as_sequence", "split_at_model", "split_at_models"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,27 +59,53 @@ def split_at_model(chain: object, shape: str) -> ModelSplit:
         >>> split.kwargs, split.after                                             # doctest: +SKIP
         ({'temperature': 0}, (parser,))
     """
+    splits = split_at_models(chain, shape)
+    if len(splits) > 1:
+        names = ", ".join(split.step.get_name() for split in splits)
+        raise ConfigurationError(f"{shape}; found {len(splits)} model steps ({names})")
+    return splits[0]
+
+
+def split_at_models(chain: object, shape: str, *, hint: str = "") -> list[ModelSplit]:
+    """Cut ``chain`` at each of its top-level model steps, in order.
+
+    The first split's ``before`` holds the steps before the first model (later
+    splits' are empty); each split's ``after`` the steps up to the next model (or
+    the end), so
+    ``prompt | llm | parser | prompt2 | llm2`` gives two splits.
+
+    Args:
+        chain: the chain.
+        shape: what the caller accepts, said first in every error message.
+        hint: what to do instead, added to the message about a hidden model.
+
+    Raises:
+        ConfigurationError: ``chain`` is not a Runnable, has no model step, or a
+            model hidden inside another step (a parallel, a function), where it
+            cannot be reached.
+    """
     if not isinstance(chain, Runnable):
         raise ConfigurationError(f"{shape}; got {type(chain).__name__}")
     steps = list(_flatten(chain))
-    found = [(i, _unwrap(step)) for i, step in enumerate(steps)]
-    models = [(i, unwrapped) for i, unwrapped in found if unwrapped is not None]
+    models = [(i, unwrapped) for i, step in enumerate(steps) if (unwrapped := _unwrap(step))]
     if not models:
         hidden = hidden_model(chain)
-        where = f" ({hidden} sits inside another step)" if hidden else ""
+        where = f" ({hidden} sits inside another step{hint})" if hidden else ""
         raise ConfigurationError(f"{shape}; no model step found in {chain.get_name()}{where}")
-    if len(models) > 1:
-        names = ", ".join(steps[i].get_name() for i, _ in models)
-        raise ConfigurationError(f"{shape}; found {len(models)} model steps ({names})")
-    [(position, (model, kwargs))] = models
-    before, after = tuple(steps[:position]), tuple(steps[position + 1 :])
-    for part in (*before, *after):
+    for part in (s for i, s in enumerate(steps) if i not in {p for p, _ in models}):
         hidden = hidden_model(part)
         if hidden is not None:
             raise ConfigurationError(
-                f"{shape}; {hidden} sits inside another step, where it cannot be reached"
+                f"{shape}; {hidden} sits inside another step ({part.get_name()}), where it "
+                f"cannot be reached{hint}"
             )
-    return ModelSplit(before, steps[position], model, kwargs, after)
+    bounds = [p for p, _ in models] + [len(steps)]
+    splits = []
+    for n, (position, (model, kwargs)) in enumerate(models):
+        before = tuple(steps[:position]) if n == 0 else ()
+        after = tuple(steps[position + 1 : bounds[n + 1]])
+        splits.append(ModelSplit(before, steps[position], model, kwargs, after))
+    return splits
 
 
 def as_sequence(steps: tuple[Runnable[Any, Any], ...]) -> Runnable[Any, Any] | None:

@@ -69,3 +69,22 @@ class Probe:
 @pytest.fixture
 def probe() -> Probe:
     return Probe()
+
+
+@pytest.fixture
+def batch_clock() -> Any:
+    """The fake clock a Batch API test's server and runner share."""
+    from langchain_batchkit.testing import FakeClock
+
+    return FakeClock()
+
+
+@pytest.fixture
+def batch_server_on(fake_openai_server_factory: Any, batch_clock: Any) -> Any:
+    """Start a fake server whose Batch API timeline runs on ``batch_clock``."""
+    from langchain_batchkit.testing import FakeServerConfig
+
+    def start(**options: Any) -> Any:
+        return fake_openai_server_factory(FakeServerConfig(clock=batch_clock, **options))
+
+    return start

@@ -882,8 +882,7 @@ def _parallel() -> Any:
     ("chain", "message"),
     [
         (RunnableLambda(lambda x: x), "no model step"),
-        (_llm() | StrOutputParser() | _llm(), "2 model steps"),
-        (FakeChatModel(), "only OpenAI's ChatOpenAI"),
+        (FakeChatModel(), "no Batch API support"),
         (_parallel() | _llm(), "inside another step"),
         (_parallel() | StrOutputParser(), "no model step.*inside"),
         (
@@ -894,7 +893,6 @@ def _parallel() -> Any:
     ],
     ids=[
         "no-model",
-        "two-models",
         "other-model",
         "hidden-model",
         "only-a-hidden-model",

@@ -47,21 +47,72 @@ def test_a_resubmission_keeps_the_earlier_submission_as_an_attempt(tmp_path: Pat
     assert (attempt.output, attempt.usage, attempt.cost, attempt.latency) == (None, None, None, 0.0)
 
 
+#: The tables of formats 1 and 2 (one round; format 1 kept history as a list of errors).
+_FORMAT_2_TABLES = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (key TEXT PRIMARY KEY, batch_id TEXT, input_file_id TEXT,
+    status TEXT NOT NULL, collected INTEGER NOT NULL);
+CREATE TABLE members (job TEXT NOT NULL, custom_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    line INTEGER NOT NULL, PRIMARY KEY (job, custom_id));
+CREATE TABLE items (idx INTEGER PRIMARY KEY, digest TEXT NOT NULL, status TEXT NOT NULL,
+    submissions INTEGER NOT NULL, job TEXT, response TEXT, error TEXT,
+    retryable INTEGER NOT NULL, history TEXT NOT NULL);
+"""
+
+
+def _old_file(path: Path, version: str, history: str) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(_FORMAT_2_TABLES)
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("version", version), ("run_id", "run-old"), ("items", "1")],
+        )
+        db.execute("INSERT INTO jobs VALUES ('job-00002', 'batch_2', 'file_2', 'in_progress', 0)")
+        db.execute("INSERT INTO members VALUES ('job-00002', '0-2', 0, 0)")
+        db.execute(
+            "INSERT INTO items VALUES (0, 'digest-0', 'submitted', 2, 'job-00002', NULL, NULL, "
+            "0, ?)",
+            (history,),
+        )
+        db.commit()
+
+
+def _version(path: Path) -> tuple[str] | None:
+    with closing(sqlite3.connect(path)) as db:
+        row = db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+    return None if row is None else (str(row[0]),)
+
+
 def test_a_format_1_file_is_migrated_its_errors_becoming_attempts(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite"
-    _store_with_one_resubmitted_item(path)
     old_history = json.dumps([{"type": "TimeoutError", "message": "expired", "module": ""}])
-    with closing(sqlite3.connect(path)) as db:  # what format 1 wrote
-        db.execute("UPDATE items SET history = ?", (old_history,))
-        db.execute("UPDATE meta SET value = '1' WHERE name = 'version'")
-        db.commit()
+    _old_file(path, "1", old_history)
 
     [attempt] = _load(path)[0].history
 
     assert attempt == Attempt(ItemError("TimeoutError", "expired"))
-    with closing(sqlite3.connect(path)) as db:
-        version = db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
-    assert version == (SCHEMA_VERSION,)
+    assert _version(path) == (SCHEMA_VERSION,)
+
+
+def test_a_format_2_file_is_migrated_its_jobs_and_items_becoming_round_0(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    _old_file(path, "2", "[]")
+
+    item = _load(path)[0]
+    store = JobStore(path)
+    try:
+        [job] = store.load_jobs(0)
+    finally:
+        store.close()
+
+    assert (item.round, item.status, item.submissions, item.job) == (0, "submitted", 2, "job-00002")
+    assert (job.key, job.batch_id, job.round, job.members) == (
+        "job-00002",
+        "batch_2",
+        0,
+        {"0-2": 0},
+    )
+    assert _version(path) == (SCHEMA_VERSION,)
 
 
 def test_a_file_of_a_newer_format_is_refused(tmp_path: Path) -> None:

@@ -1,77 +1,87 @@
-"""Split a chain around its one ChatOpenAI step: local steps before, the model, local after.
+"""Cut a chain into local steps and model steps: each model step is one Batch API round.
 
-The Batch API replaces only the model call. ``prompt | model | parser`` becomes
+The Batch API replaces only the model calls. ``prompt | model | parser`` becomes
 ``prompt`` run locally (its outputs become request bodies), the model's requests
-sent as a job, and ``parser`` run locally on the returned messages. Anything the
-runner cannot split that way is refused at construction with a clear message,
-before anything is uploaded. The cut itself is
-:func:`langchain_batchkit._split.split_at_model`, shared with the re-ask.
+sent as jobs, and ``parser`` run locally on the returned messages. A chain with
+several model steps (``prompt | llm | parser | prompt2 | llm2 | parser2``) runs
+in rounds, one per model step, each over the items still alive. Anything that
+cannot be cut that way (a model inside a parallel or a function) is refused at
+construction, before anything is uploaded. The cut itself is
+:func:`langchain_batchkit._split.split_at_models`, shared with the re-ask.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.runnables import Runnable
-from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
-from langchain_batchkit._errors import ConfigurationError
-from langchain_batchkit._split import as_sequence, split_at_model
+from langchain_batchkit._batch_api._backends import ModelBackend, backend_for
+from langchain_batchkit._split import as_sequence, split_at_models
 
-__all__ = ["ChainParts", "split_chain"]
+__all__ = ["ChainPlan", "ModelStep", "split_chain"]
 
 _SHAPE = (
-    "BatchAPIRunner takes a ChatOpenAI (possibly .bind(...) / .bind_tools(...)), or a "
-    "RunnableSequence with exactly one such step, e.g. prompt | model | parser"
+    "BatchAPIRunner takes a chat model (ChatOpenAI, AzureChatOpenAI, ChatAnthropic; "
+    "possibly .bind(...) / .bind_tools(...) / .with_structured_output(...)), or a "
+    "RunnableSequence of local steps and such models, e.g. prompt | model | parser"
+)
+_HINT = (
+    ": the Batch API can only send model steps of the sequence itself; run this chain "
+    "with batchkit(chain, flex=True) for cheaper online calls instead"
 )
 
 
 @dataclass(frozen=True, slots=True)
-class ChainParts:
-    """A chain split around its model step.
+class ModelStep:
+    """One model step: its requests go through a provider's Batch API.
 
     Attributes:
-        pre: the steps before the model, run locally (``None``: the input goes
-            straight to the model).
-        model: the ChatOpenAI whose requests go through the Batch API.
-        kwargs: call parameters bound on the model (``bind``/``bind_tools``), outer
-            bindings overriding inner ones, as LangChain merges them.
-        post: the steps after the model, run locally on its messages (``None``: the
-            AIMessage is the output).
+        backend: how its requests are built, sent and read back.
+        post: the local steps after it, up to the next model step (``None``: the
+            message goes on as it is).
     """
 
-    pre: Runnable[Any, Any] | None
-    model: ChatOpenAI
-    kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    backend: ModelBackend
     post: Runnable[Any, Any] | None = None
 
 
-def split_chain(chain: object) -> ChainParts:
-    """Find the one ChatOpenAI step of ``chain`` and the local steps around it.
+@dataclass(frozen=True, slots=True)
+class ChainPlan:
+    """A chain cut into rounds.
+
+    Attributes:
+        pre: the steps before the first model, run locally (``None``: the input goes
+            straight to the model).
+        steps: the model steps, in order (one round each).
+    """
+
+    pre: Runnable[Any, Any] | None
+    steps: tuple[ModelStep, ...]
+
+    @property
+    def backend(self) -> ModelBackend:
+        """The first model step's backend."""
+        return self.steps[0].backend
+
+
+def split_chain(chain: object) -> ChainPlan:
+    """Find the model steps of ``chain`` and the local steps around them.
 
     Raises:
-        ConfigurationError: the chain has no such step, several, a model other than
-            ChatOpenAI, a model hidden inside another step, or a model that would
-            call the Responses API.
+        ConfigurationError: the chain has no model step, a model with no Batch API
+            here, a model hidden inside another step, or a model that would call
+            the Responses API.
 
     Example:
-        >>> parts = split_chain(prompt | llm.bind(temperature=0) | parser)  # doctest: +SKIP
-        >>> parts.kwargs                                                     # doctest: +SKIP
-        {'temperature': 0}
+        >>> plan = split_chain(prompt | llm.bind(temperature=0) | parser)  # doctest: +SKIP
+        >>> len(plan.steps), plan.steps[0].post                           # doctest: +SKIP
+        (1, parser)
     """
-    split = split_at_model(chain, _SHAPE)
-    model, kwargs = split.model, dict(split.kwargs)
-    if isinstance(model, AzureChatOpenAI) or not isinstance(model, ChatOpenAI):
-        raise ConfigurationError(
-            f"{_SHAPE}; {model.get_name()} is not supported (only OpenAI's ChatOpenAI)"
-        )
-    if model._use_responses_api({**kwargs, **model.model_kwargs}):
-        raise ConfigurationError(
-            f"{model.get_name()} would call the Responses API; BatchAPIRunner sends Chat "
-            "Completions batches: use ChatOpenAI(use_responses_api=False)"
-        )
-    pre, post = as_sequence(split.before), as_sequence(split.after)
-    return ChainParts(pre, model, MappingProxyType(kwargs), post)
+    splits = split_at_models(chain, _SHAPE, hint=_HINT)
+    steps = tuple(
+        ModelStep(backend_for(split.model, split.kwargs, _SHAPE), as_sequence(split.after))
+        for split in splits
+    )
+    return ChainPlan(as_sequence(splits[0].before), steps)

@@ -13,13 +13,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
-import openai
-
 from langchain_batchkit._batch_api._errors import BatchStateError
+from langchain_batchkit._batch_api._jobapi import JobClient
 from langchain_batchkit._batch_api._jobs import AnswerSink, JobLoop
 from langchain_batchkit._batch_api._options import BatchAPIOptions
-from langchain_batchkit._batch_api._provider import OpenAIBatches
-from langchain_batchkit._batch_api._requests import ENDPOINT, PreparedRequest
+from langchain_batchkit._batch_api._requests import PreparedRequest
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._batch_api._store import JobStore, running_batch_ids
 from langchain_batchkit._errors import BatchKitError
@@ -33,14 +31,14 @@ class JobControl:
     """What a runner's ``cancel()`` shares with its running run.
 
     Attributes:
-        live: provider ids of the jobs running now.
+        live: provider ids of the jobs running now, with their rounds.
         cancel_requested: ``cancel()`` was called (no new job is created).
     """
 
     __slots__ = ("cancel_requested", "live", "running")
 
     def __init__(self) -> None:
-        self.live: set[str] = set()
+        self.live: dict[str, int] = {}
         self.cancel_requested = False
         self.running = False
 
@@ -56,20 +54,23 @@ class JobControl:
         finally:
             self.running = False
 
-    async def cancel(self, api: OpenAIBatches, state_path: str | None) -> list[str]:
-        """Cancel the running jobs and those the state file holds as running."""
+    async def cancel(self, api: Callable[[int], JobClient], state_path: str | None) -> list[str]:
+        """Cancel the running jobs and those the state file holds as running.
+
+        Args:
+            api: the client of a round's provider.
+            state_path: the run's state file, if any.
+        """
         self.cancel_requested = True
-        batch_ids = set(self.live)
+        batch_ids = dict(self.live)
         if state_path is not None:
-            batch_ids |= running_batch_ids(state_path)
+            batch_ids.update(running_batch_ids(state_path))
         cancelled = []
-        async with api:
-            for batch_id in sorted(batch_ids):
-                try:
-                    await api.cancel(batch_id)
-                except openai.ConflictError:  # it finished meanwhile: nothing to cancel
-                    continue
-                cancelled.append(batch_id)
+        for round in sorted(set(batch_ids.values())):
+            async with api(round) as client:
+                for batch_id in sorted(b for b, r in batch_ids.items() if r == round):
+                    if await client.cancel(batch_id):
+                        cancelled.append(batch_id)
         if cancelled:
             logger.info("cancelled %d job(s): %s", len(cancelled), cancelled)
         return cancelled
@@ -80,11 +81,11 @@ async def drive_jobs(
     state_path: str | None,
     n_items: int,
     requests: Mapping[int, PreparedRequest],
-    api: Callable[[], OpenAIBatches],
+    api: Callable[[], JobClient],
     options: BatchAPIOptions,
     control: JobControl,
-    endpoint: str = ENDPOINT,
     sink: AnswerSink | None = None,
+    round: int = 0,
 ) -> dict[int, ItemState]:
     """Create, poll and collect the jobs of ``requests``; every item's final state.
 
@@ -95,8 +96,8 @@ async def drive_jobs(
         api: makes the provider calls' client, inside the loop that runs them.
         options: limits, polling and resubmission.
         control: shared with ``cancel()``.
-        endpoint: the URL of every request line.
         sink: what the file keeps of answers (see :data:`AnswerSink`).
+        round: the round of the run these requests are (see :mod:`._rounds`).
 
     Raises:
         BatchStateError: the file belongs to other inputs or requests.
@@ -104,13 +105,14 @@ async def drive_jobs(
     store = JobStore(state_path)
     try:
         run_id = store.begin(n_items=n_items)
-        items, fresh = _reconcile(store.load_items(), requests, state_path)
+        items, fresh = _reconcile(store.load_items(round), requests, state_path, round)
         store.save(items=fresh)
-        jobs = store.load_jobs()
+        jobs = store.load_jobs(round)
         if jobs:
             logger.info(
-                "resuming run %s from %s: %d job(s), %d still running",
+                "resuming run %s (round %d) from %s: %d job(s), %d still running",
                 run_id,
+                round,
                 state_path,
                 len(jobs),
                 sum(not job.collected for job in jobs),
@@ -126,8 +128,8 @@ async def drive_jobs(
                 options=options,
                 live=control.live,
                 cancelled=lambda: control.cancel_requested,
-                endpoint=endpoint,
                 sink=sink,
+                round=round,
             ).drive()
         return items
     finally:
@@ -138,6 +140,7 @@ def _reconcile(
     stored: Mapping[int, ItemState],
     requests: Mapping[int, PreparedRequest],
     state_path: str | None,
+    round: int,
 ) -> tuple[dict[int, ItemState], list[ItemState]]:
     """The items of this run: stored ones as they were, new ones pending.
 
@@ -150,7 +153,7 @@ def _reconcile(
     for idx, request in requests.items():
         state = stored.get(idx)
         if state is None:
-            state = ItemState(idx, request.digest)
+            state = ItemState(idx, request.digest, round=round)
             fresh.append(state)
         elif state.digest != request.digest:
             raise BatchStateError(

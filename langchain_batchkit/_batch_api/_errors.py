@@ -15,6 +15,8 @@ is worth a resubmission is decided here, without I/O::
 
 from __future__ import annotations
 
+from typing import Final
+
 from langchain_batchkit._errors import (
     BatchAPIError,
     BatchJobUnfinishedError,
@@ -24,19 +26,77 @@ from langchain_batchkit._errors import (
 from langchain_batchkit._retry import is_transient
 
 __all__ = [
+    "RESUBMIT_CODES",
     "BatchAPIError",
     "BatchJobUnfinishedError",
     "BatchRequestError",
     "BatchStateError",
     "is_resubmittable",
+    "unfinished_error",
 ]
+
+#: Providers' error codes (OpenAI's and Anthropic's) for a request that did not get
+#: an answer for a passing reason: sent again in a new job.
+RESUBMIT_CODES: Final = frozenset(
+    {
+        "server_error",
+        "internal_error",
+        "api_error",
+        "overloaded_error",
+        "timeout",
+        "request_timeout",
+        "timeout_error",
+        "rate_limit_exceeded",
+        "rate_limit_error",
+    }
+)
+_EXPIRED: Final = frozenset({"batch_expired", "expired"})
+_CANCELLED: Final = frozenset({"batch_cancelled", "cancelled", "canceled"})
+
+
+def unfinished_error(
+    code: str | None, message: str, batch_id: str | None, status: str
+) -> BatchRequestError | BatchJobUnfinishedError:
+    """The error of a result line that carries no answer, only an error object.
+
+    Decided by the provider's code: expired and cancelled requests are
+    :class:`BatchJobUnfinishedError` (expired ones are sent again, cancelled ones
+    not); any other code is a :class:`BatchRequestError` naming it, sent again when
+    it is in :data:`RESUBMIT_CODES` (server errors, timeouts, rate limits).
+
+    Example:
+        >>> error = unfinished_error("server_error", "boom", "batch_1", "completed")
+        >>> str(error), is_resubmittable(error)
+        ('job batch_1 (completed): the provider reported server_error: boom', True)
+    """
+    if code in _EXPIRED:
+        return BatchJobUnfinishedError(
+            f"job {batch_id} ({status}): {message}", status="expired", batch_id=batch_id, code=code
+        )
+    if code in _CANCELLED:
+        return BatchJobUnfinishedError(
+            f"job {batch_id} ({status}): {message}",
+            status="cancelled",
+            batch_id=batch_id,
+            code=code,
+        )
+    if code is None:
+        return BatchJobUnfinishedError(
+            f"job {batch_id} ({status}): {message}", status=status, batch_id=batch_id
+        )
+    return BatchRequestError(
+        f"job {batch_id} ({status}): the provider reported {code}: {message}",
+        code=code,
+        batch_id=batch_id,
+    )
 
 
 def is_resubmittable(exc: BaseException) -> bool:
     """Would sending this item again in a new job likely succeed?
 
-    Yes for a provider 5xx, 429 or 408 answer, for a job that expired before the
-    request ran, and for transient errors creating the job (connections, timeouts).
+    Yes for a provider 5xx, 429 or 408 answer, for a request that got no answer for
+    a code in :data:`RESUBMIT_CODES`, for a job that expired before the request ran,
+    and for transient errors creating the job (connections, timeouts).
     No for rejected requests (400s), cancelled jobs (someone meant it) and
     everything else.
 
@@ -49,6 +109,8 @@ def is_resubmittable(exc: BaseException) -> bool:
     if isinstance(exc, BatchJobUnfinishedError):
         return exc.status == "expired"
     if isinstance(exc, BatchRequestError):
-        code = exc.status_code
-        return code is not None and (code >= 500 or code in (408, 429))
+        status = exc.status_code
+        if status is None:
+            return exc.code in RESUBMIT_CODES
+        return status >= 500 or status in (408, 429)
     return is_transient(exc)

@@ -16,31 +16,19 @@ resumes from the file without creating a job twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
-
-from openai.types import Batch
 
 from langchain_batchkit._batch_api._errors import (
     BatchJobUnfinishedError,
     BatchRequestError,
 )
+from langchain_batchkit._batch_api._jobapi import JobClient, JobView, LineOutcome
 from langchain_batchkit._batch_api._options import BatchAPIOptions
-from langchain_batchkit._batch_api._provider import OpenAIBatches
-from langchain_batchkit._batch_api._requests import (
-    ENDPOINT,
-    PreparedRequest,
-    plan_jobs,
-    request_line,
-)
-from langchain_batchkit._batch_api._responses import (
-    LineOutcome,
-    body_of,
-    line_errors,
-    not_run,
-    parse_lines,
-)
-from langchain_batchkit._batch_api._state import FINAL_STATUSES, ItemState, JobState
+from langchain_batchkit._batch_api._requests import PreparedRequest, plan_jobs
+from langchain_batchkit._batch_api._responses import body_of, not_run
+from langchain_batchkit._batch_api._state import ItemState, JobState, job_key
 from langchain_batchkit._batch_api._store import JobStore
 from langchain_batchkit._errors import redact_secrets
 from langchain_batchkit._retry import is_transient
@@ -70,21 +58,21 @@ class JobLoop:
         store: where every step is written before the next.
         api: the provider calls.
         options: limits, polling and resubmission.
-        live: provider ids of jobs running now, shared with ``cancel()``.
+        live: provider ids of jobs running now (and their rounds), shared with ``cancel()``.
         cancelled: tells whether ``cancel()`` was called (no new job is created then).
-        endpoint: the URL of every request line and job.
         sink: what is kept of answers (default: the bodies, whole).
+        round: the round these items and jobs belong to (see :mod:`._rounds`).
     """
 
     __slots__ = (
         "_api",
         "_cancelled",
-        "_endpoint",
         "_items",
         "_jobs",
         "_live",
         "_options",
         "_requests",
+        "_round",
         "_run_id",
         "_sink",
         "_store",
@@ -98,12 +86,12 @@ class JobLoop:
         jobs: list[JobState],
         requests: Mapping[int, PreparedRequest],
         store: JobStore,
-        api: OpenAIBatches,
+        api: JobClient,
         options: BatchAPIOptions,
-        live: set[str],
+        live: dict[str, int],
         cancelled: Callable[[], bool],
-        endpoint: str = ENDPOINT,
         sink: AnswerSink | None = None,
+        round: int = 0,
     ) -> None:
         self._run_id = run_id
         self._items = items
@@ -114,8 +102,8 @@ class JobLoop:
         self._options = options
         self._live = live
         self._cancelled = cancelled
-        self._endpoint = endpoint
         self._sink = sink
+        self._round = round
 
     async def drive(self) -> None:
         """Run until no item is pending and no job is running."""
@@ -123,7 +111,7 @@ class JobLoop:
             if not job.collected and job.batch_id is None:
                 await self._adopt(job)
             elif not job.collected and job.batch_id is not None:
-                self._live.add(job.batch_id)
+                self._live[job.batch_id] = self._round
         checks = 0
         while True:
             if await self._submit_pending():
@@ -165,23 +153,24 @@ class JobLoop:
                 )
             self._store.save(items=pending)
             return True
-        by_id = {f"{s.index}-{s.submissions + 1}": s for s in pending}
+        by_id = {self._custom_id(s): s for s in pending}
         sizes = [
-            (cid, len(request_line(cid, self._requests[s.index], self._endpoint)))
+            (cid, len(self._api.line(cid, self._requests[s.index].body_json)))
             for cid, s in by_id.items()
         ]
+        max_bytes = self._options.max_bytes_per_job or self._api.max_bytes
         planned, too_large = plan_jobs(
             sizes,
-            max_requests=self._options.max_requests_per_job,
-            max_bytes=self._options.max_bytes_per_job,
+            max_requests=self._options.max_requests_per_job or self._api.max_requests,
+            max_bytes=max_bytes,
         )
         size_of = dict(sizes)
         for cid in too_large:
             size = size_of[cid]
             by_id[cid].fail(
                 BatchRequestError(
-                    f"the request is {size} bytes; a job's input file may hold at most "
-                    f"{self._options.max_bytes_per_job} (max_bytes_per_job)",
+                    f"the request is {size} bytes; a job may hold at most "
+                    f"{max_bytes} (max_bytes_per_job)",
                     code="request_too_large",
                 ),
                 max_resubmits=self._options.max_resubmits,
@@ -191,8 +180,9 @@ class JobLoop:
             self._store.save(items=[by_id[cid] for cid in too_large])
         for custom_ids in planned:
             job = JobState(
-                key=f"job-{len(self._jobs) + 1:05d}",
+                key=job_key(self._round, len(self._jobs) + 1),
                 members={cid: by_id[cid].index for cid in custom_ids},
+                round=self._round,
             )
             members = [by_id[cid] for cid in custom_ids]
             for state in members:
@@ -202,30 +192,40 @@ class JobLoop:
             await self._create(job)
         return True
 
-    def _input_file(self, job: JobState) -> bytes:
-        return b"".join(
-            request_line(cid, self._requests[idx], self._endpoint)
+    def _custom_id(self, state: ItemState) -> str:
+        """``index-submission``, with the round first after the first round (custom_ids
+        are unique within a job; Anthropic allows letters, digits, ``-`` and ``_``)."""
+        head = f"r{self._round}-" if self._round else ""
+        return f"{head}{state.index}-{state.submissions + 1}"
+
+    def _lines(self, job: JobState) -> list[bytes]:
+        return [
+            self._api.line(cid, self._requests[idx].body_json)
             for cid, idx in job.members.items()
             if idx in self._requests
-        )
+        ]
 
     def _metadata(self, job: JobState) -> dict[str, str]:
         return {**self._options.metadata, "batchkit_run": self._run_id, "batchkit_job": job.key}
 
     async def _create(self, job: JobState) -> None:
-        """Upload the job's file and create it; on failure its items fail with the error."""
-        data = self._input_file(job)
+        """Upload the job's requests and create it; on failure its items fail with the error."""
+        lines = self._lines(job)
+        if job.created_after is None:
+            job.created_after = time.time()  # the provider's clock, for find()
+            self._store.save(jobs=[job])
+
+        def uploaded(file_id: str) -> None:
+            job.input_file_id = file_id
+            self._store.save(jobs=[job])
+
         try:
-            if job.input_file_id is None:
-                job.input_file_id = await self._api.upload(
-                    f"batchkit-{self._run_id}-{job.key}.jsonl", data
-                )
-                self._store.save(jobs=[job])
-            batch = await self._api.create(
-                job.input_file_id,
-                window=self._options.completion_window,
+            view = await self._api.create(
+                name=f"batchkit-{self._run_id}-{job.key}",
+                lines=lines,
+                input_file_id=job.input_file_id,
                 metadata=self._metadata(job),
-                endpoint=self._endpoint,
+                on_upload=uploaded,
             )
         except Exception as exc:
             found = await self._created_anyway(job, exc)
@@ -239,28 +239,34 @@ class JobLoop:
                 job.status = "not_created"
                 self._settle_all(job, exc)
                 return
-            batch = found
-        self._record_created(job, batch)
+            view = found
+        self._record_created(job, view)
         logger.info(
             "created job %s (%s): %d requests, %d bytes",
             job.key,
-            batch.id,
+            view.id,
             len(job.members),
-            len(data),
+            sum(map(len, lines)),
         )
 
-    def _record_created(self, job: JobState, batch: Batch) -> None:
-        job.batch_id, job.input_file_id, job.status = batch.id, batch.input_file_id, batch.status
+    def _record_created(self, job: JobState, view: JobView) -> None:
+        job.batch_id, job.status = view.id, view.status
+        job.input_file_id = view.input_file_id or job.input_file_id
         self._store.save(jobs=[job])
-        self._live.add(batch.id)
+        self._live[view.id] = self._round
 
-    async def _created_anyway(self, job: JobState, exc: Exception) -> Batch | None:
+    async def _find(self, job: JobState) -> JobView | None:
+        return await self._api.find(
+            self._metadata(job), requests=len(job.members), created_after=job.created_after
+        )
+
+    async def _created_anyway(self, job: JobState, exc: Exception) -> JobView | None:
         """After a transient error creating a job (a timeout, a dropped connection), the
         provider may have created it all the same: look before sending the items again."""
-        if job.input_file_id is None or not is_transient(exc):
+        if not is_transient(exc):
             return None
         try:
-            return await self._api.find(self._metadata(job))
+            return await self._find(job)
         except Exception as lookup:
             logger.warning(
                 "could not look for job %s after a failed creation: %s",
@@ -271,7 +277,7 @@ class JobLoop:
 
     async def _adopt(self, job: JobState) -> None:
         """A job written but maybe not created before a crash: find it, or create it now."""
-        found = await self._api.find(self._metadata(job))
+        found = await self._find(job)
         if found is not None:
             logger.info("found job %s created before a restart: %s", job.key, found.id)
             self._record_created(job, found)
@@ -283,7 +289,7 @@ class JobLoop:
     async def _check(self, job: JobState) -> None:
         assert job.batch_id is not None
         try:
-            batch = await self._api.retrieve(job.batch_id)
+            view = await self._api.retrieve(job.batch_id)
         except Exception as exc:
             if is_transient(exc):
                 logger.warning(
@@ -294,22 +300,19 @@ class JobLoop:
                 return
             self._settle_all(job, exc)
             return
-        if batch.status != job.status:
-            job.status = batch.status
+        if view.status != job.status:
+            job.status = view.status
             self._store.save(jobs=[job])
-            logger.debug("job %s (%s): %s", job.key, batch.id, batch.status)
-        if batch.status in FINAL_STATUSES:
-            await self._collect(job, batch)
+            logger.debug("job %s (%s): %s", job.key, view.id, view.status)
+        if view.final:
+            await self._collect(job, view)
 
-    async def _collect(self, job: JobState, batch: Batch) -> None:
-        """Read the job's output and error files and settle each of its items."""
+    async def _collect(self, job: JobState, batch: JobView) -> None:
+        """Read the job's result lines and settle each of its items."""
         outcomes: dict[str, LineOutcome] = {}
         try:
-            for file_id in (batch.output_file_id, batch.error_file_id):
-                if file_id:
-                    data = await self._api.download(file_id)
-                    for line_outcome in parse_lines(data, batch_id=batch.id, status=batch.status):
-                        outcomes.setdefault(line_outcome.custom_id, line_outcome)
+            for line_outcome in await self._api.results(batch):
+                outcomes.setdefault(line_outcome.custom_id, line_outcome)
         except Exception as exc:
             if is_transient(exc):
                 logger.warning(
@@ -320,7 +323,6 @@ class JobLoop:
                 return
             self._settle_all(job, exc)
             return
-        errors_by_line = line_errors(batch)
         now = self._options.timer()
         settled: list[ItemState] = []
         unfinished: list[int] = []
@@ -349,7 +351,7 @@ class JobLoop:
                 if error is None and outcome is not None:
                     error = outcome.error
                 if error is None:
-                    error = not_run(batch, line, errors_by_line)
+                    error = not_run(batch, line)
                 if isinstance(error, BatchJobUnfinishedError):
                     unfinished.append(idx)
                 state.fail(error, max_resubmits=self._options.max_resubmits, now=now)
@@ -362,12 +364,12 @@ class JobLoop:
             )
         job.collected = True
         self._store.save(jobs=[job], items=settled)
-        self._live.discard(batch.id)
+        self._live.pop(batch.id, None)
         logger.info(
             "job %s (%s) %s: %d ok, %d failed",
             job.key,
             batch.id,
-            batch.status,
+            batch.outcome,
             ok,
             len(settled) - ok,
         )
@@ -376,7 +378,7 @@ class JobLoop:
                 "job %s (%s) %s: %d item(s) did not finish: %s%s",
                 job.key,
                 batch.id,
-                batch.status,
+                batch.outcome,
                 len(unfinished),
                 sorted(unfinished)[:_SHOWN],
                 " ..." if len(unfinished) > _SHOWN else "",
@@ -402,4 +404,4 @@ class JobLoop:
         job.collected = True
         self._store.save(jobs=[job], items=settled)
         if job.batch_id is not None:
-            self._live.discard(job.batch_id)
+            self._live.pop(job.batch_id, None)

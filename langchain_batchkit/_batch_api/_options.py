@@ -47,9 +47,11 @@ class BatchAPIOptions:
     before anything is uploaded (and paid for).
 
     Attributes:
-        max_requests_per_job: most requests in one job (OpenAI: 50,000); more inputs
-            are split into several jobs.
-        max_bytes_per_job: largest JSONL input file per job (OpenAI: 200 MB). A single
+        max_requests_per_job: most requests in one job; more inputs are split into
+            several jobs. ``None``: the provider's limit (OpenAI 50,000, Azure OpenAI
+            100,000, Anthropic 100,000).
+        max_bytes_per_job: largest job, in bytes of its requests. ``None``: the
+            provider's limit (OpenAI and Azure 200 MB, Anthropic 256 MB). A single
             request larger than this fails as that item's error.
         poll_initial_wait: seconds before the second status check of a job (the
             first is right after creation).
@@ -76,8 +78,8 @@ class BatchAPIOptions:
         120.0
     """
 
-    max_requests_per_job: int = 50_000
-    max_bytes_per_job: int = 200 * 1024 * 1024
+    max_requests_per_job: int | None = None
+    max_bytes_per_job: int | None = None
     poll_initial_wait: float = 30.0
     poll_max_wait: float = 600.0
     poll_multiplier: float = 2.0
@@ -90,8 +92,10 @@ class BatchAPIOptions:
     prices: PriceBook | Mapping[str, Price] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        check_int("BatchAPIOptions.max_requests_per_job", self.max_requests_per_job)
-        check_int("BatchAPIOptions.max_bytes_per_job", self.max_bytes_per_job)
+        if self.max_requests_per_job is not None:
+            check_int("BatchAPIOptions.max_requests_per_job", self.max_requests_per_job)
+        if self.max_bytes_per_job is not None:
+            check_int("BatchAPIOptions.max_bytes_per_job", self.max_bytes_per_job)
         check_number("BatchAPIOptions.poll_initial_wait", self.poll_initial_wait)
         check_number("BatchAPIOptions.poll_max_wait", self.poll_max_wait)
         check_number("BatchAPIOptions.poll_multiplier", self.poll_multiplier, minimum=1.0)

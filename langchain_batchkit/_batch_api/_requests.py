@@ -15,9 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from langchain_batchkit._batch_api._chain import ChainParts
-
-__all__ = ["ENDPOINT", "PreparedRequest", "RequestBuilder", "plan_jobs", "request_line"]
+__all__ = ["ENDPOINT", "PreparedRequest", "RequestBuilder", "plan_jobs"]
 
 #: The endpoint of a chat model's batches (embeddings go to ``/v1/embeddings``).
 ENDPOINT: Final = "/v1/chat/completions"
@@ -44,21 +42,21 @@ class RequestBuilder:
     """Builds request bodies for one model (and its bound kwargs), item by item.
 
     Example:
-        >>> builder = RequestBuilder(split_chain(llm.bind(temperature=0)))  # doctest: +SKIP
+        >>> builder = RequestBuilder(llm, {"temperature": 0})  # doctest: +SKIP
         >>> builder.build("Hello").body_json                                # doctest: +SKIP
         '{"messages":[{"content":"Hello","role":"user"}],"model":"gpt-4o-mini",...}'
     """
 
     __slots__ = ("_kwargs", "_model", "response_format", "tools")
 
-    def __init__(self, parts: ChainParts) -> None:
-        kwargs = dict(parts.kwargs)
+    def __init__(self, model: Any, kwargs: Mapping[str, Any]) -> None:
+        kwargs = dict(kwargs)
         kwargs.pop("ls_structured_output_format", None)  # tracing only, never sent
-        self._model = parts.model
+        self._model = model
         self._kwargs = kwargs
         #: The ``response_format`` as bound (a pydantic class for structured output),
         #: needed again to parse answers as the SDK's ``parse`` would.
-        defaults = parts.model.model_kwargs
+        defaults = model.model_kwargs
         self.response_format: object = kwargs.get(
             "response_format", defaults.get("response_format")
         )
@@ -88,18 +86,6 @@ def _response_format_param(schema: type) -> Any:
     from openai.lib._parsing._completions import type_to_response_format_param
 
     return type_to_response_format_param(schema)
-
-
-def request_line(custom_id: str, request: PreparedRequest, endpoint: str = ENDPOINT) -> bytes:
-    """One JSONL line (with its newline) of a job's input file, for ``endpoint``.
-
-    Example:
-        >>> request_line("7-1", PreparedRequest('{"model":"m"}', "d"))
-        b'{"custom_id":"7-1","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\\n'
-    """
-    head = json.dumps(custom_id, ensure_ascii=False)
-    line = f'{{"custom_id":{head},"method":"POST","url":"{endpoint}","body":{request.body_json}}}\n'
-    return line.encode()
 
 
 def plan_jobs(

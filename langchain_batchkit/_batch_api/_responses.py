@@ -12,20 +12,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
-from openai.types import Batch
 
-from langchain_batchkit._batch_api._errors import BatchJobUnfinishedError, BatchRequestError
+from langchain_batchkit._batch_api._errors import (
+    BatchJobUnfinishedError,
+    BatchRequestError,
+    unfinished_error,
+)
+from langchain_batchkit._batch_api._jobapi import JobView, LineOutcome
 from langchain_batchkit._batch_api._requests import RequestBuilder
 
 __all__ = [
-    "LineOutcome",
     "body_of",
-    "line_errors",
     "message_from_body",
     "not_run",
     "parse_lines",
@@ -34,21 +35,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class LineOutcome:
-    """One line of an output or error file: the answer body, or the error."""
-
-    custom_id: str
-    body: Mapping[str, Any] | None = None
-    error: Exception | None = None
-
-
 def parse_lines(data: bytes, *, batch_id: str, status: str) -> Iterator[LineOutcome]:
     """The outcomes in a job's output or error file, one per well-formed line.
 
     A 200 answer yields its body; another status a :class:`BatchRequestError`
-    (status code, the provider's message and code); a line that never ran (e.g.
-    ``batch_expired``) a :class:`BatchJobUnfinishedError` with the job's ``status``.
+    (status code, the provider's message and code); a line with no answer but an
+    error object (``response: null``) the error its code calls for (see
+    :func:`unfinished_error`: ``batch_expired`` and ``server_error`` are sent again,
+    ``batch_cancelled`` is not).
 
     Example:
         >>> line = b'{"custom_id": "0-1", "response": {"status_code": 200, "body": {"id": "x"}}}'
@@ -95,15 +89,7 @@ def _outcome(
     error = error if isinstance(error, Mapping) else {}
     code = _text(error.get("code"))
     message = str(error.get("message") or "the request did not run")
-    return LineOutcome(
-        custom_id,
-        error=BatchJobUnfinishedError(
-            f"job {batch_id} ({status}): {message}",
-            status="expired" if code == "batch_expired" else status,
-            batch_id=batch_id,
-            code=code,
-        ),
-    )
+    return LineOutcome(custom_id, error=unfinished_error(code, message, batch_id, status))
 
 
 def _text(value: object) -> str | None:
@@ -143,29 +129,18 @@ def body_of(outcome: LineOutcome | None) -> Mapping[str, Any] | None:
     return outcome.body if outcome is not None else None
 
 
-def line_errors(batch: Batch) -> dict[int | None, tuple[str | None, str]]:
-    """A failed job's validation errors: line number (or None) -> (code, message)."""
-    errors: dict[int | None, tuple[str | None, str]] = {}
-    data: Any = batch.errors.data if batch.errors is not None else None
-    for entry in data or ():
-        errors.setdefault(entry.line, (entry.code, entry.message or entry.code or "invalid"))
-    return errors
-
-
-def not_run(
-    batch: Batch, line: int, line_errors: Mapping[int | None, tuple[str | None, str]]
-) -> Exception:
+def not_run(job: JobView, line: int) -> Exception:
     """The error of an item its finished job has no result line for."""
-    if batch.status == "failed" and line in line_errors:
-        code, message = line_errors[line]
+    if job.outcome == "failed" and line in job.errors:
+        code, message = job.errors[line]
         return BatchRequestError(
-            f"job {batch.id} refused this request: {message}", code=code, batch_id=batch.id
+            f"job {job.id} refused this request: {message}", code=code, batch_id=job.id
         )
     reason = ""
-    if batch.status == "failed" and line_errors:
-        reason = ": " + "; ".join(message for _, message in list(line_errors.values())[:3])
+    if job.outcome == "failed" and job.errors:
+        reason = ": " + "; ".join(message for _, message in list(job.errors.values())[:3])
     return BatchJobUnfinishedError(
-        f"job {batch.id} ended {batch.status} before this request ran{reason}",
-        status=batch.status,
-        batch_id=batch.id,
+        f"job {job.id} ended {job.outcome or job.status} before this request ran{reason}",
+        status=job.outcome or job.status,
+        batch_id=job.id,
     )

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from langchain_batchkit._batch_api._drive import drive_jobs
-from langchain_batchkit._batch_api._provider import OpenAIBatches
 from langchain_batchkit._batch_api._requests import PreparedRequest
-from langchain_batchkit._batch_api._responses import message_from_body
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._costs import price_message
-from langchain_batchkit._item import ItemError, ItemResult, TokenUsage
+from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._prices import PriceBook
 from langchain_batchkit._results import BatchResult
 from langchain_batchkit._runner import BatchKit, batchkit
@@ -39,20 +37,47 @@ class LocalStep:
     inputs: list[Any]
 
 
+@dataclass(slots=True)
+class _Spent:
+    """What one item used over the rounds it took part in."""
+
+    submissions: int = 0
+    history: list[Attempt] = field(default_factory=list)
+    usage: TokenUsage | None = None
+    cost: float | None = 0.0
+    finished_at: float | None = None
+
+    def add(self, state: ItemState, message: AIMessage | None, cost: float | None) -> None:
+        self.submissions += state.submissions
+        self.history += state.history
+        self.finished_at = state.finished_at or self.finished_at
+        if message is None:
+            return
+        usage = TokenUsage.from_output(message)
+        if usage is not None:
+            self.usage = usage if self.usage is None else self.usage + usage
+        # a round that could not be priced makes the sum unknown, never too small
+        self.cost = None if cost is None or self.cost is None else self.cost + cost
+
+
 class ApiRun(Generic[InputT, OutputT]):
     """One run's state between its phases: the drivers only choose how each runs.
 
-    1. :meth:`before_model` names the local steps before the model; :meth:`prepare`
-       builds each item's request from their results.
-    2. :meth:`drive` runs the jobs (the only phase doing I/O here: the provider's
-       calls and the state file).
-    3. :meth:`after_model` turns answers into messages and names the local steps
-       after the model; :meth:`finish` builds the results from theirs.
+    1. :meth:`before_model` names the local steps before the first model;
+       :meth:`start` takes their results as the items alive.
+    2. For each model step (one *round*): :meth:`prepare` builds the requests of the
+       items alive; :meth:`drive` runs their jobs (the only phase doing I/O here:
+       the provider's calls and the state file); :meth:`after_model` turns answers
+       into messages and names the local steps after the model; :meth:`advance`
+       takes their results as the items alive for the next round. An item that
+       failed in a round takes no part in the next.
+    3. :meth:`finish` builds the results.
 
     A driver runs the named local steps (sync or async) and hands their results on.
     """
 
     __slots__ = (
+        "alive",
         "answered_at",
         "config",
         "failed",
@@ -62,6 +87,7 @@ class ApiRun(Generic[InputT, OutputT]):
         "pairs",
         "requests",
         "runner",
+        "spent",
         "start",
         "state_path",
     )
@@ -79,11 +105,18 @@ class ApiRun(Generic[InputT, OutputT]):
         self.state_path = state_path
         self.start = runner.options.timer()
         self.inputs = dict(pairs)
-        self.failed: list[ItemResult[InputT, OutputT]] = []
+        self.failed: dict[int, ItemResult[InputT, OutputT]] = {}
+        self.alive: dict[int, Any] = {}
         self.requests: dict[int, PreparedRequest] = {}
         self.items: dict[int, ItemState] = {}
         self.messages: dict[int, AIMessage] = {}
+        self.spent: dict[int, _Spent] = {idx: _Spent() for idx, _ in pairs}
         self.answered_at = self.start
+
+    @property
+    def rounds(self) -> int:
+        """How many model steps (rounds) the chain has."""
+        return len(self.runner.plan.steps)
 
     def _local(self, step: Runnable[Any, Any] | None, inputs: list[Any]) -> LocalStep | None:
         if step is None or not inputs:
@@ -96,121 +129,134 @@ class ApiRun(Generic[InputT, OutputT]):
         )
         return LocalStep(kit, inputs)
 
-    # -- 1. before the model -------------------------------------------------------------
+    def _fail(self, idx: int, error: ItemError | None, state: ItemState | None = None) -> None:
+        spent = self.spent[idx]
+        if state is not None:
+            spent.add(state, None, 0.0)
+        now = spent.finished_at or self.runner.options.timer()
+        self.failed[idx] = ItemResult(
+            index=idx,
+            input=self.inputs[idx],
+            error=error,
+            attempts=max(1, spent.submissions),
+            latency=max(0.0, now - self.start),
+            usage=spent.usage,
+            history=tuple(spent.history),
+            cost=spent.cost if spent.usage is not None else None,
+        )
+
+    # -- 1. before the first model ---------------------------------------------------------
 
     def before_model(self) -> LocalStep | None:
-        """The local steps before the model, over every input; None if there are none."""
-        return self._local(self.runner.parts.pre, [x for _, x in self.pairs])
+        """The local steps before the first model, over every input; None if there are none."""
+        return self._local(self.runner.plan.pre, [x for _, x in self.pairs])
 
-    def prepare(self, pre: BatchResult[Any, Any] | None) -> None:
-        """Build each item's request from its model input (``pre``'s output, or the input)."""
-        model_inputs: dict[int, Any] = {}
+    def begin(self, pre: BatchResult[Any, Any] | None) -> None:
+        """The items alive for the first round: ``pre``'s outputs, or the inputs."""
         if pre is None:
-            model_inputs = dict(self.pairs)
-        else:
-            for position, (idx, x) in enumerate(self.pairs):
-                done = pre.by_index(position)
-                if done.error is not None:
-                    self.failed.append(ItemResult(idx, x, error=done.error))
-                else:
-                    model_inputs[idx] = done.output
-        for idx, model_input in model_inputs.items():
+            self.alive = dict(self.pairs)
+            return
+        for position, (idx, _) in enumerate(self.pairs):
+            done = pre.by_index(position)
+            if done.error is not None:
+                self._fail(idx, done.error)
+            else:
+                self.alive[idx] = done.output
+
+    # -- 2. one round per model step ---------------------------------------------------------
+
+    def prepare(self, round: int) -> None:
+        """Build the request of every item alive with this round's model."""
+        backend = self.runner.plan.steps[round].backend
+        self.requests = {}
+        for idx, model_input in self.alive.items():
             try:
-                self.requests[idx] = self.runner.builder.build(model_input)
+                self.requests[idx] = backend.build(model_input)
             except Exception as exc:
-                error = ItemError.from_exception(exc)
-                self.failed.append(ItemResult(idx, self.inputs[idx], error=error))
+                self._fail(idx, ItemError.from_exception(exc))
+        self.alive = {idx: x for idx, x in self.alive.items() if idx in self.requests}
 
-    # -- 2. the jobs ---------------------------------------------------------------------
-
-    async def drive(self, *, private_loop: bool) -> None:
-        """Create, poll and collect the jobs of every request, through the state file.
+    async def drive(self, round: int, *, private_loop: bool) -> None:
+        """Create, poll and collect the jobs of this round's requests, through the state file.
 
         Args:
+            round: the model step.
             private_loop: this runs on a private loop (a sync run): the client is made
                 without the model's ``http_async_client`` (see :class:`OpenAIBatches`).
         """
         runner = self.runner
+        backend = runner.plan.steps[round].backend
         self.items = await drive_jobs(
             state_path=self.state_path,
             n_items=len(self.pairs),
             requests=self.requests,
-            api=lambda: OpenAIBatches.for_model(runner.parts.model, private_loop=private_loop),
+            api=lambda: backend.client(private_loop=private_loop),
             options=runner.options,
             control=runner._control,
+            round=round,
         )
 
-    # -- 3. after the model --------------------------------------------------------------
-
-    def after_model(self) -> LocalStep | None:
-        """Turn answers into messages; the local steps after the model, over them."""
-        runner = self.runner
-        now = self.answered_at = runner.options.timer()
+    def after_model(self, round: int) -> LocalStep | None:
+        """Turn this round's answers into messages; the local steps after the model."""
+        step = self.runner.plan.steps[round]
+        self.answered_at = self.runner.options.timer()
+        self.messages = {}
         for idx, state in sorted(self.items.items()):
             error = state.error
             if state.status == "succeeded" and state.response is not None:
                 try:
-                    self.messages[idx] = message_from_body(
-                        runner.parts.model, runner.builder, state.response
-                    )
-                    continue
+                    message = step.backend.message(state.response)
                 except Exception as exc:
                     error = ItemError.from_exception(exc)
-            self.failed.append(
-                _result(state, self.inputs[idx], None, error, None, now - self.start)
-            )
-        return self._local(runner.parts.post, list(self.messages.values()))
+                else:
+                    self.messages[idx] = message
+                    self.spent[idx].add(state, message, self._cost(round, message))
+                    continue
+            self._fail(idx, error, state)
+        return self._local(step.post, list(self.messages.values()))
 
-    def _cost(self, message: object) -> float | None:
-        """The answer's dollars at the Batch API's price."""
-        runner = self.runner
-        prices = cast(PriceBook, runner.options.prices)
-        return price_message(message, prices, "batch", _model_name(runner.parts.model))
-
-    def finish(self, post: BatchResult[Any, Any] | None) -> BatchResult[InputT, OutputT]:
-        """The run's results: each message through ``post`` (if any), and every failure."""
-        results = list(self.failed)
+    def advance(self, round: int, post: BatchResult[Any, Any] | None) -> None:
+        """The items alive after this round: each message through ``post`` (if any)."""
+        self.alive = {}
         for position, (idx, message) in enumerate(self.messages.items()):
-            output: object = message
-            error: ItemError | None = None
-            if post is not None:
-                done = post.by_index(position)
-                output, error = done.output, done.error
-            state = self.items[idx]
-            latency = (state.finished_at or self.answered_at) - self.start
-            usage = TokenUsage.from_output(message)
-            result: ItemResult[InputT, OutputT] = _result(
-                state, self.inputs[idx], output, error, usage, latency
+            if post is None:
+                self.alive[idx] = message
+                continue
+            done = post.by_index(position)
+            if done.error is not None:
+                self._fail(idx, done.error)
+            else:
+                self.alive[idx] = done.output
+
+    def _cost(self, round: int, message: object) -> float | None:
+        """The answer's dollars at the Batch API's price."""
+        backend = self.runner.plan.steps[round].backend
+        prices = cast(PriceBook, self.runner.options.prices)
+        return price_message(message, prices, "batch", backend.model_name)
+
+    # -- 3. the results ----------------------------------------------------------------------
+
+    def finish(self) -> BatchResult[InputT, OutputT]:
+        """The run's results: every item alive after the last round, and every failure."""
+        results: list[ItemResult[InputT, OutputT]] = list(self.failed.values())
+        for idx, output in self.alive.items():
+            spent = self.spent[idx]
+            latency = (spent.finished_at or self.answered_at) - self.start
+            results.append(
+                ItemResult(
+                    index=idx,
+                    input=self.inputs[idx],
+                    output=cast(OutputT, output),
+                    attempts=max(1, spent.submissions),
+                    latency=max(0.0, latency),
+                    usage=spent.usage,
+                    history=tuple(spent.history),
+                    cost=spent.cost if spent.usage is not None else None,
+                )
             )
-            results.append(replace(result, cost=self._cost(message)))
         return BatchResult(
             results,
             wall_time=self.runner.options.timer() - self.start,
             rerunner=self.runner,
             config=self.config,
         )
-
-
-def _model_name(model: object) -> str | None:
-    name = getattr(model, "model_name", None) or getattr(model, "model", None)
-    return name if isinstance(name, str) else None
-
-
-def _result(
-    state: ItemState,
-    input: InputT,
-    output: object,
-    error: ItemError | None,
-    usage: TokenUsage | None,
-    latency: float,
-) -> ItemResult[InputT, OutputT]:
-    return ItemResult(
-        index=state.index,
-        input=input,
-        output=cast(OutputT, output) if error is None else None,
-        error=error,
-        attempts=max(1, state.submissions),
-        latency=max(0.0, latency),
-        usage=usage,
-        history=tuple(state.history),
-    )

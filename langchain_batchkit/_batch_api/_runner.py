@@ -26,12 +26,10 @@ from typing import Generic, TypeVar
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from langchain_batchkit._batch_api._chain import ChainParts, split_chain
+from langchain_batchkit._batch_api._chain import ChainPlan, split_chain
 from langchain_batchkit._batch_api._drive import JobControl
 from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._private_loop import run_on_private_loop
-from langchain_batchkit._batch_api._provider import OpenAIBatches
-from langchain_batchkit._batch_api._requests import RequestBuilder
 from langchain_batchkit._batch_api._run import ApiRun
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._results import BatchResult
@@ -83,16 +81,14 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
             raise ConfigurationError(f"options must be a BatchAPIOptions, got {options!r}")
         if state_path is not None and not isinstance(state_path, str | os.PathLike):
             raise ConfigurationError(f"state_path must be a path or None, got {state_path!r}")
-        self.parts: ChainParts = split_chain(chain)
+        self.plan: ChainPlan = split_chain(chain)
         self.options = options or BatchAPIOptions()
         self.state_path = os.fspath(state_path) if state_path is not None else None
-        self.builder = RequestBuilder(self.parts)
         self._control = JobControl()
 
     def __repr__(self) -> str:
-        return (
-            f"BatchAPIRunner(model={self.parts.model.model_name!r}, state_path={self.state_path!r})"
-        )
+        models = ", ".join(repr(step.backend.model_name) for step in self.plan.steps)
+        return f"BatchAPIRunner(model={models}, state_path={self.state_path!r})"
 
     # -- entry points --------------------------------------------------------------------
 
@@ -146,8 +142,11 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         return await self._cancel_jobs(private_loop=False)
 
     async def _cancel_jobs(self, *, private_loop: bool) -> list[str]:
-        api = OpenAIBatches.for_model(self.parts.model, private_loop=private_loop)
-        return await self._control.cancel(api, self.state_path)
+        steps = self.plan.steps
+        return await self._control.cancel(
+            lambda round: steps[round].backend.client(private_loop=private_loop),
+            self.state_path,
+        )
 
     # -- BatchResult.retry_failed() ------------------------------------------------------
 
@@ -168,17 +167,23 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
     def _execute(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         """Sync: local steps through ``kit.batch`` here; job I/O on a private loop."""
         before = run.before_model()
-        run.prepare(before.kit.batch(before.inputs, run.config) if before else None)
-        if run.requests:
-            run_on_private_loop(run.drive(private_loop=True))
-        after = run.after_model()
-        return run.finish(after.kit.batch(after.inputs, run.config) if after else None)
+        run.begin(before.kit.batch(before.inputs, run.config) if before else None)
+        for round in range(run.rounds):
+            run.prepare(round)
+            if run.requests:
+                run_on_private_loop(run.drive(round, private_loop=True))
+            after = run.after_model(round)
+            run.advance(round, after.kit.batch(after.inputs, run.config) if after else None)
+        return run.finish()
 
     async def _aexecute(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         """Async: local steps through ``kit.abatch`` and job I/O, all on this loop."""
         before = run.before_model()
-        run.prepare(await before.kit.abatch(before.inputs, run.config) if before else None)
-        if run.requests:
-            await run.drive(private_loop=False)
-        after = run.after_model()
-        return run.finish(await after.kit.abatch(after.inputs, run.config) if after else None)
+        run.begin(await before.kit.abatch(before.inputs, run.config) if before else None)
+        for round in range(run.rounds):
+            run.prepare(round)
+            if run.requests:
+                await run.drive(round, private_loop=False)
+            after = run.after_model(round)
+            run.advance(round, await after.kit.abatch(after.inputs, run.config) if after else None)
+        return run.finish()

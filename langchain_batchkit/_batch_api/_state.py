@@ -15,12 +15,19 @@ from typing import Any, Literal
 from langchain_batchkit._batch_api._errors import is_resubmittable
 from langchain_batchkit._item import Attempt, ItemError
 
-__all__ = ["FINAL_STATUSES", "ItemState", "ItemStatus", "JobState"]
+__all__ = ["ItemState", "ItemStatus", "JobState", "job_key"]
 
 ItemStatus = Literal["pending", "submitted", "succeeded", "failed"]
 
-#: Provider statuses after which a job changes no more.
-FINAL_STATUSES = frozenset({"completed", "expired", "cancelled", "failed"})
+
+def job_key(round: int, number: int) -> str:
+    """The runner's name for a job: ``job-00001`` in the first round, ``r2-job-00001`` later.
+
+    Example:
+        >>> job_key(0, 1), job_key(2, 12)
+        ('job-00001', 'r2-job-00012')
+    """
+    return f"r{round}-job-{number:05d}" if round else f"job-{number:05d}"
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +46,7 @@ class ItemState:
         history: earlier submissions, oldest first, as :class:`Attempt` records
             (their errors; a submission has no latency of its own).
         finished_at: clock time it was settled in this process (for latency).
+        round: the round of the run it belongs to (0: the first model step).
     """
 
     index: int
@@ -51,6 +59,7 @@ class ItemState:
     retryable: bool = False
     history: list[Attempt] = field(default_factory=list)
     finished_at: float | None = None
+    round: int = 0
 
     def submit(self, job: str) -> None:
         """Sent in ``job``: an earlier error moves to ``history``."""
@@ -83,6 +92,9 @@ class JobState:
         input_file_id: the uploaded input file, once uploaded.
         status: ``uploading`` until created, then the provider's last status.
         collected: its results were read and its items settled.
+        round: the round of the run it belongs to.
+        created_after: unix time just before its creation was first asked (finds it
+            again at providers without job metadata).
     """
 
     key: str
@@ -91,3 +103,5 @@ class JobState:
     input_file_id: str | None = None
     status: str = "uploading"
     collected: bool = False
+    round: int = 0
+    created_after: float | None = None

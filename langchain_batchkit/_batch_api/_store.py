@@ -29,9 +29,9 @@ __all__ = ["JobStore", "running_batch_ids"]
 
 logger = logging.getLogger(__name__)
 
-#: Bumped when the layout changes. Format 1 (history as a list of errors) is
-#: migrated in place; any other version is refused.
-SCHEMA_VERSION = "2"
+#: Bumped when the layout changes. Formats 1 (history as a list of errors) and 2
+#: (one round) are migrated in place; any other version is refused.
+SCHEMA_VERSION = "3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,7 +40,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     batch_id TEXT,
     input_file_id TEXT,
     status TEXT NOT NULL,
-    collected INTEGER NOT NULL
+    collected INTEGER NOT NULL,
+    round INTEGER NOT NULL DEFAULT 0,
+    created_after REAL
 );
 CREATE TABLE IF NOT EXISTS members (
     job TEXT NOT NULL,
@@ -50,7 +52,8 @@ CREATE TABLE IF NOT EXISTS members (
     PRIMARY KEY (job, custom_id)
 );
 CREATE TABLE IF NOT EXISTS items (
-    idx INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL DEFAULT 0,
+    idx INTEGER NOT NULL,
     digest TEXT NOT NULL,
     status TEXT NOT NULL,
     submissions INTEGER NOT NULL,
@@ -58,8 +61,32 @@ CREATE TABLE IF NOT EXISTS items (
     response TEXT,
     error TEXT,
     retryable INTEGER NOT NULL,
-    history TEXT NOT NULL
+    history TEXT NOT NULL,
+    PRIMARY KEY (round, idx)
 );
+"""
+
+#: Format 2 -> 3: every job and item belongs to round 0.
+_MIGRATE_2 = """
+ALTER TABLE jobs ADD COLUMN round INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN created_after REAL;
+ALTER TABLE items RENAME TO items_2;
+CREATE TABLE items (
+    round INTEGER NOT NULL DEFAULT 0,
+    idx INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    status TEXT NOT NULL,
+    submissions INTEGER NOT NULL,
+    job TEXT,
+    response TEXT,
+    error TEXT,
+    retryable INTEGER NOT NULL,
+    history TEXT NOT NULL,
+    PRIMARY KEY (round, idx)
+);
+INSERT INTO items SELECT 0, idx, digest, status, submissions, job, response, error,
+    retryable, history FROM items_2;
+DROP TABLE items_2;
 """
 
 
@@ -84,7 +111,7 @@ class JobStore:
         except sqlite3.Error as exc:
             raise BatchStateError(f"cannot use {self.path!r} as a state file: {exc}") from exc
         try:
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_SCHEMA)  # an older file's tables are kept as they are
         except sqlite3.Error as exc:
             self._conn.close()
             raise BatchStateError(f"cannot use {self.path!r} as a state file: {exc}") from exc
@@ -113,10 +140,13 @@ class JobStore:
         version = meta.get("version")
         if version == "1":
             self._migrate_from_1()
+            version = "2"
+        if version == "2":
+            self._migrate_from_2()
         elif version != SCHEMA_VERSION:
             raise BatchStateError(
                 f"state file {self.path!r} has format {version!r}, this version of "
-                f"langchain-batchkit reads {SCHEMA_VERSION!r} (and migrates '1'): it was "
+                f"langchain-batchkit reads {SCHEMA_VERSION!r} (and migrates '1' and '2'): it was "
                 "written by another release; finish the run with that release or use a new file"
             )
         if meta.get("items") != str(n_items):
@@ -135,17 +165,27 @@ class JobStore:
                 "UPDATE items SET history = ? WHERE idx = ?",
                 [(legacy_history(history), idx) for idx, history in rows],
             )
+            self._conn.execute("UPDATE meta SET value = '2' WHERE name = 'version'")
+        logger.info("state file %s: migrated from format 1 to 2", self.path)
+
+    def _migrate_from_2(self) -> None:
+        """Format 2 had one round: its jobs and items become round 0, in one transaction."""
+        with transaction(self._conn, "BEGIN IMMEDIATE"):
+            for statement in _MIGRATE_2.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
             self._conn.execute(
                 "UPDATE meta SET value = ? WHERE name = 'version'", (SCHEMA_VERSION,)
             )
-        logger.info("state file %s: migrated from format 1 to %s", self.path, SCHEMA_VERSION)
+        logger.info("state file %s: migrated from format 2 to %s", self.path, SCHEMA_VERSION)
 
     # -- reading -------------------------------------------------------------------------
 
-    def load_items(self) -> dict[int, ItemState]:
+    def load_items(self, round: int = 0) -> dict[int, ItemState]:
         rows = self._conn.execute(
             "SELECT idx, digest, status, submissions, job, response, error, retryable, history "
-            "FROM items"
+            "FROM items WHERE round = ?",
+            (round,),
         ).fetchall()
         items: dict[int, ItemState] = {}
         for idx, digest, status, submissions, job, response, error, retryable, history in rows:
@@ -159,21 +199,32 @@ class JobStore:
                 error=ItemError.from_dict(json.loads(error)) if error else None,
                 retryable=bool(retryable),
                 history=list(load_history(history)),
+                round=round,
             )
         return items
 
-    def load_jobs(self) -> list[JobState]:
+    def load_jobs(self, round: int | None = 0) -> list[JobState]:
+        """The jobs of ``round`` (``None``: of every round), in creation order."""
+        where, args = ("", ()) if round is None else (" WHERE round = ?", (round,))
         jobs = {
-            key: JobState(key, {}, batch_id, input_file_id, status, bool(collected))
-            for key, batch_id, input_file_id, status, collected in self._conn.execute(
-                "SELECT key, batch_id, input_file_id, status, collected FROM jobs ORDER BY key"
+            key: JobState(key, {}, batch_id, input_file_id, status, bool(collected), rnd, after)
+            for key, batch_id, input_file_id, status, collected, rnd, after in self._conn.execute(
+                "SELECT key, batch_id, input_file_id, status, collected, round, created_after "
+                f"FROM jobs{where} ORDER BY round, key",
+                args,
             )
         }
         for job, custom_id, idx in self._conn.execute(
             "SELECT job, custom_id, idx FROM members ORDER BY job, line"
         ):
-            jobs[job].members[custom_id] = idx
+            if job in jobs:
+                jobs[job].members[custom_id] = idx
         return list(jobs.values())
+
+    def rounds(self) -> int:
+        """How many rounds the file holds items of."""
+        row = self._conn.execute("SELECT MAX(round) FROM items").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
 
     # -- writing -------------------------------------------------------------------------
 
@@ -196,17 +247,26 @@ class JobStore:
 
     def _write_job(self, job: JobState) -> None:
         self._conn.execute(
-            "INSERT OR REPLACE INTO jobs (key, batch_id, input_file_id, status, collected) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (job.key, job.batch_id, job.input_file_id, job.status, int(job.collected)),
+            "INSERT OR REPLACE INTO jobs (key, batch_id, input_file_id, status, collected, "
+            "round, created_after) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.key,
+                job.batch_id,
+                job.input_file_id,
+                job.status,
+                int(job.collected),
+                job.round,
+                job.created_after,
+            ),
         )
 
     def _write_items(self, items: Iterable[ItemState]) -> None:
         self._conn.executemany(
-            "INSERT OR REPLACE INTO items (idx, digest, status, submissions, job, response, "
-            "error, retryable, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO items (round, idx, digest, status, submissions, job, "
+            "response, error, retryable, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
+                    s.round,
                     s.index,
                     s.digest,
                     s.status,
@@ -222,15 +282,16 @@ class JobStore:
         )
 
 
-def running_batch_ids(path: str | os.PathLike[str]) -> set[str]:
-    """Provider ids of the jobs a state file holds as created and not yet collected."""
+def running_batch_ids(path: str | os.PathLike[str]) -> dict[str, int]:
+    """Provider ids of the jobs a state file holds as created and not yet collected,
+    with their rounds."""
     if not os.path.exists(path):
-        return set()
+        return {}
     store = JobStore(path)
     try:
         return {
-            job.batch_id
-            for job in store.load_jobs()
+            job.batch_id: job.round
+            for job in store.load_jobs(None)
             if job.batch_id is not None and not job.collected
         }
     finally:

@@ -51,13 +51,27 @@ class LineResult:
     body: Mapping[str, object] = field(hash=False)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    unanswered: bool = False
 
     @property
     def ok(self) -> bool:
         return self.status_code == 200
 
     def record(self) -> dict[str, object]:
-        """The line of the output file (status 200) or error file (any other)."""
+        """The line of the output file (status 200) or error file (any other).
+
+        An ``unanswered`` failure has no HTTP answer: ``response`` is null and
+        ``error`` holds the code and message of the body's error.
+        """
+        if self.unanswered:
+            error = self.body.get("error")
+            error = error if isinstance(error, Mapping) else {}
+            return {
+                "id": self.record_id,
+                "custom_id": self.custom_id,
+                "response": None,
+                "error": {"code": error.get("type"), "message": error.get("message")},
+            }
         return {
             "id": self.record_id,
             "custom_id": self.custom_id,
@@ -101,7 +115,9 @@ def run_line(
 
     if server_error:
         message = "The server had an error while processing your request (injected fault)."
-        return failed(500, error_body(message, "server_error"))
+        unanswered = config.batch_line_error_style == "line"
+        body = error_body(message, "server_error")
+        return LineResult(record_id, request_id, line.custom_id, 500, body, unanswered=unanswered)
     try:
         if endpoint == EMBEDDINGS:
             embedding = parse_embedding_body(json.dumps(line.body).encode(), config)

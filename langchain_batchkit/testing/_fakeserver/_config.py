@@ -251,6 +251,9 @@ class FakeServerConfig:
             ``batch_expired``.
         batch_line_error_rate: probability that a batch line fails with HTTP 500
             (in the error file) instead of being answered.
+        batch_line_error_style: how such a failure is written: ``"http"`` as an answer
+            with ``status_code`` 500, ``"line"`` as a line with ``response: null``
+            and an ``error`` object of code ``server_error`` (as OpenAI also writes).
         batch_max_requests: most lines one batch input file may hold; more makes the
             batch ``failed`` with code ``too_many_tasks`` (OpenAI: 50,000).
         batch_max_file_bytes: largest ``purpose="batch"`` upload; a larger one gets
@@ -306,6 +309,7 @@ class FakeServerConfig:
     batch_cancel_delay: float = 0.0
     batch_expired_fraction: float = 0.0
     batch_line_error_rate: float = 0.0
+    batch_line_error_style: Literal["http", "line"] = "http"
     batch_max_requests: int = 50_000
     batch_max_file_bytes: int = 200 * 1024 * 1024
     embedding_dimensions: int = 1536
@@ -387,6 +391,8 @@ class FakeServerConfig:
         _check_real("batch_cancel_delay", self.batch_cancel_delay)
         _check_probability("batch_expired_fraction", self.batch_expired_fraction)
         _check_probability("batch_line_error_rate", self.batch_line_error_rate)
+        if self.batch_line_error_style not in ("http", "line"):
+            raise _bad("batch_line_error_style", "'http' or 'line'", self.batch_line_error_style)
         _check_int("batch_max_requests", self.batch_max_requests)
         _check_int("batch_max_file_bytes", self.batch_max_file_bytes)
         _check_int("embedding_dimensions", self.embedding_dimensions)
