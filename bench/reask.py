@@ -9,7 +9,10 @@ truncated JSON, text before the JSON). Three ways:
 * **re-run**: the same prompt again, a second and a third ``chain.batch`` over the
   items still failing (what retrying a parse error as if transient does);
 * **re-ask**: ``batchkit(chain, reask=Reask(max_attempts=3))``: the answer and its
-  error go back to the model.
+  error go back to the model;
+* **Batch API re-ask**: ``BatchAPIRunner(chain, reask=Reask(max_attempts=3))``: the
+  same, with the first answers in one job and each re-ask round in another (calls
+  are the batch lines the server ran; the fake server's batch timeline on a fake clock).
 
 Two models of the model's mistakes (``--repeats``): with ``1`` a failing prompt
 makes its mistake once more when asked the same thing again (a deterministic model
@@ -34,8 +37,8 @@ from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from langchain_batchkit import Reask, batchkit
-from langchain_batchkit.testing import FakeOpenAIServer, FakeServerConfig, ScriptedFault
+from langchain_batchkit import BatchAPIOptions, BatchAPIRunner, Reask, batchkit
+from langchain_batchkit.testing import FakeClock, FakeOpenAIServer, FakeServerConfig, ScriptedFault
 
 MISTAKES: tuple[ScriptedFault, ...] = (
     "missing_field",
@@ -114,10 +117,25 @@ def reask(server: FakeOpenAIServer, inputs: list[str], usage: Any) -> int:
     return sum(1 for r in results if _valid(r.output))
 
 
+def batch_api_reask(server: FakeOpenAIServer, inputs: list[str], usage: Any) -> int:
+    """Re-asks as Batch API rounds: one job of first answers, one per re-ask round."""
+    clock = FakeClock()
+    options = BatchAPIOptions(clock=clock, sleep=clock.sleep)
+    runner = BatchAPIRunner(_chain(server), options=options, reask=Reask(max_attempts=3))
+    results = runner.run(inputs)
+    tokens = [r.usage for r in results if r.usage is not None]
+    usage.usage_metadata["gpt-4o-mini"] = {  # the jobs' usage, as the callback would sum it
+        "input_tokens": sum(t.input_tokens for t in tokens),
+        "output_tokens": sum(t.output_tokens for t in tokens),
+    }
+    return sum(1 for r in results if _valid(r.output))
+
+
 WAYS: dict[str, Callable[[FakeOpenAIServer, list[str], Any], int]] = {
     "plain batch": plain,
     "re-run failed": rerun,
     "batchkit re-ask": reask,
+    "Batch API re-ask": batch_api_reask,
 }
 
 
@@ -139,7 +157,8 @@ def main() -> None:
             usage = UsageMetadataCallbackHandler()
             with FakeOpenAIServer(_config(inputs, repeats)) as server:
                 valid = way(server, inputs, usage)
-                calls = server.stats().responses_by_status.get(200, 0)
+                stats = server.stats()
+                calls = stats.responses_by_status.get(200, 0) + stats.batch_lines_processed
             totals: dict[str, Any] = dict(next(iter(usage.usage_metadata.values()), {}))
             print(
                 f"{name:<18}{valid:>8}{calls:>8}"

@@ -53,7 +53,16 @@ from langchain_batchkit._errors import ConfigurationError, exception_message
 from langchain_batchkit._split import split_at_model
 from langchain_batchkit._validate import check_int
 
-__all__ = ["Reask", "ReaskState", "follow_up", "is_parse_error", "reask_chain", "with_state"]
+__all__ = [
+    "Reask",
+    "ReaskState",
+    "as_messages",
+    "broken_tool_call",
+    "follow_up",
+    "is_parse_error",
+    "reask_chain",
+    "with_state",
+]
 
 _NOISE = re.compile(r"\s*For (further information|troubleshooting),? visit")  # links, no help
 _STATE_KEY = "__batchkit_reask"  # "__": core keeps it out of the run's metadata
@@ -224,15 +233,24 @@ class _Tap(Runnable[Any, Any]):
         state.answer = answer
         if not isinstance(answer, AIMessage):
             return answer
-        if answer.invalid_tool_calls and not answer.tool_calls:
-            bad = answer.invalid_tool_calls[0]
-            raise OutputParserException(
-                bad.get("error") or f"the arguments of {bad.get('name')} are not valid JSON",
-                llm_output=bad.get("args") or "",
-            )
+        broken = broken_tool_call(answer)
+        if broken is not None:
+            raise broken
         if self.schema is not None:
             return _validated(answer, self.schema)
         return answer
+
+
+def broken_tool_call(answer: AIMessage) -> OutputParserException | None:
+    """The parse error of an answer whose only tool calls have arguments that are not
+    JSON (``with_structured_output`` would return ``None`` for it, without an error)."""
+    if answer.invalid_tool_calls and not answer.tool_calls:
+        bad = answer.invalid_tool_calls[0]
+        return OutputParserException(
+            bad.get("error") or f"the arguments of {bad.get('name')} are not valid JSON",
+            llm_output=bad.get("args") or "",
+        )
+    return None
 
 
 def _validated(answer: AIMessage, schema: type[BaseModel]) -> AIMessage:
@@ -258,10 +276,11 @@ def _with_extra(input: Any, state: ReaskState | None) -> Any:
     state.answer = None
     if not state.extra:
         return input
-    return [*_messages(input), *state.extra]
+    return [*as_messages(input), *state.extra]
 
 
-def _messages(input: Any) -> Sequence[BaseMessage]:
+def as_messages(input: Any) -> Sequence[BaseMessage]:
+    """A chat model's input (a prompt value, a string, messages) as its messages."""
     if isinstance(input, PromptValue):
         return input.to_messages()
     if isinstance(input, str):

@@ -90,7 +90,9 @@ def split_at_models(chain: object, shape: str, *, hint: str = "") -> list[ModelS
     models = [(i, unwrapped) for i, step in enumerate(steps) if (unwrapped := _unwrap(step))]
     if not models:
         hidden = hidden_model(chain)
-        where = f" ({hidden} sits inside another step{hint})" if hidden else ""
+        where = f" ({hidden} sits inside another step)" if hidden else ""
+        if hint:
+            where += f"; a model called inside a function cannot be reached either{hint}"
         raise ConfigurationError(f"{shape}; no model step found in {chain.get_name()}{where}")
     for part in (s for i, s in enumerate(steps) if i not in {p for p, _ in models}):
         hidden = hidden_model(part)

@@ -14,8 +14,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
+from pydantic import ValidationError
 
 from langchain_batchkit._batch_api._errors import (
     BatchJobUnfinishedError,
@@ -24,8 +26,10 @@ from langchain_batchkit._batch_api._errors import (
 )
 from langchain_batchkit._batch_api._jobapi import JobView, LineOutcome
 from langchain_batchkit._batch_api._requests import RequestBuilder
+from langchain_batchkit._errors import exception_message
 
 __all__ = [
+    "RejectedAnswer",
     "body_of",
     "message_from_body",
     "not_run",
@@ -96,21 +100,45 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+class RejectedAnswer(OutputParserException):
+    """An answer that came back, but failed its ``response_format``'s validation.
+
+    Online, the SDK validates inside the call and the answer is lost; here the
+    answer is kept (``answer``), so a re-ask can send it back and a failed item
+    keeps what was paid for.
+    """
+
+    def __init__(self, cause: Exception, answer: AIMessage) -> None:
+        super().__init__(exception_message(cause), llm_output=str(answer.content))
+        self.answer = answer
+
+
 def message_from_body(
     model: ChatOpenAI, builder: RequestBuilder, body: Mapping[str, Any]
 ) -> AIMessage:
-    """The AIMessage (with usage and response metadata) the model returns online for ``body``."""
+    """The AIMessage (with usage and response metadata) the model returns online for ``body``.
+
+    Raises:
+        RejectedAnswer: the answer does not validate against the bound ``response_format``.
+    """
     from openai.types.chat import ChatCompletion
 
     completion: Any = ChatCompletion.model_validate(dict(body))
     if builder.response_format is not None:
         from openai.lib._parsing._completions import parse_chat_completion
 
-        completion = parse_chat_completion(
-            response_format=builder.response_format,  # type: ignore[arg-type]
-            input_tools=builder.tools if isinstance(builder.tools, list) else [],
-            chat_completion=completion,
-        )
+        try:
+            completion = parse_chat_completion(
+                response_format=builder.response_format,  # type: ignore[arg-type]
+                input_tools=builder.tools if isinstance(builder.tools, list) else [],
+                chat_completion=completion,
+            )
+        except (ValidationError, ValueError) as exc:
+            raise RejectedAnswer(exc, _message(model, completion)) from exc
+    return _message(model, completion)
+
+
+def _message(model: ChatOpenAI, completion: Any) -> AIMessage:
     result = model._create_chat_result(completion)
     generation = result.generations[0]
     message = generation.message

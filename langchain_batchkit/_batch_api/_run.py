@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from langchain_core.messages import AIMessage
+from langchain_core.exceptions import OutputParserException
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from langchain_batchkit._batch_api._drive import drive_jobs
 from langchain_batchkit._batch_api._requests import PreparedRequest
+from langchain_batchkit._batch_api._responses import RejectedAnswer
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._costs import price_message
 from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
 from langchain_batchkit._prices import PriceBook
+from langchain_batchkit._reask import as_messages, broken_tool_call, follow_up, is_parse_error
 from langchain_batchkit._results import BatchResult
 from langchain_batchkit._runner import BatchKit, batchkit
 
 if TYPE_CHECKING:
     from langchain_batchkit._batch_api._runner import BatchAPIRunner
 
-__all__ = ["ApiRun", "LocalStep"]
+__all__ = ["ApiRun", "LocalStep", "round_id"]
 
 logger = logging.getLogger(__name__)
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
+
+
+#: Rounds of one model step's re-asks are numbered apart: step + REASK_STRIDE * attempt.
+REASK_STRIDE = 1000
+
+
+def round_id(step: int, attempt: int) -> int:
+    """The round of a model step's ``attempt`` (0: its first answers; n: the n-th re-ask).
+
+    Example:
+        >>> round_id(0, 0), round_id(1, 0), round_id(1, 2)
+        (0, 1, 2001)
+    """
+    return step + REASK_STRIDE * attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +76,36 @@ class _Spent:
         # a round that could not be priced makes the sum unknown, never too small
         self.cost = None if cost is None or self.cost is None else self.cost + cost
 
+    def rejected(self, error: ItemError, answer: AIMessage, cost: float | None) -> None:
+        """An answer that failed to parse and is re-asked: one more attempt in history."""
+        usage = TokenUsage.from_output(answer)
+        self.history.append(Attempt(error, output=answer, usage=usage, cost=cost))
+
 
 class ApiRun(Generic[InputT, OutputT]):
     """One run's state between its phases: the drivers only choose how each runs.
 
     1. :meth:`before_model` names the local steps before the first model;
-       :meth:`start` takes their results as the items alive.
-    2. For each model step (one *round*): :meth:`prepare` builds the requests of the
-       items alive; :meth:`drive` runs their jobs (the only phase doing I/O here:
-       the provider's calls and the state file); :meth:`after_model` turns answers
-       into messages and names the local steps after the model; :meth:`advance`
-       takes their results as the items alive for the next round. An item that
-       failed in a round takes no part in the next.
+       :meth:`begin` takes their results as the items alive.
+    2. Round after round, while :meth:`next_round` builds requests: :meth:`drive`
+       runs their jobs (the only phase doing I/O here: the provider's calls and the
+       state file); :meth:`after_model` turns answers into messages and names the
+       local steps after the model; :meth:`advance` takes their results. A round is
+       one model step over the items still alive (an item that failed takes no
+       part in later rounds), or, with ``reask``, that step again over the items
+       whose answers failed to parse, with their answers and errors.
     3. :meth:`finish` builds the results.
 
     A driver runs the named local steps (sync or async) and hands their results on.
     """
 
     __slots__ = (
+        "_attempt",
+        "_first",
+        "_followed",
+        "_passed",
+        "_pending",
+        "_step",
         "alive",
         "answered_at",
         "config",
@@ -112,11 +141,11 @@ class ApiRun(Generic[InputT, OutputT]):
         self.messages: dict[int, AIMessage] = {}
         self.spent: dict[int, _Spent] = {idx: _Spent() for idx, _ in pairs}
         self.answered_at = self.start
-
-    @property
-    def rounds(self) -> int:
-        """How many model steps (rounds) the chain has."""
-        return len(self.runner.plan.steps)
+        self._step, self._attempt = -1, 0
+        self._pending: dict[int, Any] = {}  # model inputs of the step's next attempt
+        self._passed: dict[int, Any] = {}  # outputs of the step so far
+        self._first: dict[int, Any] = {}  # model inputs of the step's first attempt
+        self._followed: dict[int, tuple[BaseMessage, ...]] = {}  # re-ask messages so far
 
     def _local(self, step: Runnable[Any, Any] | None, inputs: list[Any]) -> LocalStep | None:
         if step is None or not inputs:
@@ -163,29 +192,48 @@ class ApiRun(Generic[InputT, OutputT]):
             else:
                 self.alive[idx] = done.output
 
-    # -- 2. one round per model step ---------------------------------------------------------
+    # -- 2. the rounds -----------------------------------------------------------------------
 
-    def prepare(self, round: int) -> None:
-        """Build the request of every item alive with this round's model."""
-        backend = self.runner.plan.steps[round].backend
+    @property
+    def round(self) -> int:
+        """The current round's id (see :func:`round_id`)."""
+        return round_id(self._step, self._attempt)
+
+    def next_round(self) -> bool:
+        """Move to the next round and build its requests; False when none is left.
+
+        The next round re-asks the current model step if some of its answers failed
+        to parse, else runs the next model step over the items alive.
+        """
+        if self._pending:
+            self._attempt += 1
+        else:
+            if self._step >= 0:
+                self.alive = self._passed
+            self._step, self._attempt = self._step + 1, 0
+            if self._step >= len(self.runner.plan.steps) or not self.alive:
+                return False
+            self._pending, self._first = dict(self.alive), dict(self.alive)
+            self._passed, self._followed = {}, {}
+        backend = self.runner.plan.steps[self._step].backend
         self.requests = {}
-        for idx, model_input in self.alive.items():
+        for idx, model_input in self._pending.items():
             try:
                 self.requests[idx] = backend.build(model_input)
             except Exception as exc:
                 self._fail(idx, ItemError.from_exception(exc))
-        self.alive = {idx: x for idx, x in self.alive.items() if idx in self.requests}
+        self._pending = {idx: x for idx, x in self._pending.items() if idx in self.requests}
+        return True
 
-    async def drive(self, round: int, *, private_loop: bool) -> None:
+    async def drive(self, *, private_loop: bool) -> None:
         """Create, poll and collect the jobs of this round's requests, through the state file.
 
         Args:
-            round: the model step.
             private_loop: this runs on a private loop (a sync run): the client is made
                 without the model's ``http_async_client`` (see :class:`OpenAIBatches`).
         """
         runner = self.runner
-        backend = runner.plan.steps[round].backend
+        backend = runner.plan.steps[self._step].backend
         self.items = await drive_jobs(
             state_path=self.state_path,
             n_items=len(self.pairs),
@@ -193,44 +241,67 @@ class ApiRun(Generic[InputT, OutputT]):
             api=lambda: backend.client(private_loop=private_loop),
             options=runner.options,
             control=runner._control,
-            round=round,
+            round=self.round,
         )
 
-    def after_model(self, round: int) -> LocalStep | None:
+    def after_model(self) -> LocalStep | None:
         """Turn this round's answers into messages; the local steps after the model."""
-        step = self.runner.plan.steps[round]
+        step = self.runner.plan.steps[self._step]
         self.answered_at = self.runner.options.timer()
-        self.messages = {}
+        self.messages, self._pending = {}, {}
         for idx, state in sorted(self.items.items()):
-            error = state.error
-            if state.status == "succeeded" and state.response is not None:
-                try:
-                    message = step.backend.message(state.response)
-                except Exception as exc:
-                    error = ItemError.from_exception(exc)
-                else:
-                    self.messages[idx] = message
-                    self.spent[idx].add(state, message, self._cost(round, message))
-                    continue
-            self._fail(idx, error, state)
+            if state.status != "succeeded" or state.response is None:
+                self._fail(idx, state.error, state)
+                continue
+            rejection: OutputParserException | None
+            try:
+                message = step.backend.message(state.response)
+            except RejectedAnswer as exc:
+                message, rejection = exc.answer, exc
+            except Exception as exc:
+                self._fail(idx, ItemError.from_exception(exc), state)
+                continue
+            else:
+                rejection = broken_tool_call(message) if self.runner.reask else None
+            self.spent[idx].add(state, message, self._cost(message))
+            if rejection is not None:
+                self._rejected(idx, message, rejection)
+            else:
+                self.messages[idx] = message
         return self._local(step.post, list(self.messages.values()))
 
-    def advance(self, round: int, post: BatchResult[Any, Any] | None) -> None:
-        """The items alive after this round: each message through ``post`` (if any)."""
-        self.alive = {}
+    def advance(self, post: BatchResult[Any, Any] | None) -> None:
+        """Take each message through ``post`` (if any): passed, re-asked or failed."""
         for position, (idx, message) in enumerate(self.messages.items()):
             if post is None:
-                self.alive[idx] = message
+                self._passed[idx] = message
                 continue
             done = post.by_index(position)
-            if done.error is not None:
-                self._fail(idx, done.error)
+            if done.error is None:
+                self._passed[idx] = done.output
+            elif done.error.exception is not None and is_parse_error(done.error.exception):
+                self._rejected(idx, message, done.error.exception, done.error)
             else:
-                self.alive[idx] = done.output
+                self._fail(idx, done.error)
 
-    def _cost(self, round: int, message: object) -> float | None:
+    def _rejected(
+        self, idx: int, answer: AIMessage, exc: BaseException, error: ItemError | None = None
+    ) -> None:
+        """An answer failed to parse: re-ask in the next round, or fail keeping the answer."""
+        reask = self.runner.reask
+        error = error or ItemError.from_exception(exc)
+        if reask is None or self._attempt + 1 >= reask.max_attempts:
+            self._fail(idx, replace(error, output=answer))
+            return
+        self.spent[idx].rejected(error, answer, self._cost(answer))
+        self._followed[idx] = self._followed.get(idx, ()) + follow_up(
+            answer, exc, reask.max_error_chars
+        )
+        self._pending[idx] = [*as_messages(self._first[idx]), *self._followed[idx]]
+
+    def _cost(self, message: object) -> float | None:
         """The answer's dollars at the Batch API's price."""
-        backend = self.runner.plan.steps[round].backend
+        backend = self.runner.plan.steps[self._step].backend
         prices = cast(PriceBook, self.runner.options.prices)
         return price_message(message, prices, "batch", backend.model_name)
 

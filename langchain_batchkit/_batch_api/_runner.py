@@ -30,8 +30,9 @@ from langchain_batchkit._batch_api._chain import ChainPlan, split_chain
 from langchain_batchkit._batch_api._drive import JobControl
 from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._private_loop import run_on_private_loop
-from langchain_batchkit._batch_api._run import ApiRun
+from langchain_batchkit._batch_api._run import REASK_STRIDE, ApiRun
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._reask import Reask
 from langchain_batchkit._results import BatchResult
 
 __all__ = ["BatchAPIRunner"]
@@ -43,25 +44,33 @@ OutputT = TypeVar("OutputT")
 
 
 class BatchAPIRunner(Generic[InputT, OutputT]):
-    """Run a chain over many inputs with its model calls in OpenAI Batch API jobs.
+    """Run a chain over many inputs with its model calls in provider Batch API jobs.
 
-    Why: the Batch API costs half as much and has its own, much larger rate limits,
-    but it takes a JSONL file of raw requests, answers within 24 hours in any order,
-    and can expire or fail lines. The runner hides that: it builds each request with
-    ChatOpenAI's own payload code, splits jobs within the provider's limits, polls
-    with backoff, maps every answer back by ``custom_id``, resubmits what failed for
-    a transient reason, and returns one result per input.
+    Why: a Batch API costs half as much and has its own, much larger rate limits,
+    but it takes a file of raw requests, answers within 24 hours in any order, and
+    can expire or fail lines. The runner hides that: it builds each request with the
+    model's own LangChain payload code, splits jobs within the provider's limits,
+    polls with backoff, maps every answer back by ``custom_id``, resubmits what
+    failed for a transient reason, and returns one result per input.
 
     Args:
-        chain: a ``ChatOpenAI`` (possibly ``.bind(...)``/``.bind_tools(...)``), or a
-            ``RunnableSequence`` with exactly one such step: the steps before it run
-            locally (their output is the model's input), the steps after it run
-            locally on the returned ``AIMessage``. Anything else raises
-            :class:`ConfigurationError` here.
+        chain: a chat model (``ChatOpenAI``, ``AzureChatOpenAI``, ``ChatAnthropic``;
+            possibly ``.bind(...)``/``.bind_tools(...)``), or a ``RunnableSequence``
+            of local steps and such models. The steps before the first model run
+            locally (their output is the model's input), the steps after a model run
+            locally on its ``AIMessage``. Each model step is one *round* of jobs over
+            the items still alive: ``prompt | llm | parser | prompt2 | llm2`` runs in
+            two rounds, and an item that failed in the first takes no part in the
+            second. A model the runner cannot reach (inside a parallel or a function)
+            raises :class:`ConfigurationError` here.
         options: limits, polling, resubmission (:class:`BatchAPIOptions`).
         state_path: a SQLite file holding the run's jobs and results. A run with the
             same file (and the same inputs) resumes: it polls the jobs already created
-            instead of creating them again. ``None`` keeps the state in memory.
+            instead of creating them again, and does not send a finished round again.
+            ``None`` keeps the state in memory.
+        reask: re-ask answers that fail to parse (:class:`Reask`): each re-ask is one
+            more round of the same model step over only those items, sending the
+            original messages, the rejected answer and the error.
 
     Example:
         >>> runner = BatchAPIRunner(prompt | ChatOpenAI(model="gpt-4o-mini") | parser,
@@ -76,12 +85,14 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         *,
         options: BatchAPIOptions | None = None,
         state_path: str | os.PathLike[str] | None = None,
+        reask: Reask | None = None,
     ) -> None:
         if options is not None and not isinstance(options, BatchAPIOptions):
             raise ConfigurationError(f"options must be a BatchAPIOptions, got {options!r}")
         if state_path is not None and not isinstance(state_path, str | os.PathLike):
             raise ConfigurationError(f"state_path must be a path or None, got {state_path!r}")
         self.plan: ChainPlan = split_chain(chain)
+        self.reask = _checked_reask(reask, self.plan)
         self.options = options or BatchAPIOptions()
         self.state_path = os.fspath(state_path) if state_path is not None else None
         self._control = JobControl()
@@ -168,22 +179,45 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         """Sync: local steps through ``kit.batch`` here; job I/O on a private loop."""
         before = run.before_model()
         run.begin(before.kit.batch(before.inputs, run.config) if before else None)
-        for round in range(run.rounds):
-            run.prepare(round)
+        while run.next_round():
             if run.requests:
-                run_on_private_loop(run.drive(round, private_loop=True))
-            after = run.after_model(round)
-            run.advance(round, after.kit.batch(after.inputs, run.config) if after else None)
+                run_on_private_loop(run.drive(private_loop=True))
+            after = run.after_model()
+            run.advance(after.kit.batch(after.inputs, run.config) if after else None)
         return run.finish()
 
     async def _aexecute(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         """Async: local steps through ``kit.abatch`` and job I/O, all on this loop."""
         before = run.before_model()
         run.begin(await before.kit.abatch(before.inputs, run.config) if before else None)
-        for round in range(run.rounds):
-            run.prepare(round)
+        while run.next_round():
             if run.requests:
-                await run.drive(round, private_loop=False)
-            after = run.after_model(round)
-            run.advance(round, await after.kit.abatch(after.inputs, run.config) if after else None)
+                await run.drive(private_loop=False)
+            after = run.after_model()
+            run.advance(await after.kit.abatch(after.inputs, run.config) if after else None)
         return run.finish()
+
+
+def _checked_reask(reask: object, plan: ChainPlan) -> Reask | None:
+    """``reask`` if it can work on ``plan``.
+
+    Raises:
+        ConfigurationError: not a :class:`Reask`, or no model step is followed by a
+            step that parses its answer (so no answer can fail to parse).
+    """
+    if reask is None:
+        return None
+    if not isinstance(reask, Reask):
+        raise ConfigurationError(f"reask must be a Reask or None, got {reask!r}")
+    if reask.max_attempts >= REASK_STRIDE:
+        raise ConfigurationError(
+            f"Reask.max_attempts must be below {REASK_STRIDE} for BatchAPIRunner, "
+            f"got {reask.max_attempts}"
+        )
+    if all(step.post is None for step in plan.steps):
+        raise ConfigurationError(
+            "reask= needs a model step whose answer a later step parses, e.g. prompt | "
+            "llm.with_structured_output(Schema) or prompt | llm | PydanticOutputParser(...); "
+            "nothing after the model parses its answer here, so no answer can fail to parse"
+        )
+    return reask

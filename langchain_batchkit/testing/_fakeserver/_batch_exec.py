@@ -4,7 +4,8 @@ A line is answered exactly as ``POST /v1/chat/completions`` would answer its bod
 (validation, image checks, ``reject_prompts``, ``response_text``, usage), or, in a
 batch on ``/v1/embeddings``, as ``POST /v1/embeddings`` would (the API's limits,
 ``reject_prompts``, the deterministic vectors, usage), minus the online rate
-limiter, latency and faults. Its record follows OpenAI's batch output
+limiter, latency and faults (a scripted structured mistake is made, see
+:func:`scripted_mistake`). Its record follows OpenAI's batch output
 format: ``response`` holds the HTTP status and body (a failure is a non-200
 ``status_code`` with an error body), and ``error`` is reserved for requests that
 never ran (``batch_expired``).
@@ -24,7 +25,7 @@ from langchain_batchkit.testing._fakeserver._chat import (
     compose_answer,
     parse_chat_payload,
 )
-from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
+from langchain_batchkit.testing._fakeserver._config import BAD_ANSWERS, BadAnswer, FakeServerConfig
 from langchain_batchkit.testing._fakeserver._embeddings import (
     check_inputs_not_rejected,
     embedding_object,
@@ -97,6 +98,19 @@ def expired_record(record_id: str, custom_id: str) -> dict[str, object]:
     }
 
 
+def scripted_mistake(prompt: str, config: FakeServerConfig) -> BadAnswer | None:
+    """The first structured mistake the script holds for ``prompt``, in every batch.
+
+    Batch lines keep no per-prompt position in the script (a line is one request):
+    a prompt scripted with a mistake makes it in each batch, except in a re-ask whose
+    feedback names it, which ``compose_answer`` answers validly.
+    """
+    for key, steps in config.script.items():
+        if key in prompt:
+            return next((s for s in steps if s in BAD_ANSWERS), None)
+    return None
+
+
 def run_line(
     line: BatchLine,
     config: FakeServerConfig,
@@ -127,7 +141,7 @@ def run_line(
             return LineResult(record_id, request_id, line.custom_id, 200, body, tokens)
         chat = parse_chat_payload(line.body)
         check_not_rejected(chat, config)
-        answer = compose_answer(chat, config)
+        answer = compose_answer(chat, config, mistake=scripted_mistake(chat.prompt, config))
     except ApiError as exc:
         return failed(
             exc.status, error_body(exc.message, exc.error_type, code=exc.code, param=exc.param)
