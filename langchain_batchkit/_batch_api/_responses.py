@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from langchain_core.messages import AIMessage
-from langchain_openai import ChatOpenAI
+from langchain_openai.chat_models.base import BaseChatOpenAI
 
 from langchain_batchkit._batch_api._errors import (
     BatchJobUnfinishedError,
@@ -97,7 +97,7 @@ def _text(value: object) -> str | None:
 
 
 def message_from_body(
-    model: ChatOpenAI, builder: RequestBuilder, body: Mapping[str, Any]
+    model: BaseChatOpenAI, builder: RequestBuilder, body: Mapping[str, Any]
 ) -> AIMessage:
     """The AIMessage (with usage and response metadata) the model returns online for ``body``."""
     from openai.types.chat import ChatCompletion
