@@ -144,6 +144,26 @@ async def test_every_call_carries_api_version_and_key_and_lines_name_the_deploym
     assert [b.endpoint for b in client.batches.list()] == ["/chat/completions"]
 
 
+def test_a_sync_runs_own_copy_of_the_client_keeps_the_routes_version_and_key(
+    batch_server_on: Any, batch_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sync run's job I/O runs on a private loop, through a copy of the model's
+    # AsyncAzureOpenAI given a fresh connection pool: watch that pool's requests.
+    server = batch_server_on()
+    runner = BatchAPIRunner(azure_llm(server), options=options_on(batch_clock))
+    recorder = Recorder()
+    fresh = openai.DefaultAsyncHttpxClient
+    monkeypatch.setattr(
+        openai, "DefaultAsyncHttpxClient", lambda: fresh(event_hooks={"request": [recorder]})
+    )
+
+    results = runner.run(prompts(2))
+
+    assert all(r.ok for r in results)
+    assert [path for _, path, _, _ in recorder.sent][:2] == ["/openai/files", "/openai/batches"]
+    assert all(version == API_VERSION and keyed for _, _, version, keyed in recorder.sent)
+
+
 def test_a_prompt_model_parser_chain_runs_its_local_steps_around_the_jobs(
     batch_server_on: Any, batch_clock: FakeClock
 ) -> None:
