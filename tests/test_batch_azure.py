@@ -20,6 +20,7 @@ import pytest
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
 from langchain_openai import AzureChatOpenAI
 from pydantic import BaseModel
 
@@ -29,7 +30,7 @@ from langchain_batchkit._batch_api._azure import MAX_REQUESTS, AzureBackend, dep
 from langchain_batchkit.costs import CallUsage, Price, PriceBook
 from langchain_batchkit.errors import CostWarning
 from langchain_batchkit.testing import FakeClock, FakeOpenAIServer
-from tests.batch_support import options_on, prompts
+from tests.batch_support import llm_for, options_on, prompts
 
 #: Built at run time: no key-shaped literal is tracked (the fake takes any credential).
 API_KEY: Final = "-".join(("fake", "azure", "credential"))
@@ -177,6 +178,28 @@ def test_a_prompt_model_parser_chain_runs_its_local_steps_around_the_jobs(
 
     assert results.outputs == ["echo: about cats", "echo: about dogs"]
     assert all(r.usage is not None for r in results)
+
+
+async def test_a_chain_with_two_model_steps_runs_in_two_rounds_across_providers(
+    batch_server_on: Any, batch_clock: FakeClock, azure_client: Any
+) -> None:
+    server = batch_server_on()
+    second = azure_llm(server, azure_deployment="gpt-4o-batch")
+    chain = (
+        llm_for(server)
+        | StrOutputParser()
+        | RunnableLambda(lambda text: f"again {text}")
+        | second
+        | StrOutputParser()
+    )
+
+    results = await BatchAPIRunner(chain, options=options_on(batch_clock)).arun(["a", "b"])
+
+    assert results.outputs == ["echo: again echo: a", "echo: again echo: b"]
+    assert server.stats().batches_created == 2
+    [azure_batch, openai_batch] = azure_client(server).batches.list()
+    assert openai_batch.endpoint == "/v1/chat/completions"
+    assert azure_batch.endpoint == "/chat/completions"
 
 
 async def test_structured_output_is_parsed_from_batch_answers(
