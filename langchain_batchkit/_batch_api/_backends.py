@@ -15,7 +15,9 @@ from typing import Any, Protocol
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import AIMessage
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
+from langchain_openai.chat_models.base import BaseChatOpenAI
 
+from langchain_batchkit._batch_api._azure import AzureBackend
 from langchain_batchkit._batch_api._jobapi import JobClient
 from langchain_batchkit._batch_api._provider import OpenAIBatches
 from langchain_batchkit._batch_api._requests import PreparedRequest, RequestBuilder
@@ -82,15 +84,18 @@ def backend_for(model: BaseLanguageModel[Any], kwargs: Mapping[str, Any], shape:
     if isinstance(model, ChatOpenAI) and not isinstance(model, AzureChatOpenAI):
         _no_responses_api(model, kwargs)
         return OpenAIBackend(model, kwargs)
+    if isinstance(model, AzureChatOpenAI):
+        _no_responses_api(model, kwargs)
+        return AzureBackend(model, kwargs)
     raise ConfigurationError(
         f"{shape}; {model.get_name()} has no Batch API support here (supported: ChatOpenAI, "
         "AzureChatOpenAI, ChatAnthropic)"
     )
 
 
-def _no_responses_api(model: ChatOpenAI, kwargs: Mapping[str, Any]) -> None:
+def _no_responses_api(model: BaseChatOpenAI, kwargs: Mapping[str, Any]) -> None:
     if model._use_responses_api({**kwargs, **model.model_kwargs}):
         raise ConfigurationError(
             f"{model.get_name()} would call the Responses API; BatchAPIRunner sends Chat "
-            "Completions batches: use ChatOpenAI(use_responses_api=False)"
+            f"Completions batches: use {model.get_name()}(use_responses_api=False)"
         )

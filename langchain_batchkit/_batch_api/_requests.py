@@ -47,13 +47,18 @@ class RequestBuilder:
         '{"messages":[{"content":"Hello","role":"user"}],"model":"gpt-4o-mini",...}'
     """
 
-    __slots__ = ("_kwargs", "_model", "response_format", "tools")
+    __slots__ = ("_body_model", "_kwargs", "_model", "response_format", "tools")
 
-    def __init__(self, model: Any, kwargs: Mapping[str, Any]) -> None:
+    def __init__(
+        self, model: Any, kwargs: Mapping[str, Any], *, body_model: str | None = None
+    ) -> None:
         kwargs = dict(kwargs)
         kwargs.pop("ls_structured_output_format", None)  # tracing only, never sent
         self._model = model
         self._kwargs = kwargs
+        #: The body's ``model`` when it is not the model's own name: an Azure OpenAI
+        #: batch line names the deployment that serves it there.
+        self._body_model = body_model
         #: The ``response_format`` as bound (a pydantic class for structured output),
         #: needed again to parse answers as the SDK's ``parse`` would.
         defaults = model.model_kwargs
@@ -70,6 +75,8 @@ class RequestBuilder:
         extra = payload.pop("extra_body", None)
         if isinstance(extra, Mapping):
             payload.update(extra)  # the SDK merges extra_body into the JSON body too
+        if self._body_model is not None:
+            payload["model"] = self._body_model
         if isinstance(payload.get("response_format"), type):
             payload["response_format"] = _response_format_param(payload["response_format"])
         if "messages" not in payload:

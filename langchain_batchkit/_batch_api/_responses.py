@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import AIMessage
-from langchain_openai import ChatOpenAI
+from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import ValidationError
 
 from langchain_batchkit._batch_api._errors import (
@@ -114,7 +114,7 @@ class RejectedAnswer(OutputParserException):
 
 
 def message_from_body(
-    model: ChatOpenAI, builder: RequestBuilder, body: Mapping[str, Any]
+    model: BaseChatOpenAI, builder: RequestBuilder, body: Mapping[str, Any]
 ) -> AIMessage:
     """The AIMessage (with usage and response metadata) the model returns online for ``body``.
 
@@ -138,7 +138,7 @@ def message_from_body(
     return _message(model, completion)
 
 
-def _message(model: ChatOpenAI, completion: Any) -> AIMessage:
+def _message(model: BaseChatOpenAI, completion: Any) -> AIMessage:
     result = model._create_chat_result(completion)
     generation = result.generations[0]
     message = generation.message

@@ -47,16 +47,28 @@ class BatchApiEndpoints:
         self._files = FileStore()
         self._batches = BatchStore(config, self._files, counters, self._wall)
 
-    def routes(self) -> tuple[Route, ...]:
-        file_path, batch_path = "/v1/files/{file_id}", "/v1/batches/{batch_id}"
+    def routes(
+        self, prefix: str = "/v1", endpoints: tuple[str, ...] = _ENDPOINTS
+    ) -> tuple[Route, ...]:
+        """The routes under ``prefix``, whose batches run on one of ``endpoints``.
+
+        Azure OpenAI serves the same files and batches under ``/openai``, with its own
+        endpoint names (see :mod:`._azure`).
+        """
+        files, batches = f"{prefix}/files", f"{prefix}/batches"
+        file_path, batch_path = files + "/{file_id}", batches + "/{batch_id}"
+
+        async def create_batch(request: Request, params: Mapping[str, str]) -> Outcome:
+            return await self.create_batch(request, params, endpoints)
+
         return (
-            Route("POST", "/v1/files", self.upload_file),
-            Route("GET", "/v1/files", self.list_files),
+            Route("POST", files, self.upload_file),
+            Route("GET", files, self.list_files),
             Route("GET", file_path, self.retrieve_file),
             Route("DELETE", file_path, self.delete_file),
             Route("GET", file_path + "/content", self.file_content),
-            Route("POST", "/v1/batches", self.create_batch),
-            Route("GET", "/v1/batches", self.list_batches),
+            Route("POST", batches, create_batch),
+            Route("GET", batches, self.list_batches),
             Route("GET", batch_path, self.retrieve_batch),
             Route("POST", batch_path + "/cancel", self.cancel_batch),
         )
@@ -138,7 +150,9 @@ class BatchApiEndpoints:
 
     # ------------------------------------------------------------------ batches
 
-    async def create_batch(self, request: Request, params: Mapping[str, str]) -> Outcome:
+    async def create_batch(
+        self, request: Request, params: Mapping[str, str], endpoints: tuple[str, ...] = _ENDPOINTS
+    ) -> Outcome:
         try:
             payload = json.loads(await request.body())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -153,10 +167,10 @@ class BatchApiEndpoints:
                 code="missing_required_parameter",
             )
         endpoint = payload.get("endpoint")
-        if endpoint not in _ENDPOINTS:
+        if endpoint not in endpoints:
             raise InvalidRequest(
                 f"Invalid endpoint {endpoint!r}: the fake server runs only "
-                f"{' and '.join(map(repr, _ENDPOINTS))} batches.",
+                f"{' and '.join(map(repr, endpoints))} batches.",
                 param="endpoint",
             )
         window = payload.get("completion_window")

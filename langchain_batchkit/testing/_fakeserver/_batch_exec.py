@@ -5,8 +5,11 @@ A line is answered exactly as ``POST /v1/chat/completions`` would answer its bod
 batch on ``/v1/embeddings``, as ``POST /v1/embeddings`` would (the API's limits,
 ``reject_prompts``, the deterministic vectors, usage), minus the online rate
 limiter, latency and faults (a scripted structured mistake is made, see
-:func:`scripted_mistake`). Its record follows OpenAI's batch output
-format: ``response`` holds the HTTP status and body (a failure is a non-200
+:func:`scripted_mistake`). In an Azure batch (``/chat/completions``) a line's
+``model`` is a deployment: it is answered by the model deployed there, with
+Azure's content filter results (see :mod:`._azure_answers`). Its record follows
+OpenAI's batch output format: ``response`` holds the HTTP status and body (a failure
+is a non-200
 ``status_code`` with an error body), and ``error`` is reserved for requests that
 never ran (``batch_expired``).
 """
@@ -18,6 +21,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from langchain_batchkit.testing._fakeserver._azure_answers import (
+    AZURE_CHAT,
+    as_deployed,
+    with_filter_results,
+)
 from langchain_batchkit.testing._fakeserver._batch_input import BatchLine
 from langchain_batchkit.testing._fakeserver._chat import (
     check_not_rejected,
@@ -139,7 +147,8 @@ def run_line(
             body = embedding_object(embedding, config)
             tokens = embedding.total_tokens
             return LineResult(record_id, request_id, line.custom_id, 200, body, tokens)
-        chat = parse_chat_payload(line.body)
+        azure = endpoint == AZURE_CHAT
+        chat = parse_chat_payload(as_deployed(line.body, config.models) if azure else line.body)
         check_not_rejected(chat, config)
         answer = compose_answer(chat, config, mistake=scripted_mistake(chat.prompt, config))
     except ApiError as exc:
@@ -150,12 +159,13 @@ def run_line(
         logger.exception("fake server could not answer batch line %d", line.line)
         message = "The fake server's answer builder raised an exception; see its log."
         return failed(500, error_body(message, "server_error"))
+    completion = completion_object(completion_id, chat, answer, created)
     return LineResult(
         record_id,
         request_id,
         line.custom_id,
         200,
-        completion_object(completion_id, chat, answer, created),
+        with_filter_results(completion) if azure else completion,
         answer.prompt_tokens,
         answer.completion_tokens,
     )

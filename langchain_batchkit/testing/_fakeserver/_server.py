@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from types import ModuleType, TracebackType
 
+from langchain_batchkit.testing._fakeserver._azure import AzureEndpoints
 from langchain_batchkit.testing._fakeserver._batch_api import BatchApiEndpoints
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
 from langchain_batchkit.testing._fakeserver._exchange import Route
@@ -36,7 +37,11 @@ class FakeOpenAIServer:
     ``GET /v1/models`` and ``GET /v1/models/{model}``, and the Batch API:
     ``/v1/files`` (upload, list, retrieve, delete, ``/content``) and ``/v1/batches``
     (create, list, retrieve, ``/cancel``) on ``/v1/chat/completions`` or
-    ``/v1/embeddings``, whose timeline runs on ``config.clock``.
+    ``/v1/embeddings``, whose timeline runs on ``config.clock``. Azure OpenAI's routes
+    too, for ``AzureChatOpenAI(azure_endpoint=server.url, ...)``: ``/openai/files``,
+    ``/openai/batches`` (endpoint ``/chat/completions``) and
+    ``/openai/deployments/{deployment}/chat/completions``, each requiring an
+    ``api-version`` and an ``api-key`` (or a bearer token).
     Routing is a small table; unknown paths get an OpenAI-style 404, wrong methods 405.
     HTTP itself is aiohttp's, so it needs the ``testing`` extra.
 
@@ -82,7 +87,8 @@ class FakeOpenAIServer:
         self._ids = itertools.count(1)
         online = OnlineEndpoints(self._config, self._counters, self._ids)
         batch_api = BatchApiEndpoints(self._config, self._counters)
-        self._routes: tuple[Route, ...] = online.routes() + batch_api.routes()
+        azure = AzureEndpoints(self._config, online, batch_api)
+        self._routes: tuple[Route, ...] = online.routes() + batch_api.routes() + azure.routes()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
