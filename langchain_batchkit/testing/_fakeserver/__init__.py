@@ -26,6 +26,8 @@ Modules, one concern each:
 - ``_online``: ``/v1/chat/completions``, ``/v1/embeddings`` and ``/v1/models``;
 - ``_files``, ``_pages``: stored files, list pages;
 - ``_batch_input``, ``_batch_exec``, ``_batches``, ``_batch_api``: the Batch API;
+- ``_anthropic_messages``, ``_anthropic_batches``, ``_anthropic_api``: Anthropic's
+  ``/v1/messages`` and Message Batches, answered with the same logic;
 - ``_web``: the route table on aiohttp (the only module importing it), connection
   counting, drops, hangs, server-sent events;
 - ``_server``: :class:`FakeOpenAIServer`, its thread and loop.
