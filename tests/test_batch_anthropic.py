@@ -27,10 +27,11 @@ from langchain_batchkit import BatchAPIOptions, BatchAPIRunner
 from langchain_batchkit._batch_api import BatchJobUnfinishedError, BatchRequestError
 from langchain_batchkit._batch_api._anthropic_batches import AnthropicBatches
 from langchain_batchkit._errors import ConfigurationError
+from langchain_batchkit._retry import is_transient
 from langchain_batchkit.costs import CallUsage, PriceBook
 from langchain_batchkit.testing import FakeClock
 from tests.anthropic_support import API_KEY, MODEL, SentBatches, claude_for, spy_on_create
-from tests.batch_support import options_on, prompts
+from tests.batch_support import llm_for, options_on, prompts
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(16)
 
@@ -128,6 +129,25 @@ async def test_each_item_costs_the_batch_price_half_the_standard_one(
         standard = book.cost(usage, MODEL)
         assert standard is not None and r.cost == pytest.approx(standard / 2)
         assert r.cost == pytest.approx(book.cost(usage, MODEL, tier="batch"))
+
+
+async def test_a_chain_of_claude_then_gpt_runs_one_round_per_provider(
+    batch_server_on: Any, batch_clock: FakeClock
+) -> None:
+    server = batch_server_on()
+    chain = (
+        claude_for(server)
+        | StrOutputParser()
+        | (lambda text: f"again {text}")
+        | llm_for(server)
+        | StrOutputParser()
+    )
+
+    results = await BatchAPIRunner(chain, options=options_on(batch_clock)).arun(prompts(2))
+
+    assert results.outputs == [f"echo: again echo: {p}" for p in prompts(2)]
+    assert server.stats().batches_created == 2  # one Message Batch, then one OpenAI batch
+    assert server.stats().files_uploaded == 1
 
 
 # --------------------------------------------------------------------------- requests
@@ -455,6 +475,16 @@ async def test_the_api_key_is_never_logged_stored_or_shown(
     assert secret not in repr(runner)
     assert secret not in repr(AnthropicBatches.for_model(model))
     assert secret not in str(results[1].error)
+
+
+def test_a_dropped_connection_to_anthropic_is_transient() -> None:
+    import anthropic
+    import httpx2
+
+    request = httpx2.Request("POST", "https://api.anthropic.com/v1/messages/batches")
+
+    assert is_transient(anthropic.APIConnectionError(request=request))
+    assert is_transient(anthropic.APITimeoutError(request=request))
 
 
 def test_claude_through_another_service_is_refused_at_construction() -> None:
