@@ -69,6 +69,12 @@ def _transient_types() -> tuple[type[BaseException], ...]:
         types += [openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError]
     except ImportError:  # pragma: no cover - openai comes with langchain-openai
         pass
+    try:  # the anthropic extra; its status errors carry their status_code
+        import anthropic
+
+        types.append(anthropic.APIConnectionError)
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        pass
     return tuple(types)
 
 
@@ -80,8 +86,8 @@ def is_transient(exc: BaseException) -> bool:
 
     LangChain's provider-neutral model errors say so themselves (``is_retryable``:
     rate limit, 5xx, connection, timeout). Otherwise: rate limits (429),
-    timeouts, dropped or refused connections, 408/409 and any 5xx, from the openai
-    and httpx exception types, Python's ``TimeoutError`` and ``ConnectionError``,
+    timeouts, dropped or refused connections, 408/409 and any 5xx, from the openai,
+    anthropic and httpx exception types, Python's ``TimeoutError`` and ``ConnectionError``,
     or any exception carrying such a ``status_code``. Everything else (400, 401,
     403, 404, 422, a context overflow, validation errors, a bug in a lambda) is
     permanent.

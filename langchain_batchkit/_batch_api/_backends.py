@@ -17,6 +17,7 @@ from langchain_core.messages import AIMessage
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
+from langchain_batchkit._batch_api._anthropic import anthropic_backend
 from langchain_batchkit._batch_api._azure import AzureBackend
 from langchain_batchkit._batch_api._jobapi import JobClient
 from langchain_batchkit._batch_api._provider import OpenAIBatches
@@ -78,8 +79,9 @@ def backend_for(model: BaseLanguageModel[Any], kwargs: Mapping[str, Any], shape:
     """The backend of ``model`` called with the bound ``kwargs``.
 
     Raises:
-        ConfigurationError: no Batch API support for this model here, or a
-            ChatOpenAI that would call the Responses API.
+        ConfigurationError: no Batch API support for this model here, a ChatOpenAI
+            that would call the Responses API, or a ChatAnthropic without the
+            ``anthropic`` extra's packages.
     """
     if isinstance(model, ChatOpenAI) and not isinstance(model, AzureChatOpenAI):
         _no_responses_api(model, kwargs)
@@ -87,6 +89,9 @@ def backend_for(model: BaseLanguageModel[Any], kwargs: Mapping[str, Any], shape:
     if isinstance(model, AzureChatOpenAI):
         _no_responses_api(model, kwargs)
         return AzureBackend(model, kwargs)
+    anthropic = anthropic_backend(model, kwargs)
+    if anthropic is not None:
+        return anthropic
     raise ConfigurationError(
         f"{shape}; {model.get_name()} has no Batch API support here (supported: ChatOpenAI, "
         "AzureChatOpenAI, ChatAnthropic)"

@@ -28,6 +28,8 @@ Modules, one concern each:
 - ``_batch_input``, ``_batch_exec``, ``_batches``, ``_batch_api``: the Batch API;
 - ``_azure``, ``_azure_answers``: Azure OpenAI's routes (``api-version``, ``api-key``,
   deployments) over the same endpoints;
+- ``_anthropic_messages``, ``_anthropic_batches``, ``_anthropic_api``: Anthropic's
+  ``/v1/messages`` and Message Batches, answered with the same logic;
 - ``_web``: the route table on aiohttp (the only module importing it), connection
   counting, drops, hangs, server-sent events;
 - ``_server``: :class:`FakeOpenAIServer`, its thread and loop.

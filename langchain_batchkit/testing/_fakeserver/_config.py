@@ -143,6 +143,9 @@ class FakeServerConfig:
     ``clock`` time, in a shuffled order; its status is computed from ``clock`` each
     time it is read, so a test with a :class:`FakeClock` advances time instead of
     waiting. Batch lines skip the rate limiter, latency and the online faults.
+    Anthropic's Message Batches (``/v1/messages/batches``) run on the same
+    ``batch_*`` timeline (their lines failing with ``api_error``, expiring or being
+    canceled), within ``message_batch_max_requests`` and ``message_batch_max_bytes``.
 
     A chat request with ``"service_tier": "flex"`` models OpenAI's flex processing
     (Batch API prices on ordinary calls): it waits ``flex_latency_factor`` times
@@ -259,6 +262,11 @@ class FakeServerConfig:
         batch_max_file_bytes: largest ``purpose="batch"`` upload; a larger one gets
             HTTP 400 ``file_too_large`` (OpenAI: 200 MB). Uploads above
             ``max_body_bytes`` get 413 first.
+        message_batch_max_requests: most requests one Anthropic Message Batch may
+            hold; more is refused with HTTP 400 at creation (Anthropic: 100,000).
+        message_batch_max_bytes: largest body of a Message Batch creation; a larger
+            one gets HTTP 413 ``request_too_large`` (Anthropic: 256 MB). Bodies above
+            ``max_body_bytes`` get 413 first.
         embedding_dimensions: the length of ``/v1/embeddings`` vectors for a request
             that names no ``dimensions`` (``text-embedding-3-small``'s 1536).
 
@@ -312,6 +320,8 @@ class FakeServerConfig:
     batch_line_error_style: Literal["http", "line"] = "http"
     batch_max_requests: int = 50_000
     batch_max_file_bytes: int = 200 * 1024 * 1024
+    message_batch_max_requests: int = 100_000
+    message_batch_max_bytes: int = 256_000_000
     embedding_dimensions: int = 1536
 
     def __post_init__(self) -> None:
@@ -395,4 +405,6 @@ class FakeServerConfig:
             raise _bad("batch_line_error_style", "'http' or 'line'", self.batch_line_error_style)
         _check_int("batch_max_requests", self.batch_max_requests)
         _check_int("batch_max_file_bytes", self.batch_max_file_bytes)
+        _check_int("message_batch_max_requests", self.message_batch_max_requests)
+        _check_int("message_batch_max_bytes", self.message_batch_max_bytes)
         _check_int("embedding_dimensions", self.embedding_dimensions)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from types import ModuleType, TracebackType
 
+from langchain_batchkit.testing._fakeserver._anthropic_api import AnthropicEndpoints
 from langchain_batchkit.testing._fakeserver._azure import AzureEndpoints
 from langchain_batchkit.testing._fakeserver._batch_api import BatchApiEndpoints
 from langchain_batchkit.testing._fakeserver._config import FakeServerConfig
@@ -88,7 +89,10 @@ class FakeOpenAIServer:
         online = OnlineEndpoints(self._config, self._counters, self._ids)
         batch_api = BatchApiEndpoints(self._config, self._counters)
         azure = AzureEndpoints(self._config, online, batch_api)
-        self._routes: tuple[Route, ...] = online.routes() + batch_api.routes() + azure.routes()
+        anthropic = AnthropicEndpoints(self._config, self._counters, self._ids)
+        self._routes: tuple[Route, ...] = (
+            online.routes() + batch_api.routes() + azure.routes() + anthropic.routes()
+        )
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None

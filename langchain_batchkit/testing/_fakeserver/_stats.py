@@ -27,13 +27,17 @@ class ServerStats:
         in_flight: requests being processed right now (hung ones included).
         max_in_flight: the high-water mark of ``in_flight``.
         connections_opened: TCP connections accepted (keep-alive reuses them).
-        images_seen: valid ``image_url`` parts in requests that passed validation.
-        answers_per_prompt: 200 chat answers per last-user-message text.
+        images_seen: valid ``image_url`` parts (Anthropic ``image`` blocks) in requests
+            that passed validation.
+        answers_per_prompt: 200 chat (or Anthropic message) answers per
+            last-user-message text.
         admitted_timestamps: ``clock`` values at which chat and embedding requests were admitted
             by the rate limiter, in admission order.
         files_uploaded: files created through ``POST /v1/files``.
-        batches_created: batches accepted by ``POST /v1/batches`` (failed ones too).
-        batch_lines_processed: batch lines that were run (answered or failed; not
+        batches_created: batches accepted by ``POST /v1/batches`` (failed ones too)
+            or ``POST /v1/messages/batches``.
+        batch_lines_processed: batch lines (or Message Batch requests) that were run
+            (answered or failed; not
             expired or dropped by a cancel). Lines run lazily, when a read of their
             batch finds their time has come, and each is counted once.
         flex_requests: valid chat requests that asked for ``service_tier="flex"``,
@@ -46,7 +50,7 @@ class ServerStats:
         embedding_tokens: tokens of the inputs answered with a vector.
 
     The online counters (``answers_per_prompt``, ``images_seen``, ...) count only
-    ``/v1/chat/completions`` requests, never batch lines.
+    ``/v1/chat/completions`` and ``/v1/messages`` requests, never batch lines.
     """
 
     total_requests: int
