@@ -25,7 +25,7 @@ from typing import Any
 
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_openai import ChatOpenAI
+from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_batchkit import BatchAPIOptions, BatchAPIRunner
 from langchain_batchkit.testing import FakeClock, FakeOpenAIServer, FakeServerConfig
@@ -34,10 +34,40 @@ KEY = "bench-" + "key"
 
 
 def _openai(server: FakeOpenAIServer) -> Any:
-    return ChatOpenAI(model="gpt-4o-mini", base_url=server.base_url, api_key=KEY, max_retries=0)  # type: ignore[arg-type]
+    return ChatOpenAI(
+        model="gpt-4o-mini",
+        base_url=server.base_url,
+        api_key=KEY,  # type: ignore[arg-type]
+        max_retries=0,
+    )
 
 
-PROVIDERS: dict[str, Callable[[FakeOpenAIServer], Any]] = {"openai": _openai}
+def _azure(server: FakeOpenAIServer) -> Any:
+    return AzureChatOpenAI(
+        azure_endpoint=server.url,
+        azure_deployment="gpt-4o-mini-batch",  # answers as gpt-4o-mini
+        api_version="2025-04-01-preview",
+        api_key=KEY,  # type: ignore[arg-type]
+        max_retries=0,
+    )
+
+
+def _anthropic(server: FakeOpenAIServer) -> Any:
+    from langchain_anthropic import ChatAnthropic  # the 'anthropic' extra
+
+    return ChatAnthropic(  # type: ignore[call-arg]
+        model="claude-3-5-haiku-latest",
+        base_url=server.url,
+        api_key=KEY,  # type: ignore[arg-type]
+        max_retries=0,
+    )
+
+
+PROVIDERS: dict[str, Callable[[FakeOpenAIServer], Any]] = {
+    "openai": _openai,
+    "azure": _azure,
+    "anthropic": _anthropic,
+}
 
 
 async def _one(name: str, make: Callable[[FakeOpenAIServer], Any], args: argparse.Namespace) -> str:
