@@ -158,7 +158,8 @@ def main() -> None:
             with FakeOpenAIServer(_config(inputs, repeats)) as server:
                 valid = way(server, inputs, usage)
                 stats = server.stats()
-                calls = stats.responses_by_status.get(200, 0) + stats.batch_lines_processed
+                # online: the answers; Batch API: the lines its jobs ran (not the job calls)
+                calls = stats.batch_lines_processed or stats.responses_by_status.get(200, 0)
             totals: dict[str, Any] = dict(next(iter(usage.usage_metadata.values()), {}))
             print(
                 f"{name:<18}{valid:>8}{calls:>8}"
