@@ -259,6 +259,17 @@ class FakeServerConfig:
         batch_max_file_bytes: largest ``purpose="batch"`` upload; a larger one gets
             HTTP 400 ``file_too_large`` (OpenAI: 200 MB). Uploads above
             ``max_body_bytes`` get 413 first.
+        batch_max_enqueued_tokens: the organisation's enqueued-token limit per model
+            (``None``: none). A batch's tokens are its lines' prompt tokens, counted
+            as ``tokenizer`` says (embeddings lines: their inputs'); a batch created
+            while the unfinished batches of its model (validating, in progress,
+            cancelling) plus its own would exceed the limit ends ``failed``, with one
+            error of code ``token_limit_exceeded`` and OpenAI's message ("Enqueued
+            token limit reached for <model> in organization org-fake. Limit: N
+            enqueued tokens. ..."). Refused batches enqueue nothing;
+            ``stats().enqueued_token_refusals`` counts them and
+            ``stats().max_enqueued_tokens`` is the most one model's unfinished
+            batches held at once (tracked with or without a limit).
         embedding_dimensions: the length of ``/v1/embeddings`` vectors for a request
             that names no ``dimensions`` (``text-embedding-3-small``'s 1536).
 
@@ -312,6 +323,7 @@ class FakeServerConfig:
     batch_line_error_style: Literal["http", "line"] = "http"
     batch_max_requests: int = 50_000
     batch_max_file_bytes: int = 200 * 1024 * 1024
+    batch_max_enqueued_tokens: int | None = None
     embedding_dimensions: int = 1536
 
     def __post_init__(self) -> None:
@@ -395,4 +407,5 @@ class FakeServerConfig:
             raise _bad("batch_line_error_style", "'http' or 'line'", self.batch_line_error_style)
         _check_int("batch_max_requests", self.batch_max_requests)
         _check_int("batch_max_file_bytes", self.batch_max_file_bytes)
+        _check_int("batch_max_enqueued_tokens", self.batch_max_enqueued_tokens, optional=True)
         _check_int("embedding_dimensions", self.embedding_dimensions)
