@@ -89,14 +89,22 @@ def _response_format_param(schema: type) -> Any:
 
 
 def plan_jobs(
-    sizes: Sequence[tuple[str, int]], *, max_requests: int, max_bytes: int
+    sizes: Sequence[tuple[str, int]],
+    *,
+    max_requests: int,
+    max_bytes: int,
+    tokens: Mapping[str, int] | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[list[list[str]], list[str]]:
-    """Group lines into jobs that respect the provider's per-job limits, in order.
+    """Group lines into jobs that respect the per-job limits, in order.
 
     Args:
         sizes: ``(custom_id, bytes)`` per line, newline included.
         max_requests: most lines per job.
         max_bytes: largest input file per job.
+        tokens: each line's prompt tokens, by custom_id (with ``max_tokens``).
+        max_tokens: most prompt tokens per job (the enqueued-token cap); a line over
+            it alone makes a job of its own (the queue decides what becomes of it).
 
     Returns:
         The jobs (lists of custom_ids), and the custom_ids of lines too large for any job.
@@ -104,20 +112,26 @@ def plan_jobs(
     Example:
         >>> plan_jobs([("a", 40), ("b", 40), ("c", 40), ("d", 500)], max_requests=10, max_bytes=100)
         ([['a', 'b'], ['c']], ['d'])
+        >>> plan_jobs([("a", 1), ("b", 1), ("c", 1)], max_requests=10, max_bytes=100,
+        ...           tokens={"a": 60, "b": 60, "c": 30}, max_tokens=100)
+        ([['a'], ['b', 'c']], [])
     """
     jobs: list[list[str]] = []
     too_large: list[str] = []
     current: list[str] = []
-    used = 0
+    used = used_tokens = 0
     for custom_id, size in sizes:
         if size > max_bytes:
             too_large.append(custom_id)
             continue
-        if current and (len(current) >= max_requests or used + size > max_bytes):
+        cost = tokens.get(custom_id, 0) if tokens is not None else 0
+        over = max_tokens is not None and used_tokens + cost > max_tokens
+        if current and (len(current) >= max_requests or used + size > max_bytes or over):
             jobs.append(current)
-            current, used = [], 0
+            current, used, used_tokens = [], 0, 0
         current.append(custom_id)
         used += size
+        used_tokens += cost
     if current:
         jobs.append(current)
     return jobs, too_large
