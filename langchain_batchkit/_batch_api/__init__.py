@@ -3,7 +3,9 @@
 Modules, one concern each: ``_chain`` (split a chain around its model),
 ``_requests`` (request lines, job planning), ``_responses`` (result lines,
 messages), ``_state`` (item and job transitions), ``_store`` (SQLite state),
-``_provider`` (the OpenAI calls), ``_jobs`` (the job loop), ``_private_loop``
+``_provider`` (the OpenAI calls), ``_jobs`` (the job loop), ``_queue``,
+``_queue_policy`` and ``_queue_store`` (the enqueued-token queue jobs wait in:
+the run's side, the decisions, the shared SQLite state), ``_private_loop``
 (the job I/O of sync calls), ``_options`` and ``_errors`` (values), ``_runner``
 (the public :class:`BatchAPIRunner`).
 """
