@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -505,6 +506,35 @@ def test_two_connections_to_one_file_never_take_the_same_room(tmp_path: Path) ->
     assert admit_job(second, "run-b", "job-1", 60) == "wait"
     first.release(owner="run-a", job="job-1")
     assert admit_job(second, "run-b", "job-1", 60) == "admit"
+
+
+def test_runners_in_threads_never_hold_more_than_the_cap_together(tmp_path: Path) -> None:
+    # four runners ask at once, round after round, for 30 tokens each under a cap
+    # of 100: every round exactly three get room, never four
+    rounds, barrier = 20, threading.Barrier(4)
+    admitted: list[list[str]] = [[] for _ in range(rounds)]
+
+    def runner(name: str) -> None:
+        store = QueueStore(tmp_path / "q.sqlite")
+        try:
+            for n in range(rounds):
+                if admit_job(store, name, f"job-{n}", 30) == "admit":
+                    admitted[n].append(name)
+                barrier.wait()
+                store.release(owner=name, job=f"job-{n}")
+                barrier.wait()
+        finally:
+            store.close()
+
+    QueueStore(tmp_path / "q.sqlite").close()  # the tables exist before the race
+    threads = [threading.Thread(target=runner, args=(f"run-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [len(names) for names in admitted] == [3] * rounds
+    assert QueueStore(tmp_path / "q.sqlite").entries() == []
 
 
 def test_a_dead_runners_jobs_lapse_after_the_completion_window(tmp_path: Path) -> None:

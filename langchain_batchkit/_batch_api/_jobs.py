@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 from langchain_batchkit._batch_api._errors import (
@@ -29,7 +29,7 @@ from langchain_batchkit._batch_api._errors import (
 from langchain_batchkit._batch_api._jobapi import JobClient, JobView, LineOutcome
 from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._queue import JobQueue
-from langchain_batchkit._batch_api._requests import PreparedRequest, plan_jobs
+from langchain_batchkit._batch_api._requests import PreparedRequest, plan_lazily
 from langchain_batchkit._batch_api._responses import body_of, not_run
 from langchain_batchkit._batch_api._state import ItemState, JobState, job_key
 from langchain_batchkit._batch_api._store import JobStore
@@ -160,46 +160,43 @@ class JobLoop:
                 )
             self._store.save(items=pending)
             return True
-        by_id = {self._custom_id(s): s for s in pending}
-        sizes = [
-            (cid, len(self._api.line(cid, self._requests[s.index].body_json)))
-            for cid, s in by_id.items()
-        ]
         max_bytes = self._options.max_bytes_per_job or self._api.max_bytes
-        planned, too_large = plan_jobs(
-            sizes,
+        by_id: dict[str, ItemState] = {}
+        size_of: dict[str, int] = {}
+
+        def measured() -> Iterator[tuple[str, int, int]]:
+            for state in pending:
+                cid = self._custom_id(state)
+                by_id[cid] = state
+                size_of[cid] = len(self._api.line(cid, self._requests[state.index].body_json))
+                yield cid, size_of[cid], self._queue.tokens(state.index)
+
+        moved = False
+        for kind, custom_ids in plan_lazily(
+            measured(),
             max_requests=self._options.max_requests_per_job or self._api.max_requests,
             max_bytes=max_bytes,
-            tokens={cid: self._queue.tokens(s.index) for cid, s in by_id.items()},
-            max_tokens=self._queue.budget([s.index for s in pending]),
-        )
-        size_of = dict(sizes)
-        for cid in too_large:
-            size = size_of[cid]
-            by_id[cid].fail(
-                BatchRequestError(
-                    f"the request is {size} bytes; a job may hold at most "
+            max_tokens=self._queue.budget(pending[0].index),
+        ):
+            members = [by_id[cid] for cid in custom_ids]
+            key = job_key(self._round, len(self._jobs) + 1)
+            if kind == "too_large":
+                error: Exception | None = BatchRequestError(
+                    f"the request is {size_of[custom_ids[0]]} bytes; a job may hold at most "
                     f"{max_bytes} (max_bytes_per_job)",
                     code="request_too_large",
-                ),
-                max_resubmits=self._options.max_resubmits,
-                now=now,
-            )
-        if too_large:
-            self._store.save(items=[by_id[cid] for cid in too_large])
-        moved = bool(too_large)
-        for custom_ids in planned:
-            key = job_key(self._round, len(self._jobs) + 1)
-            members = [by_id[cid] for cid in custom_ids]
-            turn = self._queue.admit(key, [s.index for s in members])
-            if turn.error is not None:
+                )
+            else:
+                turn = self._queue.admit(key, [s.index for s in members])
+                if turn.error is None and not turn.admitted:
+                    break  # this job and the later ones wait for room
+                error = turn.error
+            moved = True
+            if error is not None:
                 for state in members:
-                    state.fail(turn.error, max_resubmits=self._options.max_resubmits, now=now)
+                    state.fail(error, max_resubmits=self._options.max_resubmits, now=now)
                 self._store.save(items=members)
-                moved = True
                 continue
-            if not turn.admitted:
-                break  # this job and the later ones wait for room
             job = JobState(
                 key=key,
                 members={cid: by_id[cid].index for cid in custom_ids},
@@ -210,7 +207,6 @@ class JobLoop:
             self._store.add_job(job, members)
             self._jobs.append(job)
             await self._create(job)
-            moved = True
         return moved
 
     def _custom_id(self, state: ItemState) -> str:

@@ -135,11 +135,10 @@ class JobQueue:
         cap = self._options.enqueued_cap(model)
         return None if cap is None else Cap(cap, exact=True, source="max_enqueued_tokens")
 
-    def budget(self, indices: Sequence[int]) -> int | None:
-        """The most prompt tokens one job of these items may hold (``None``: no cap known)."""
-        if not indices:
-            return None
-        model = self._count(indices[0])[0]
+    def budget(self, index: int) -> int | None:
+        """The most prompt tokens one job may hold, for the model of item ``index``'s
+        request (``None``: no cap known)."""
+        model = self._count(index)[0]
         cap = tighter(self._configured(model), self._store.learned(model, self._now()))
         return None if cap is None else cap.tokens
 
