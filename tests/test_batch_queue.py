@@ -556,9 +556,9 @@ def test_a_resuming_run_keeps_its_open_jobs_and_drops_the_rest(tmp_path: Path) -
 
     store.adopt(owner="run-a", jobs={"job-2": ("m", 30, True), "job-3": ("m", 20, False)}, now=5)
 
-    assert [(e.job, e.tokens, e.state) for e in store.entries()] == [
-        ("job-2", 30, "reserved"),
-        ("job-3", 20, "reserved"),
+    assert [(e.job, e.tokens, e.ahead, e.state) for e in store.entries()] == [
+        ("job-2", 30, 30, "enqueued"),  # created, its id saved just before the crash
+        ("job-3", 20, 30, "reserved"),  # half-created: adopted, found or created again
     ]
 
 

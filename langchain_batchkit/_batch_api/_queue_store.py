@@ -204,7 +204,8 @@ class QueueStore:
 
     def adopt(self, *, owner: str, jobs: Mapping[str, tuple[str, int, bool]], now: float) -> None:
         """A run (re)starting takes its rows back: those of ``jobs`` (job key -> model,
-        tokens, created) are kept or added, every other row of ``owner`` is dropped."""
+        tokens, created) are kept or added (a created one as enqueued), every other row
+        of ``owner`` is dropped."""
         with transaction(self._conn, "BEGIN IMMEDIATE"):
             mine = {
                 job
@@ -216,15 +217,27 @@ class QueueStore:
                 "DELETE FROM queue_jobs WHERE owner = ? AND job = ?",
                 [(owner, job) for job in sorted(mine - set(jobs))],
             )
-            self._conn.executemany(
-                "INSERT INTO queue_jobs (owner, job, model, tokens, ahead, state, since) "
-                "VALUES (?, ?, ?, ?, 0, ?, ?)",
-                [
-                    (owner, job, model, tokens, "enqueued" if made else "reserved", now)
-                    for job, (model, tokens, made) in jobs.items()
-                    if job not in mine
-                ],
-            )
+            for job, (model, tokens, made) in jobs.items():
+                if job in mine and made:  # created just before the crash
+                    self._conn.execute(
+                        "UPDATE queue_jobs SET state = 'enqueued', since = ? "
+                        "WHERE owner = ? AND job = ? AND state = 'reserved'",
+                        (now, owner, job),
+                    )
+                elif job not in mine:
+                    self._conn.execute(
+                        "INSERT INTO queue_jobs (owner, job, model, tokens, ahead, state, since) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            owner,
+                            job,
+                            model,
+                            tokens,
+                            self._enqueued(model, owner, job),
+                            "enqueued" if made else "reserved",
+                            now,
+                        ),
+                    )
 
     def _enqueued(self, model: str, owner: str, job: str) -> int:
         row = self._conn.execute(
