@@ -17,6 +17,8 @@ from langchain_batchkit._batch_api._errors import BatchStateError
 from langchain_batchkit._batch_api._jobapi import JobClient
 from langchain_batchkit._batch_api._jobs import AnswerSink, JobLoop
 from langchain_batchkit._batch_api._options import BatchAPIOptions
+from langchain_batchkit._batch_api._queue import JobQueue
+from langchain_batchkit._batch_api._queue_store import QueueStore
 from langchain_batchkit._batch_api._requests import PreparedRequest
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._batch_api._store import JobStore, running_batch_ids
@@ -89,6 +91,9 @@ async def drive_jobs(
 ) -> dict[int, ItemState]:
     """Create, poll and collect the jobs of ``requests``; every item's final state.
 
+    Jobs go through the enqueued-token queue of ``options.queue_path``, or of the
+    state file when it names none (see :mod:`._queue`).
+
     Args:
         state_path: the SQLite state file (``None``: in memory).
         n_items: the run's input count, recorded in the file to refuse other inputs.
@@ -103,6 +108,11 @@ async def drive_jobs(
         BatchStateError: the file belongs to other inputs or requests.
     """
     store = JobStore(state_path)
+    try:
+        queue_store = QueueStore(options.queue_path or state_path)
+    except BaseException:
+        store.close()
+        raise
     try:
         run_id = store.begin(n_items=n_items)
         items, fresh = _reconcile(store.load_items(round), requests, state_path, round)
@@ -128,11 +138,13 @@ async def drive_jobs(
                 options=options,
                 live=control.live,
                 cancelled=lambda: control.cancel_requested,
+                queue=JobQueue(queue_store, owner=run_id, requests=requests, options=options),
                 sink=sink,
                 round=round,
             ).drive()
         return items
     finally:
+        queue_store.close()
         store.close()
 
 

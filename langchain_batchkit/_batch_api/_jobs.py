@@ -4,10 +4,12 @@ One loop drives every job of a run::
 
     adopt jobs a crashed run left half-created (found by their metadata, never made twice)
     repeat:
-        submit pending items in as few jobs as the per-job limits allow
+        submit pending items in as few jobs as the per-job limits allow, each job only
+        when the enqueued-token queue has room for it (the others wait, see ._queue)
         check every job not yet collected; collect those in a final status
-        (an item whose request failed for a reason worth it becomes pending again)
-        nothing pending and jobs still running: sleep (backoff), then check again
+        (an item whose request failed for a reason worth it becomes pending again;
+        the items of a job refused for the enqueued-token cap too, uncounted)
+        nothing to submit now and jobs still running: sleep (backoff), then check again
 
 Each step writes the store before it moves on, so a process killed anywhere
 resumes from the file without creating a job twice.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 from langchain_batchkit._batch_api._errors import (
@@ -26,7 +28,8 @@ from langchain_batchkit._batch_api._errors import (
 )
 from langchain_batchkit._batch_api._jobapi import JobClient, JobView, LineOutcome
 from langchain_batchkit._batch_api._options import BatchAPIOptions
-from langchain_batchkit._batch_api._requests import PreparedRequest, plan_jobs
+from langchain_batchkit._batch_api._queue import JobQueue
+from langchain_batchkit._batch_api._requests import PreparedRequest, plan_lazily
 from langchain_batchkit._batch_api._responses import body_of, not_run
 from langchain_batchkit._batch_api._state import ItemState, JobState, job_key
 from langchain_batchkit._batch_api._store import JobStore
@@ -62,6 +65,7 @@ class JobLoop:
         cancelled: tells whether ``cancel()`` was called (no new job is created then).
         sink: what is kept of answers (default: the bodies, whole).
         round: the round these items and jobs belong to (see :mod:`._rounds`).
+        queue: the enqueued-token queue jobs are admitted through.
     """
 
     __slots__ = (
@@ -71,6 +75,7 @@ class JobLoop:
         "_jobs",
         "_live",
         "_options",
+        "_queue",
         "_requests",
         "_round",
         "_run_id",
@@ -90,6 +95,7 @@ class JobLoop:
         options: BatchAPIOptions,
         live: dict[str, int],
         cancelled: Callable[[], bool],
+        queue: JobQueue,
         sink: AnswerSink | None = None,
         round: int = 0,
     ) -> None:
@@ -104,9 +110,11 @@ class JobLoop:
         self._cancelled = cancelled
         self._sink = sink
         self._round = round
+        self._queue = queue
 
     async def drive(self) -> None:
         """Run until no item is pending and no job is running."""
+        self._queue.adopt(self._jobs)
         for job in self._jobs:
             if not job.collected and job.batch_id is None:
                 await self._adopt(job)
@@ -116,15 +124,13 @@ class JobLoop:
         while True:
             if await self._submit_pending():
                 checks = 0
-            active = [job for job in self._jobs if not job.collected]
-            if not active:
-                if self._has_pending():
-                    continue
-                return
-            for job in active:
+            for job in [job for job in self._jobs if not job.collected]:
                 await self._check(job)
-            if self._has_pending() or all(job.collected for job in self._jobs):
-                continue
+            if self._has_pending():
+                if not self._queue.waiting:
+                    continue  # to resubmit, or our job ended and made room in the queue
+            elif all(job.collected for job in self._jobs):
+                return
             checks += 1
             await self._options.timer.sleep(self._options.poll_wait(checks))
 
@@ -134,6 +140,7 @@ class JobLoop:
     # -- submitting ----------------------------------------------------------------------
 
     async def _submit_pending(self) -> bool:
+        """Create jobs for pending items while the queue has room; whether any item moved."""
         pending = sorted(
             (s for s in self._items.values() if s.status == "pending"), key=lambda s: s.index
         )
@@ -153,44 +160,54 @@ class JobLoop:
                 )
             self._store.save(items=pending)
             return True
-        by_id = {self._custom_id(s): s for s in pending}
-        sizes = [
-            (cid, len(self._api.line(cid, self._requests[s.index].body_json)))
-            for cid, s in by_id.items()
-        ]
         max_bytes = self._options.max_bytes_per_job or self._api.max_bytes
-        planned, too_large = plan_jobs(
-            sizes,
+        by_id: dict[str, ItemState] = {}
+        size_of: dict[str, int] = {}
+
+        def measured() -> Iterator[tuple[str, int, int]]:
+            for state in pending:
+                cid = self._custom_id(state)
+                by_id[cid] = state
+                size_of[cid] = len(self._api.line(cid, self._requests[state.index].body_json))
+                yield cid, size_of[cid], self._queue.tokens(state.index)
+
+        moved = False
+        for kind, custom_ids in plan_lazily(
+            measured(),
             max_requests=self._options.max_requests_per_job or self._api.max_requests,
             max_bytes=max_bytes,
-        )
-        size_of = dict(sizes)
-        for cid in too_large:
-            size = size_of[cid]
-            by_id[cid].fail(
-                BatchRequestError(
-                    f"the request is {size} bytes; a job may hold at most "
+            max_tokens=self._queue.budget(pending[0].index),
+        ):
+            members = [by_id[cid] for cid in custom_ids]
+            key = job_key(self._round, len(self._jobs) + 1)
+            if kind == "too_large":
+                error: Exception | None = BatchRequestError(
+                    f"the request is {size_of[custom_ids[0]]} bytes; a job may hold at most "
                     f"{max_bytes} (max_bytes_per_job)",
                     code="request_too_large",
-                ),
-                max_resubmits=self._options.max_resubmits,
-                now=now,
-            )
-        if too_large:
-            self._store.save(items=[by_id[cid] for cid in too_large])
-        for custom_ids in planned:
+                )
+            else:
+                turn = self._queue.admit(key, [s.index for s in members])
+                if turn.error is None and not turn.admitted:
+                    break  # this job and the later ones wait for room
+                error = turn.error
+            moved = True
+            if error is not None:
+                for state in members:
+                    state.fail(error, max_resubmits=self._options.max_resubmits, now=now)
+                self._store.save(items=members)
+                continue
             job = JobState(
-                key=job_key(self._round, len(self._jobs) + 1),
+                key=key,
                 members={cid: by_id[cid].index for cid in custom_ids},
                 round=self._round,
             )
-            members = [by_id[cid] for cid in custom_ids]
             for state in members:
                 state.submit(job.key)
             self._store.add_job(job, members)
             self._jobs.append(job)
             await self._create(job)
-        return True
+        return moved
 
     def _custom_id(self, state: ItemState) -> str:
         """``index-submission``, with the round first after the first round (custom_ids
@@ -229,6 +246,10 @@ class JobLoop:
             )
         except Exception as exc:
             found = await self._created_anyway(job, exc)
+            refusal = self._queue.refused_on_create(job, exc) if found is None else None
+            if refusal is not None:
+                self._settle_all(job, refusal.error)
+                return
             if found is None:
                 logger.warning(
                     "could not create job %s (%d requests): %s",
@@ -254,6 +275,7 @@ class JobLoop:
         job.input_file_id = view.input_file_id or job.input_file_id
         self._store.save(jobs=[job])
         self._live[view.id] = self._round
+        self._queue.created(job)
 
     async def _find(self, job: JobState) -> JobView | None:
         return await self._api.find(
@@ -309,6 +331,10 @@ class JobLoop:
 
     async def _collect(self, job: JobState, batch: JobView) -> None:
         """Read the job's result lines and settle each of its items."""
+        refusal = self._queue.refusal(job, batch)
+        if refusal is not None:
+            self._settle_all(job, refusal.error)
+            return
         outcomes: dict[str, LineOutcome] = {}
         try:
             for line_outcome in await self._api.results(batch):
@@ -365,6 +391,7 @@ class JobLoop:
         job.collected = True
         self._store.save(jobs=[job], items=settled)
         self._live.pop(batch.id, None)
+        self._queue.release(job)
         logger.info(
             "job %s (%s) %s: %d ok, %d failed",
             job.key,
@@ -392,16 +419,22 @@ class JobLoop:
             return {idx: dict(body) for idx, body in answers.items()}
         return self._sink(answers)
 
-    def _settle_all(self, job: JobState, exc: Exception) -> None:
-        """Fail every item the job still carries with ``exc``; the job is done with."""
+    def _settle_all(self, job: JobState, exc: Exception | None) -> None:
+        """Fail every item the job still carries with ``exc`` (``None``: the job was refused
+        for the enqueued-token cap, its items are pending again as if never sent); the job
+        is done with, and leaves the queue."""
         now = self._options.timer()
         settled = []
         for idx in job.members.values():
             state = self._items.get(idx)
             if state is not None and state.status == "submitted" and state.job == job.key:
-                state.fail(exc, max_resubmits=self._options.max_resubmits, now=now)
+                if exc is None:
+                    state.withdraw()
+                else:
+                    state.fail(exc, max_resubmits=self._options.max_resubmits, now=now)
                 settled.append(state)
         job.collected = True
         self._store.save(jobs=[job], items=settled)
         if job.batch_id is not None:
             self._live.pop(job.batch_id, None)
+        self._queue.release(job)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,6 +36,17 @@ def _metadata(value: object) -> Mapping[str, str]:
             )
         if key in RESERVED_METADATA:
             raise ConfigurationError(f"BatchAPIOptions.metadata key {key!r} is reserved")
+    return MappingProxyType(dict(value))
+
+
+def _enqueued_tokens(value: object) -> int | Mapping[str, int] | None:
+    name = "BatchAPIOptions.max_enqueued_tokens"
+    if value is None or not isinstance(value, Mapping):
+        return None if value is None else check_int(name, value)
+    for model, tokens in value.items():
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError(f"{name} must be keyed by model names, got {model!r}")
+        check_int(f"{name}[{model!r}]", tokens)
     return MappingProxyType(dict(value))
 
 
@@ -72,6 +84,15 @@ class BatchAPIOptions:
             function.
         prices: your own prices per model (``{name: Price}`` or a ``PriceBook``), over
             the price database; each item's ``cost`` is at the Batch API's discount.
+        max_enqueued_tokens: the provider's cap on prompt tokens enqueued across the
+            organisation's open jobs of a model (OpenAI's "enqueued token limit" of
+            your tier): an int for every model, or ``{model: int}``. Jobs are planned
+            within it and sent only while the open jobs leave room; the others wait
+            for them to end. ``None`` (or a model not in the mapping): learned from
+            the provider's first refusal. A refused job is always sent again later.
+        queue_path: a SQLite file holding the queue of enqueued tokens. Runners given
+            the same file (other processes too) share one queue and stay under the
+            cap together. ``None``: the run's state file (memory without one).
 
     Example:
         >>> BatchAPIOptions(max_requests_per_job=10_000, poll_max_wait=120).poll_wait(10)
@@ -90,6 +111,8 @@ class BatchAPIOptions:
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
     clock: Clock | Callable[[], float] = field(default=SYSTEM_CLOCK, compare=False)
     prices: PriceBook | Mapping[str, Price] | None = field(default=None, compare=False)
+    max_enqueued_tokens: int | Mapping[str, int] | None = None
+    queue_path: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         if self.max_requests_per_job is not None:
@@ -118,6 +141,14 @@ class BatchAPIOptions:
             raise ConfigurationError("BatchAPIOptions.clock must be a callable returning seconds")
         object.__setattr__(self, "timer", as_clock(self.clock, self.sleep))
         object.__setattr__(self, "prices", as_price_book(self.prices))
+        object.__setattr__(self, "max_enqueued_tokens", _enqueued_tokens(self.max_enqueued_tokens))
+        if self.queue_path is not None:
+            if not isinstance(self.queue_path, str | os.PathLike) or not os.fspath(self.queue_path):
+                raise ConfigurationError(
+                    f"BatchAPIOptions.queue_path must be a file path or None, "
+                    f"got {self.queue_path!r}"
+                )
+            object.__setattr__(self, "queue_path", os.fspath(self.queue_path))
 
     timer: Clock = field(init=False, repr=False, compare=False)
     """The one :class:`Clock` made of ``clock`` and ``sleep``."""
@@ -129,3 +160,13 @@ class BatchAPIOptions:
         except OverflowError:
             return float(self.poll_max_wait)
         return float(min(self.poll_max_wait, wait))
+
+    def enqueued_cap(self, model: str) -> int | None:
+        """The ``max_enqueued_tokens`` set for ``model`` (``None``: to be learned).
+
+        Example:
+            >>> BatchAPIOptions(max_enqueued_tokens={"gpt-4o": 90_000}).enqueued_cap("gpt-4o")
+            90000
+        """
+        cap = self.max_enqueued_tokens
+        return cap.get(model) if isinstance(cap, Mapping) else cap

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-__all__ = ["ENDPOINT", "PreparedRequest", "RequestBuilder", "plan_jobs"]
+__all__ = ["ENDPOINT", "PreparedRequest", "RequestBuilder", "plan_jobs", "plan_lazily"]
 
 #: The endpoint of a chat model's batches (embeddings go to ``/v1/embeddings``).
 ENDPOINT: Final = "/v1/chat/completions"
@@ -96,14 +96,22 @@ def _response_format_param(schema: type) -> Any:
 
 
 def plan_jobs(
-    sizes: Sequence[tuple[str, int]], *, max_requests: int, max_bytes: int
+    sizes: Sequence[tuple[str, int]],
+    *,
+    max_requests: int,
+    max_bytes: int,
+    tokens: Mapping[str, int] | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[list[list[str]], list[str]]:
-    """Group lines into jobs that respect the provider's per-job limits, in order.
+    """Group lines into jobs that respect the per-job limits, in order.
 
     Args:
         sizes: ``(custom_id, bytes)`` per line, newline included.
         max_requests: most lines per job.
         max_bytes: largest input file per job.
+        tokens: each line's prompt tokens, by custom_id (with ``max_tokens``).
+        max_tokens: most prompt tokens per job (the enqueued-token cap); a line over
+            it alone makes a job of its own (the queue decides what becomes of it).
 
     Returns:
         The jobs (lists of custom_ids), and the custom_ids of lines too large for any job.
@@ -111,20 +119,55 @@ def plan_jobs(
     Example:
         >>> plan_jobs([("a", 40), ("b", 40), ("c", 40), ("d", 500)], max_requests=10, max_bytes=100)
         ([['a', 'b'], ['c']], ['d'])
+        >>> plan_jobs([("a", 1), ("b", 1), ("c", 1)], max_requests=10, max_bytes=100,
+        ...           tokens={"a": 60, "b": 60, "c": 30}, max_tokens=100)
+        ([['a'], ['b', 'c']], [])
     """
     jobs: list[list[str]] = []
     too_large: list[str] = []
+    lines = ((cid, size, tokens.get(cid, 0) if tokens else 0) for cid, size in sizes)
+    for kind, custom_ids in plan_lazily(
+        lines, max_requests=max_requests, max_bytes=max_bytes, max_tokens=max_tokens
+    ):
+        if kind == "job":
+            jobs.append(custom_ids)
+        else:
+            too_large += custom_ids
+    return jobs, too_large
+
+
+def plan_lazily(
+    lines: Iterable[tuple[str, int, int]],
+    *,
+    max_requests: int,
+    max_bytes: int,
+    max_tokens: int | None = None,
+) -> Iterator[tuple[Literal["job", "too_large"], list[str]]]:
+    """:func:`plan_jobs` one step at a time, over ``(custom_id, bytes, tokens)`` lines.
+
+    Yields ``("job", custom_ids)`` as soon as a job is full, and ``("too_large",
+    [custom_id])`` for a line no job can hold. Lines are read only as the plan
+    reaches them, so a caller that stops at the first job that must wait for the
+    enqueued-token queue measures a job's worth of lines, not every pending one.
+
+    Example:
+        >>> steps = plan_lazily(iter([("a", 40, 0), ("b", 40, 0), ("c", 40, 0)]),
+        ...                     max_requests=10, max_bytes=100)
+        >>> next(steps)
+        ('job', ['a', 'b'])
+    """
     current: list[str] = []
-    used = 0
-    for custom_id, size in sizes:
+    used = used_tokens = 0
+    for custom_id, size, tokens in lines:
         if size > max_bytes:
-            too_large.append(custom_id)
+            yield "too_large", [custom_id]
             continue
-        if current and (len(current) >= max_requests or used + size > max_bytes):
-            jobs.append(current)
-            current, used = [], 0
+        over = max_tokens is not None and used_tokens + tokens > max_tokens
+        if current and (len(current) >= max_requests or used + size > max_bytes or over):
+            yield "job", current
+            current, used, used_tokens = [], 0, 0
         current.append(custom_id)
         used += size
+        used_tokens += tokens
     if current:
-        jobs.append(current)
-    return jobs, too_large
+        yield "job", current

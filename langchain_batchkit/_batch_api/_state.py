@@ -69,6 +69,21 @@ class ItemState:
         self.status, self.job = "submitted", job
         self.submissions += 1
 
+    def withdraw(self) -> None:
+        """Its job was refused before anything ran (the provider's enqueued-token cap):
+        pending again as before :meth:`submit`, so the refusal costs no submission.
+
+        Example:
+            >>> state = ItemState(0, "digest")
+            >>> state.submit("job-00001"); state.withdraw()
+            >>> (state.status, state.submissions)
+            ('pending', 0)
+        """
+        self.status = "pending"
+        self.submissions = max(0, self.submissions - 1)
+        if self.submissions and self.error is None and self.history:
+            self.error, self.retryable = self.history.pop().error, True
+
     def succeed(self, body: dict[str, Any], now: float) -> None:
         self.status, self.response, self.finished_at = "succeeded", body, now
 

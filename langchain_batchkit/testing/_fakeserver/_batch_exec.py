@@ -31,6 +31,7 @@ from langchain_batchkit.testing._fakeserver._chat import (
     check_not_rejected,
     completion_object,
     compose_answer,
+    count_prompt,
     parse_chat_payload,
 )
 from langchain_batchkit.testing._fakeserver._config import BAD_ANSWERS, BadAnswer, FakeServerConfig
@@ -41,7 +42,7 @@ from langchain_batchkit.testing._fakeserver._embeddings import (
 )
 from langchain_batchkit.testing._fakeserver._exchange import ApiError, error_body
 
-__all__ = ["EMBEDDINGS", "LineResult", "expired_record", "run_line"]
+__all__ = ["EMBEDDINGS", "LineResult", "expired_record", "line_prompt_tokens", "run_line"]
 
 #: The endpoint of embeddings batches (any other runs chat lines).
 EMBEDDINGS = "/v1/embeddings"
@@ -117,6 +118,18 @@ def scripted_mistake(prompt: str, config: FakeServerConfig) -> BadAnswer | None:
         if key in prompt:
             return next((s for s in steps if s in BAD_ANSWERS), None)
     return None
+
+
+def line_prompt_tokens(line: BatchLine, config: FakeServerConfig, endpoint: str) -> int:
+    """The prompt tokens a line enqueues, counted as its answer would count them (0 for a
+    body its run will refuse)."""
+    try:
+        if endpoint == EMBEDDINGS:
+            return parse_embedding_body(json.dumps(line.body).encode(), config).total_tokens
+        chat = parse_chat_payload(line.body)
+    except ApiError:
+        return 0
+    return count_prompt(chat.messages, chat.model, config.tokenizer)
 
 
 def run_line(

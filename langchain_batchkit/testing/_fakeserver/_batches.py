@@ -15,6 +15,10 @@ Statuses: ``create`` answers ``validating`` (as OpenAI does); afterwards a batch
 with ``batch_expired_fraction``, ``expired``. ``cancel`` answers ``cancelling``;
 lines finished by then are kept, the rest are dropped from both files, and the batch
 reads ``cancelled`` ``batch_cancel_delay`` seconds later.
+
+A batch holds its lines' prompt tokens enqueued for its model until it is final;
+with ``batch_max_enqueued_tokens``, one that would take its model over the limit
+is ``failed`` with ``token_limit_exceeded`` from the start (OpenAI's message).
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from langchain_batchkit.testing._fakeserver._batch_exec import LineResult, expired_record, run_line
+from langchain_batchkit.testing._fakeserver._batch_exec import (
+    LineResult,
+    expired_record,
+    line_prompt_tokens,
+    run_line,
+)
 from langchain_batchkit.testing._fakeserver._batch_input import (
     BatchError,
     BatchLine,
@@ -54,6 +63,7 @@ BatchStatus = Literal[
 ]
 
 _WINDOW_SECONDS = 24 * 60 * 60
+_UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,7 @@ class _Batch:
     created: float
     errors: tuple[BatchError, ...]
     lines: tuple[BatchLine, ...]  # in processing (shuffled) order
+    tokens: int  # enqueued while unfinished
     server_errors: tuple[bool, ...]
     runnable: int  # lines[:runnable] run; the rest expire
     results: list[LineResult] = field(default_factory=list)
@@ -119,6 +130,7 @@ class BatchStore:
             stored.data, endpoint=endpoint, max_requests=config.batch_max_requests
         )
         with self._lock:
+            errors, tokens = self._enqueue(parsed.errors, parsed.lines, parsed.model, endpoint)
             number = next(self._numbers)
             rng = random.Random(f"{config.seed}/batch/{number}")
             lines = list(parsed.lines)
@@ -133,14 +145,45 @@ class BatchStore:
                 metadata=metadata,
                 model=parsed.model,
                 created=self._wall.now(),
-                errors=parsed.errors,
+                errors=errors,
                 lines=tuple(lines),
+                tokens=tokens,
                 server_errors=tuple(rate > 0 and rng.random() < rate for _ in lines),
                 runnable=len(lines) - expired,
             )
             self._batches[batch.id] = batch
             self._counters.record_batch_created()
             return self._to_json(batch, _Phase("validating", 0, batch.created))
+
+    def _enqueue(
+        self,
+        errors: tuple[BatchError, ...],
+        lines: tuple[BatchLine, ...],
+        model: str | None,
+        endpoint: str,
+    ) -> tuple[tuple[BatchError, ...], int]:
+        """A new batch's errors and enqueued tokens: refused when it would take its model
+        over ``batch_max_enqueued_tokens``."""
+        if errors:
+            return errors, 0
+        tokens = sum(line_prompt_tokens(line, self._config, endpoint) for line in lines)
+        now = self._wall.now()
+        enqueued = tokens + sum(
+            batch.tokens
+            for batch in self._batches.values()
+            if batch.model == model and self._phase(batch, now).status in _UNFINISHED
+        )
+        limit = self._config.batch_max_enqueued_tokens
+        if limit is not None and enqueued > limit:
+            self._counters.record_enqueued_refusal()
+            message = (
+                f"Enqueued token limit reached for {model} in organization org-fake. "
+                f"Limit: {limit:,} enqueued tokens. Please try submitting fewer tasks or "
+                "waiting until your in-progress batches complete before submitting more."
+            )
+            return (BatchError("token_limit_exceeded", message),), 0
+        self._counters.record_enqueued(enqueued)
+        return errors, tokens
 
     def retrieve(self, batch_id: str) -> dict[str, object]:
         with self._lock:

@@ -267,6 +267,17 @@ class FakeServerConfig:
         message_batch_max_bytes: largest body of a Message Batch creation; a larger
             one gets HTTP 413 ``request_too_large`` (Anthropic: 256 MB). Bodies above
             ``max_body_bytes`` get 413 first.
+        batch_max_enqueued_tokens: the organisation's enqueued-token limit per model
+            (``None``: none). A batch's tokens are its lines' prompt tokens, counted
+            as ``tokenizer`` says (embeddings lines: their inputs'); a batch created
+            while the unfinished batches of its model (validating, in progress,
+            cancelling) plus its own would exceed the limit ends ``failed``, with one
+            error of code ``token_limit_exceeded`` and OpenAI's message ("Enqueued
+            token limit reached for <model> in organization org-fake. Limit: N
+            enqueued tokens. ..."). Refused batches enqueue nothing;
+            ``stats().enqueued_token_refusals`` counts them and
+            ``stats().max_enqueued_tokens`` is the most one model's unfinished
+            batches held at once (tracked with or without a limit).
         embedding_dimensions: the length of ``/v1/embeddings`` vectors for a request
             that names no ``dimensions`` (``text-embedding-3-small``'s 1536).
 
@@ -322,6 +333,7 @@ class FakeServerConfig:
     batch_max_file_bytes: int = 200 * 1024 * 1024
     message_batch_max_requests: int = 100_000
     message_batch_max_bytes: int = 256_000_000
+    batch_max_enqueued_tokens: int | None = None
     embedding_dimensions: int = 1536
 
     def __post_init__(self) -> None:
@@ -407,4 +419,5 @@ class FakeServerConfig:
         _check_int("batch_max_file_bytes", self.batch_max_file_bytes)
         _check_int("message_batch_max_requests", self.message_batch_max_requests)
         _check_int("message_batch_max_bytes", self.message_batch_max_bytes)
+        _check_int("batch_max_enqueued_tokens", self.batch_max_enqueued_tokens, optional=True)
         _check_int("embedding_dimensions", self.embedding_dimensions)

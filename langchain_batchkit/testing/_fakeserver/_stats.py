@@ -48,6 +48,10 @@ class ServerStats:
             answer (429s included).
         embedded_inputs: inputs answered with a vector (200s only).
         embedding_tokens: tokens of the inputs answered with a vector.
+        enqueued_token_refusals: batches failed with ``token_limit_exceeded`` (see
+            ``FakeServerConfig.batch_max_enqueued_tokens``).
+        max_enqueued_tokens: the most prompt tokens the unfinished batches of one model
+            held at once (taken when a batch is accepted, its own included).
 
     The online counters (``answers_per_prompt``, ``images_seen``, ...) count only
     ``/v1/chat/completions`` and ``/v1/messages`` requests, never batch lines.
@@ -72,6 +76,8 @@ class ServerStats:
     embedding_requests: int = 0
     embedded_inputs: int = 0
     embedding_tokens: int = 0
+    enqueued_token_refusals: int = 0
+    max_enqueued_tokens: int = 0
 
     def max_admitted_in_window(self, window_seconds: float) -> int:
         """The most admissions inside any half-open window ``[t, t + window_seconds)``.
@@ -113,12 +119,14 @@ class Counters:
         "_embedded",
         "_embedding_requests",
         "_embedding_tokens",
+        "_enqueued_refusals",
         "_files",
         "_flex",
         "_flex_unavailable",
         "_hung",
         "_images",
         "_in_flight",
+        "_max_enqueued",
         "_max_in_flight",
         "_requests",
         "_statuses",
@@ -142,6 +150,7 @@ class Counters:
         self._flex = 0
         self._flex_unavailable = 0
         self._embedding_requests = self._embedded = self._embedding_tokens = 0
+        self._enqueued_refusals = self._max_enqueued = 0
 
     def reset(self) -> None:
         with self._changed:
@@ -149,6 +158,7 @@ class Counters:
             self._files = self._batches = self._batch_lines = 0
             self._flex = self._flex_unavailable = 0
             self._embedding_requests = self._embedded = self._embedding_tokens = 0
+            self._enqueued_refusals = self._max_enqueued = 0
             self._max_in_flight = self._in_flight
             self._statuses.clear()
             self._answers.clear()
@@ -240,6 +250,17 @@ class Counters:
                 self._batch_lines += count
                 self._changed.notify_all()
 
+    def record_enqueued(self, tokens: int) -> None:
+        """A batch was accepted with ``tokens`` enqueued for its model, its own included."""
+        with self._changed:
+            self._max_enqueued = max(self._max_enqueued, tokens)
+            self._changed.notify_all()
+
+    def record_enqueued_refusal(self) -> None:
+        with self._changed:
+            self._enqueued_refusals += 1
+            self._changed.notify_all()
+
     def snapshot(self) -> ServerStats:
         with self._changed:
             return self._snapshot_locked()
@@ -277,4 +298,6 @@ class Counters:
             embedding_requests=self._embedding_requests,
             embedded_inputs=self._embedded,
             embedding_tokens=self._embedding_tokens,
+            enqueued_token_refusals=self._enqueued_refusals,
+            max_enqueued_tokens=self._max_enqueued,
         )
