@@ -31,6 +31,7 @@ from langchain_batchkit.embeddings import EmbeddingStore, EmbedLimits, EmbedRepo
 from langchain_batchkit.testing import FakeClock, FakeOpenAIServer, FakeServerConfig
 from langchain_batchkit.testing._fakeserver._embeddings import fake_vector
 from langchain_batchkit.testing.pytest_plugin import FakeServerFactory
+from tests.clock_support import held
 
 DIMS = 16
 
@@ -155,7 +156,7 @@ def test_requests_are_paced_by_tokens_so_the_provider_never_says_429(
     limit = RateLimit(tokens_per_minute=2000, headroom=0.8, clock=clock)
     report = run(
         "async",
-        openai_embeddings(server),
+        held(openai_embeddings(server), clock),  # see tests/clock_support.py
         texts(600),  # 3,600 tokens: more than one window's worth
         rate_limit=limit,
         limits=EmbedLimits(max_inputs=50),

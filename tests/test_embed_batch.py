@@ -24,6 +24,7 @@ from langchain_batchkit.costs import CallUsage, PriceBook
 from langchain_batchkit.embeddings import BatchEmbeddings, EmbeddingStore, EmbedLimits
 from langchain_batchkit.testing import FakeClock, FakeOpenAIServer, FakeServerConfig
 from langchain_batchkit.testing._fakeserver._embeddings import fake_vector
+from tests.clock_support import held
 
 if TYPE_CHECKING:
     from langchain_batchkit.testing.pytest_plugin import FakeServerFactory
@@ -288,7 +289,9 @@ async def test_single_calls_through_a_microbatcher_are_coalesced_paced_and_fail_
 ) -> None:
     server = server_on(tokenizer="model", tokens_per_minute=200, reject_prompts=("FORBIDDEN",))
     limit = RateLimit(tokens_per_minute=200, headroom=0.6, clock=clock)
-    paced = paced_embeddings(embeddings_for(server), limit)
+    # the HTTP round trip holds the fake time still: the server counts each request
+    # at the time the limiter let it go
+    paced = paced_embeddings(held(embeddings_for(server), clock), limit)
     inputs = [*texts(60), "FORBIDDEN words", "long " * 9000]
 
     async with MicroBatcher(paced.aembed_each, max_batch_size=16, clock=clock) as batcher:

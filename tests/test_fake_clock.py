@@ -171,3 +171,20 @@ def test_one_clock_serves_one_loop_after_another() -> None:
 def test_quiet_hops_must_be_positive() -> None:
     with pytest.raises(ValueError, match="quiet_hops"):
         FakeClock(quiet_hops=0)
+
+
+async def test_time_stands_still_while_the_clock_is_busy() -> None:
+    clock = FakeClock(quiet_hops=2)
+    woke = asyncio.Event()
+
+    async def sleeper() -> None:
+        await clock.sleep(5)
+        woke.set()
+
+    task = asyncio.create_task(sleeper())
+    with clock.busy():
+        for _ in range(50):  # far more quiet iterations than quiet_hops
+            await asyncio.sleep(0)
+        assert clock() == 1000.0 and not woke.is_set()
+    await task
+    assert clock() == 1005.0

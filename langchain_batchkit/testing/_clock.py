@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
+from collections.abc import Iterator
 
 __all__ = ["FakeClock"]
 
@@ -31,7 +33,9 @@ class FakeClock:
     * work in another thread (``run_in_executor``, a server thread answering a
       socket) is not waited for: its result is taken in order if it arrives within
       those iterations, otherwise time may move first. Tests that need the thread's
-      result before a deadline should wait on it rather than on the clock.
+      result before a deadline should wait on it rather than on the clock, or hold
+      time still while it runs with :meth:`busy` (an HTTP request in flight to a
+      fake server on the same clock, so the server sees it at the time it was sent).
 
     One loop is watched at a time: a sleep on another loop (the next test's) moves the
     watch there, and sleepers left on a closed loop are dropped.
@@ -45,7 +49,16 @@ class FakeClock:
         1060.0
     """
 
-    __slots__ = ("_activity", "_heap", "_loop", "_seq", "now", "quiet_hops", "sleeps")
+    __slots__ = (
+        "_activity",
+        "_heap",
+        "_holds",
+        "_loop",
+        "_seq",
+        "now",
+        "quiet_hops",
+        "sleeps",
+    )
 
     def __init__(self, start: float = 1000.0, *, quiet_hops: int = 32) -> None:
         if quiet_hops < 1:
@@ -56,6 +69,7 @@ class FakeClock:
         self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._activity = 0
+        self._holds = 0
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop being watched
 
     def __call__(self) -> float:
@@ -66,6 +80,22 @@ class FakeClock:
         self.now += seconds
         self._activity += 1
         self._wake_due()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Hold time still while the block runs (work the loop cannot see, e.g. I/O).
+
+        Example:
+            >>> clock = FakeClock()
+            >>> with clock.busy():   # no sleeper wakes here, however long this takes
+            ...     pass
+        """
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            self._activity += 1
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of virtual time."""
@@ -96,7 +126,7 @@ class FakeClock:
         if not self._heap:
             self._loop = None
             return
-        quiet = quiet + 1 if self._activity == seen else 0
+        quiet = quiet + 1 if self._activity == seen and not self._holds else 0
         if quiet >= self.quiet_hops:
             self.now = max(self.now, self._heap[0][0])
             self._activity += 1
