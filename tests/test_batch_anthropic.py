@@ -454,6 +454,26 @@ async def test_find_takes_only_a_batch_of_the_same_size_created_since_the_run_re
     assert found is not None and found.id == made.id
 
 
+async def test_find_never_takes_a_batch_the_run_already_holds(
+    batch_server_on: Any, batch_clock: FakeClock
+) -> None:
+    import time
+
+    server = batch_server_on()
+    lines = [b'{"custom_id":"%d-1","params":{"model":"m","max_tokens":1}}\n' % i for i in range(3)]
+    async with AnthropicBatches.for_model(claude_for(server)) as api:
+        earlier = await api.create(
+            name="x", lines=lines, input_file_id=None, metadata={}, on_upload=lambda _: None
+        )
+
+    async with AnthropicBatches.for_model(claude_for(server)) as api:
+        found = await api.find(
+            {}, requests=3, created_after=time.time(), known=frozenset({earlier.id})
+        )
+
+    assert found is None  # the crash came before this job was created: nothing to adopt
+
+
 # --------------------------------------------------------------------------- safety
 
 

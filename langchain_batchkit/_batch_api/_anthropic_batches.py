@@ -157,18 +157,23 @@ class AnthropicBatches:
         return batch.cancel_initiated_at is not None
 
     async def find(
-        self, metadata: Mapping[str, str], *, requests: int, created_after: float | None
+        self,
+        metadata: Mapping[str, str],
+        *,
+        requests: int,
+        created_after: float | None,
+        known: frozenset[str] = frozenset(),
     ) -> JobView | None:
         """The newest batch of ``requests`` requests created at ``created_after`` or later.
 
         Message Batches have no metadata, so a batch is recognized by its request
         count and its creation time (less :data:`FIND_SLACK`), skipping batches this
-        client created or found already. The residual risk: another batch of the same
-        size, created in that window with the same key (another process, or this
-        run's previous job when the crash came before this job was created), is
-        taken for this job's; its results then carry custom_ids this job did not
-        send (ignored, and the job's items fail as not run) or, for another run of
-        the same inputs, answers to the same requests.
+        client created or found already and those of ``known`` (every batch the run's
+        state file holds, so an earlier job of the same run is never taken). The
+        residual risk: another batch of the same size, created in that window with the
+        same key by another process, is taken for this job's; its results then carry
+        custom_ids this job did not send (ignored, and the job's items fail as not run)
+        or, for another run of the same inputs, answers to the same requests.
         """
         since = None if created_after is None else created_after - FIND_SLACK
         seen = 0
@@ -176,7 +181,7 @@ class AnthropicBatches:
             seen += 1
             if since is not None and _unix(batch.created_at) < since:
                 break  # newest first: the rest are older still
-            if batch.id not in self._claimed and _total(batch) == requests:
+            if batch.id not in self._claimed | known and _total(batch) == requests:
                 self._claimed.add(batch.id)
                 return anthropic_view(batch)
             if seen >= self._scan:

@@ -95,11 +95,17 @@ class JobClient(Protocol):
         ...
 
     async def find(
-        self, metadata: Mapping[str, str], *, requests: int, created_after: float | None
+        self,
+        metadata: Mapping[str, str],
+        *,
+        requests: int,
+        created_after: float | None,
+        known: frozenset[str] = frozenset(),
     ) -> JobView | None:
         """The job created for ``metadata`` (a crash came before its id was saved).
 
         Providers with job metadata match on it; others on the request count and
-        the creation time (unix seconds) the run recorded before creating it.
+        the creation time (unix seconds) the run recorded before creating it, never
+        taking a job of ``known`` (the ids the run's state file already holds).
         """
         ...

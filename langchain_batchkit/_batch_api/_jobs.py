@@ -30,8 +30,14 @@ from langchain_batchkit._batch_api._jobapi import JobClient, JobView, LineOutcom
 from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._queue import JobQueue
 from langchain_batchkit._batch_api._requests import PreparedRequest, plan_lazily
-from langchain_batchkit._batch_api._responses import body_of, not_run
-from langchain_batchkit._batch_api._state import ItemState, JobState, job_key
+from langchain_batchkit._batch_api._responses import body_of
+from langchain_batchkit._batch_api._state import (
+    ItemState,
+    JobState,
+    custom_id,
+    job_key,
+    settle_lines,
+)
 from langchain_batchkit._batch_api._store import JobStore
 from langchain_batchkit._errors import redact_secrets
 from langchain_batchkit._retry import is_transient
@@ -64,7 +70,7 @@ class JobLoop:
         live: provider ids of jobs running now (and their rounds), shared with ``cancel()``.
         cancelled: tells whether ``cancel()`` was called (no new job is created then).
         sink: what is kept of answers (default: the bodies, whole).
-        round: the round these items and jobs belong to (see :mod:`._rounds`).
+        round: the round these items and jobs belong to (see :mod:`._run`).
         queue: the enqueued-token queue jobs are admitted through.
     """
 
@@ -166,7 +172,7 @@ class JobLoop:
 
         def measured() -> Iterator[tuple[str, int, int]]:
             for state in pending:
-                cid = self._custom_id(state)
+                cid = custom_id(self._round, state)
                 by_id[cid] = state
                 size_of[cid] = len(self._api.line(cid, self._requests[state.index].body_json))
                 yield cid, size_of[cid], self._queue.tokens(state.index)
@@ -208,12 +214,6 @@ class JobLoop:
             self._jobs.append(job)
             await self._create(job)
         return moved
-
-    def _custom_id(self, state: ItemState) -> str:
-        """``index-submission``, with the round first after the first round (custom_ids
-        are unique within a job; Anthropic allows letters, digits, ``-`` and ``_``)."""
-        head = f"r{self._round}-" if self._round else ""
-        return f"{head}{state.index}-{state.submissions + 1}"
 
     def _lines(self, job: JobState) -> list[bytes]:
         return [
@@ -279,7 +279,10 @@ class JobLoop:
 
     async def _find(self, job: JobState) -> JobView | None:
         return await self._api.find(
-            self._metadata(job), requests=len(job.members), created_after=job.created_after
+            self._metadata(job),
+            requests=len(job.members),
+            created_after=job.created_after,
+            known=self._store.batch_ids(),
         )
 
     async def _created_anyway(self, job: JobState, exc: Exception) -> JobView | None:
@@ -349,39 +352,20 @@ class JobLoop:
                 return
             self._settle_all(job, exc)
             return
-        now = self._options.timer()
-        settled: list[ItemState] = []
-        unfinished: list[int] = []
-        ok = 0
-        carried = {
-            cid: idx
-            for cid, idx in job.members.items()
-            if (state := self._items.get(idx)) is not None
-            and state.status == "submitted"
-            and state.job == job.key
-        }
+        carried = job.carried(self._items)
         kept = self._keep(
             {idx: body for cid, idx in carried.items() if (body := body_of(outcomes.get(cid)))}
         )
-        for line, (cid, idx) in enumerate(job.members.items(), start=1):
-            if cid not in carried:
-                continue
-            state = self._items[idx]
-            outcome = outcomes.pop(cid) if cid in outcomes else None
-            answer = kept.get(idx)
-            if isinstance(answer, dict):
-                state.succeed(answer, now)
-                ok += 1
-            else:
-                error: Exception | None = answer
-                if error is None and outcome is not None:
-                    error = outcome.error
-                if error is None:
-                    error = not_run(batch, line)
-                if isinstance(error, BatchJobUnfinishedError):
-                    unfinished.append(idx)
-                state.fail(error, max_resubmits=self._options.max_resubmits, now=now)
-            settled.append(state)
+        settled, ok, unfinished = settle_lines(
+            job,
+            batch,
+            self._items,
+            carried=carried,
+            outcomes=outcomes,
+            kept=kept,
+            max_resubmits=self._options.max_resubmits,
+            now=self._options.timer(),
+        )
         if outcomes:
             logger.warning(
                 "job %s: ignored %d result line(s) whose custom_id it did not carry",

@@ -159,6 +159,7 @@ class OpenAIBatches:
         *,
         requests: int = 0,
         created_after: float | None = None,
+        known: frozenset[str] = frozenset(),
         scan: int = 1000,
     ) -> JobView | None:
         """The most recent job whose metadata holds every pair of ``metadata``.
@@ -168,7 +169,8 @@ class OpenAIBatches:
         """
         seen = 0
         async for batch in self._client.batches.list(limit=100):
-            if batch.metadata and all(batch.metadata.get(k) == v for k, v in metadata.items()):
+            tagged = batch.metadata and all(batch.metadata.get(k) == v for k, v in metadata.items())
+            if tagged and batch.id not in known:
                 return openai_view(batch)
             seen += 1
             if seen >= scan:

@@ -9,15 +9,30 @@ settled). The store persists these values; the runner drives them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langchain_batchkit._batch_api._errors import is_resubmittable
+from langchain_batchkit._batch_api._errors import BatchJobUnfinishedError, is_resubmittable
+from langchain_batchkit._batch_api._jobapi import JobView, LineOutcome
+from langchain_batchkit._batch_api._responses import not_run
 from langchain_batchkit._item import Attempt, ItemError
 
-__all__ = ["ItemState", "ItemStatus", "JobState", "job_key"]
+__all__ = ["ItemState", "ItemStatus", "JobState", "custom_id", "job_key", "settle_lines"]
 
 ItemStatus = Literal["pending", "submitted", "succeeded", "failed"]
+
+
+def custom_id(round: int, state: ItemState) -> str:
+    """``index-submission``, with the round first after the first round (custom_ids are
+    unique within a job; Anthropic allows letters, digits, ``-`` and ``_``).
+
+    Example:
+        >>> custom_id(0, ItemState(7, "d")), custom_id(1000, ItemState(7, "d"))
+        ('7-1', 'r1000-7-1')
+    """
+    head = f"r{round}-" if round else ""
+    return f"{head}{state.index}-{state.submissions + 1}"
 
 
 def job_key(round: int, number: int) -> str:
@@ -120,3 +135,67 @@ class JobState:
     collected: bool = False
     round: int = 0
     created_after: float | None = None
+
+    def carried(self, items: Mapping[int, ItemState]) -> dict[str, int]:
+        """custom_id -> index of the items this job still carries (sent in it, unsettled)."""
+        return {
+            cid: idx
+            for cid, idx in self.members.items()
+            if (state := items.get(idx)) is not None
+            and state.status == "submitted"
+            and state.job == self.key
+        }
+
+
+def settle_lines(
+    job: JobState,
+    view: JobView,
+    items: Mapping[int, ItemState],
+    *,
+    carried: Mapping[str, int],
+    outcomes: dict[str, LineOutcome],
+    kept: Mapping[int, dict[str, Any] | Exception],
+    max_resubmits: int,
+    now: float,
+) -> tuple[list[ItemState], int, list[int]]:
+    """Settle each item a final job still carried, from its result line.
+
+    Args:
+        job: the job.
+        view: where the provider says it ended.
+        items: the run's items, by index.
+        carried: custom_id -> index of the items the job still carries.
+        outcomes: its result lines by custom_id; the lines used are taken out (what is
+            left carried custom_ids the job did not send).
+        kept: what the state file keeps of each answer, by index (a body, or an
+            exception that fails the item).
+        max_resubmits: submissions an item may have after its first.
+        now: the time items are settled at.
+
+    Returns:
+        The items settled, how many succeeded, and the indices of those whose request
+        never ran (the job ended before it).
+    """
+    settled: list[ItemState] = []
+    unfinished: list[int] = []
+    ok = 0
+    for line, (cid, idx) in enumerate(job.members.items(), start=1):
+        if cid not in carried:
+            continue
+        state = items[idx]
+        outcome = outcomes.pop(cid, None)
+        answer = kept.get(idx)
+        if isinstance(answer, dict):
+            state.succeed(answer, now)
+            ok += 1
+        else:
+            error: Exception | None = answer
+            if error is None and outcome is not None:
+                error = outcome.error
+            if error is None:
+                error = not_run(view, line)
+            if isinstance(error, BatchJobUnfinishedError):
+                unfinished.append(idx)
+            state.fail(error, max_resubmits=max_resubmits, now=now)
+        settled.append(state)
+    return settled, ok, unfinished

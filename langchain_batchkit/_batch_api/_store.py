@@ -221,6 +221,11 @@ class JobStore:
                 jobs[job].members[custom_id] = idx
         return list(jobs.values())
 
+    def batch_ids(self) -> frozenset[str]:
+        """The provider ids of every job the file holds, in any round."""
+        rows = self._conn.execute("SELECT batch_id FROM jobs WHERE batch_id IS NOT NULL")
+        return frozenset(row[0] for row in rows)
+
     def rounds(self) -> int:
         """How many rounds the file holds items of."""
         row = self._conn.execute("SELECT MAX(round) FROM items").fetchone()
