@@ -8,9 +8,13 @@ provider's payload code, uploading, polling, reading results, parsing) plus the 
 server's, not the provider's hours. A share of lines fails with a server error and is
 resubmitted, and jobs are split at ``--per-job`` requests.
 
-"Exactly once" is checked three ways: one result per input index, each output the
-echo of *its* input, and the server's processed lines equal to the items plus the
-resubmissions the results report.
+Scenarios: one per provider; ``gpt>claude``, a chain with two model steps (two
+rounds, at two providers); ``openai+cap``, against an organisation's enqueued-token
+limit that lets one job in at a time, learned by the runner from its first refusal.
+
+"Exactly once" is checked two ways: one result per input index, and each output the
+echo of *its* input; the lines the server ran are the items (times the rounds) plus
+the resubmissions the results report ("resubmits").
 
 Usage: python bench/batch_api.py [--items 5000] [--per-job 2000] [--error-rate 0.01]
 """
@@ -21,10 +25,12 @@ import argparse
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from langchain_batchkit import BatchAPIOptions, BatchAPIRunner
@@ -63,38 +69,71 @@ def _anthropic(server: FakeOpenAIServer) -> Any:
     )
 
 
-PROVIDERS: dict[str, Callable[[FakeOpenAIServer], Any]] = {
-    "openai": _openai,
-    "azure": _azure,
-    "anthropic": _anthropic,
+def _single(model: Callable[[FakeOpenAIServer], Any]) -> Callable[[FakeOpenAIServer], Any]:
+    def chain(server: FakeOpenAIServer) -> Any:
+        return _PROMPT | model(server) | StrOutputParser()
+
+    return chain
+
+
+def _two_rounds(server: FakeOpenAIServer) -> Any:
+    """GPT, then Claude on GPT's answer: two rounds at two providers."""
+    again: RunnableLambda[str, dict[str, str]] = RunnableLambda(lambda text: {"text": text})
+    first = _PROMPT | _openai(server) | StrOutputParser()
+    return first | again | _PROMPT | _anthropic(server) | StrOutputParser()
+
+
+_PROMPT = ChatPromptTemplate.from_messages([("user", "{text}")])
+
+
+@dataclass(frozen=True)
+class Scenario:
+    chain: Callable[[FakeOpenAIServer], Any]
+    echoes: int = 1  # how many model steps echo the text
+    server: dict[str, Any] = field(default_factory=dict)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "openai": Scenario(_single(_openai)),
+    "azure": Scenario(_single(_azure)),
+    "anthropic": Scenario(_single(_anthropic)),
+    # two model steps: every item goes through two rounds, at two providers
+    "gpt>claude": Scenario(_two_rounds, echoes=2),
+    # an organisation's enqueued-token limit the runner learns from its first refusal
+    "openai+cap": Scenario(_single(_openai), server={"batch_max_enqueued_tokens": 30_000}),
 }
 
 
-async def _one(name: str, make: Callable[[FakeOpenAIServer], Any], args: argparse.Namespace) -> str:
+async def _one(name: str, scenario: Scenario, args: argparse.Namespace) -> str:
     clock = FakeClock()
     config = FakeServerConfig(
-        clock=clock, batch_completion_delay=600.0, batch_line_error_rate=args.error_rate, seed=7
+        clock=clock,
+        batch_completion_delay=600.0,
+        batch_line_error_rate=args.error_rate,
+        seed=7,
+        **scenario.server,
     )
     with FakeOpenAIServer(config) as server:
-        prompt = ChatPromptTemplate.from_messages([("user", "{text}")])
-        chain = prompt | make(server) | StrOutputParser()
         options = BatchAPIOptions(
             clock=clock, sleep=clock.sleep, max_requests_per_job=args.per_job, max_resubmits=5
         )
         inputs = [{"text": f"item {i}"} for i in range(args.items)]
         started = time.perf_counter()
-        results = await BatchAPIRunner(chain, options=options).arun(inputs)
+        results = await BatchAPIRunner(scenario.chain(server), options=options).arun(inputs)
         wall = time.perf_counter() - started
         stats = server.stats()
     indices = sorted(r.index for r in results)
     once = indices == list(range(args.items))
-    own = all(r.output == f"echo: item {r.index}" for r in results)
+    echo = "echo: " * scenario.echoes
+    own = all(r.output == f"{echo}item {r.index}" for r in results)
     submissions = sum(r.attempts for r in results)
     lines = stats.batch_lines_processed
+    extra = submissions - args.items * scenario.echoes
     return (
-        f"{name:<10} {args.items:>6} {len(results.succeeded):>6} {len(results.failed):>6} "
-        f"{submissions - args.items:>9} {lines:>7} {'yes' if once and own else 'NO':>13} "
-        f"{stats.batches_created:>5} {wall:>7.1f}s {args.items / wall:>8.0f}/s"
+        f"{name:<11} {args.items:>6} {len(results.succeeded):>6} {len(results.failed):>6} "
+        f"{extra:>9} {lines:>7} {'yes' if once and own else 'NO':>13} "
+        f"{stats.batches_created:>5} {stats.enqueued_token_refusals:>8} "
+        f"{wall:>7.1f}s {args.items / wall:>8.0f}/s"
     )
 
 
@@ -103,18 +142,18 @@ async def main() -> None:
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--per-job", type=int, default=2000)
     parser.add_argument("--error-rate", type=float, default=0.01)
-    parser.add_argument("--providers", nargs="*", default=list(PROVIDERS))
+    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     args = parser.parse_args()
     print(
         f"{args.items} items, jobs of <= {args.per_job} requests, {args.error_rate:.0%} of lines "
         "fail with a server error and are resubmitted; fake server, fake clock"
     )
     print(
-        f"{'provider':<10} {'items':>6} {'ok':>6} {'failed':>6} {'resubmits':>9} {'lines':>7} "
-        f"{'exactly once':>13} {'jobs':>5} {'wall':>8} {'items/s':>9}"
+        f"{'scenario':<11} {'items':>6} {'ok':>6} {'failed':>6} {'resubmits':>9} {'lines':>7} "
+        f"{'exactly once':>13} {'jobs':>5} {'refused':>8} {'wall':>8} {'items/s':>9}"
     )
-    for name in args.providers:
-        print(await _one(name, PROVIDERS[name], args))
+    for name in args.scenarios:
+        print(await _one(name, SCENARIOS[name], args))
 
 
 if __name__ == "__main__":
