@@ -44,7 +44,7 @@ from langchain_batchkit._results import (
 from langchain_batchkit._retry import RetryPolicy
 from langchain_batchkit._runner import INDEX_METADATA_KEY, BatchKit, batchkit
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "INDEX_METADATA_KEY",
