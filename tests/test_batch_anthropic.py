@@ -529,3 +529,48 @@ def test_without_langchain_anthropic_the_error_says_what_to_install(
 
     with pytest.raises(ConfigurationError, match=r"pip install 'langchain-batchkit\[anthropic\]'"):
         BatchAPIRunner(model)
+
+
+# --------------------------------------------------------------------------- re-ask rounds
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+async def test_a_claude_answer_that_fails_to_parse_is_re_asked_in_a_round_with_tool_results(
+    batch_server_on: Any, batch_clock: FakeClock, sent: SentBatches
+) -> None:
+    from langchain_batchkit import Reask
+
+    server = batch_server_on(structured_answers=True, script={"flaky": ("missing_field",)})
+    prompt = ChatPromptTemplate.from_messages([("user", "{text}")])
+    chain = prompt | claude_for(server).with_structured_output(Person)
+    runner = BatchAPIRunner(chain, options=options_on(batch_clock), reask=Reask(max_attempts=2))
+
+    results = await runner.arun([{"text": "ok one"}, {"text": "flaky two"}])
+
+    assert all(r.ok for r in results), results.failed
+    assert [r.attempts for r in results] == [1, 2]
+    assert len(sent.batches) == 2 and len(sent.batches[1]) == 1  # only the failed item
+    [request] = sent.batches[1]
+    answer, feedback = request["params"]["messages"][-2:]
+    [tool_use] = [b for b in answer["content"] if b["type"] == "tool_use"]
+    [tool_result] = feedback["content"]
+    assert tool_result["type"] == "tool_result" and tool_result["tool_use_id"] == tool_use["id"]
+
+
+def test_the_fake_refuses_a_tool_use_without_its_tool_result(batch_server_on: Any) -> None:
+    import anthropic
+
+    server = batch_server_on(structured_answers=True)
+    call = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    messages: Any = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": "no tool result here"},
+    ]
+    client = anthropic.Anthropic(base_url=server.url, api_key=API_KEY, max_retries=0)
+    with client, pytest.raises(anthropic.BadRequestError, match="tool_result"):
+        client.messages.create(model=MODEL, max_tokens=10, messages=messages)

@@ -35,6 +35,7 @@ from langchain_batchkit.testing._fakeserver._anthropic_messages import (
     message_object,
     parse_message_payload,
 )
+from langchain_batchkit.testing._fakeserver._batch_exec import scripted_mistake
 from langchain_batchkit.testing._fakeserver._chat import check_not_rejected, compose_answer
 from langchain_batchkit.testing._fakeserver._config import EPSILON, FakeServerConfig
 from langchain_batchkit.testing._fakeserver._exchange import ApiError, InvalidRequest
@@ -270,7 +271,7 @@ def run_request(
             raise InvalidRequest("stream: Extra inputs are not permitted in a batch request")
         chat = parse_message_payload(dict(request.params))
         check_not_rejected(chat, config)
-        answer = compose_answer(chat, config)
+        answer = compose_answer(chat, config, mistake=scripted_mistake(chat.prompt, config))
     except ApiError as exc:
         kind = "invalid_request_error" if exc.status < 500 else "api_error"
         return {"type": "errored", "error": anthropic_error_body(kind, exc.message)}

@@ -10,7 +10,10 @@ providers. Only the shapes differ: system prompts and content blocks in, a
 
 A forced tool (``tool_choice`` ``{"type": "tool"}`` or ``{"type": "any"}``) or an
 ``output_config.format`` JSON schema asks for a structured answer, as
-``tool_choice`` and ``response_format`` do in OpenAI's shape.
+``tool_choice`` and ``response_format`` do in OpenAI's shape. A structured request
+ending with an answer and feedback after it is a re-ask, judged as in OpenAI's shape
+(its prompt is the user text before the answer); a ``tool_use`` block not answered by
+a ``tool_result`` in the next message is refused with a 400, as Anthropic does.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from langchain_batchkit.testing._fakeserver._exchange import (
     json_response,
 )
 from langchain_batchkit.testing._fakeserver._images import check_image_url
-from langchain_batchkit.testing._fakeserver._structured import StructuredSpec
+from langchain_batchkit.testing._fakeserver._structured import Conversation, StructuredSpec
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -114,13 +117,20 @@ def parse_message_payload(payload: object) -> ChatRequest:
         raise InvalidRequest("messages: at least one message is required")
     contents = [_system(payload.get("system"))]
     prompt = ""
+    turns: list[tuple[str, str]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in _ROLES:
             raise InvalidRequest(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         content = _content(message.get("content"), f"messages.{i}.content")
         contents.append(content)
+        turns.append((message["role"], "\n".join(content.texts)))
         if message["role"] == "user":
             prompt = "\n".join(content.texts)
+    _check_tool_results(messages)
+    structured = _structured(payload)
+    conversation = _conversation(turns) if structured is not None else None
+    if conversation is not None:
+        prompt = conversation.prompt
     return ChatRequest(
         model=model,
         prompt=prompt,
@@ -129,8 +139,44 @@ def parse_message_payload(payload: object) -> ChatRequest:
         max_tokens=max_tokens,
         stream=payload.get("stream") is True,
         include_usage=True,
-        structured=_structured(payload),
+        structured=structured,
+        conversation=conversation,
     )
+
+
+def _conversation(turns: Sequence[tuple[str, str]]) -> Conversation | None:
+    """A re-ask's parts: the user text before the last answer, the answer, the feedback."""
+    last = max((i for i, (role, _) in enumerate(turns) if role == "assistant"), default=None)
+    if last is None or last == len(turns) - 1:
+        return None
+    before = [text for role, text in turns[:last] if role == "user"]
+    feedback = "\n".join(text for _, text in turns[last + 1 :])
+    return Conversation(before[-1] if before else "", turns[last][1], feedback)
+
+
+def _check_tool_results(messages: Sequence[Any]) -> None:
+    """Anthropic's rule: every ``tool_use`` block is answered by a ``tool_result`` block
+    with its id in the next (user) message, else HTTP 400."""
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") != "assistant" or not isinstance(content, list):
+            continue
+        ids = {b.get("id") for b in content if isinstance(b, dict) and b.get("type") == "tool_use"}
+        if not ids or i + 1 == len(messages):
+            continue
+        reply = messages[i + 1].get("content")
+        answered = {
+            b.get("tool_use_id")
+            for b in (reply if isinstance(reply, list) else [])
+            if isinstance(b, dict) and b.get("type") == "tool_result"
+        }
+        missing = sorted(str(x) for x in ids - answered)
+        if missing:
+            raise InvalidRequest(
+                f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
+                "corresponding `tool_result` block in the next message."
+            )
 
 
 def message_object(
