@@ -304,3 +304,119 @@ def test_tool_messages_of_a_re_ask_answer_every_call() -> None:
 
     assert added[0] is answer
     assert [m.tool_call_id for m in added[1:] if isinstance(m, ToolMessage)] == ["c1"]
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+async def test_a_round_whose_requests_all_fail_to_build_returns_each_item_once(
+    batch_server_on: Any, batch_clock: FakeClock
+) -> None:
+    server = batch_server_on()
+    not_a_prompt: RunnableLambda[str, Any] = RunnableLambda(lambda s: 12345)
+    chain = llm_for(server) | StrOutputParser() | not_a_prompt | llm_for(server)
+    runner = BatchAPIRunner(chain, options=options_on(batch_clock))
+
+    results = await runner.arun(["a", "b"])
+
+    assert [r.index for r in results] == [0, 1]
+    assert not any(r.ok for r in results)
+    assert all(r.error is not None and "Invalid input type" in r.error.message for r in results)
+    # round 1 was paid for: its answer is kept on the error
+    assert all(r.error is not None and isinstance(r.error.output, AIMessage) for r in results)
+
+
+async def test_cancel_during_a_re_ask_round_cancels_its_job(
+    batch_server_on: Any, batch_clock: FakeClock
+) -> None:
+    server = batch_server_on(
+        structured_answers=True, script={"flaky": ("missing_field",)}, batch_completion_delay=100.0
+    )
+    cancelled: list[list[str]] = []
+
+    async def cancel_in_the_re_ask_round(seconds: float) -> None:
+        if server.stats().batches_created == 2 and not cancelled:
+            cancelled.append(await runner.acancel())
+        await batch_clock.sleep(seconds)
+
+    options = BatchAPIOptions(sleep=cancel_in_the_re_ask_round, clock=batch_clock)
+    runner = BatchAPIRunner(people(server, "function_calling"), options=options, reask=Reask())
+
+    results = await runner.arun([{"text": "fine"}, {"text": "flaky"}])
+
+    assert len(cancelled) == 1 and len(cancelled[0]) == 1
+    assert results[0].ok
+    assert results[1].error is not None and results[1].error.type == "BatchJobUnfinishedError"
+    assert isinstance(results[1].error.output, AIMessage)  # the rejected answer, paid for
+
+
+async def test_retry_failed_after_a_cancel_runs_the_items_again(
+    batch_server_on: Any, batch_clock: FakeClock
+) -> None:
+    server = batch_server_on(batch_completion_delay=100.0)
+    cancelled: list[list[str]] = []
+
+    async def cancel_once(seconds: float) -> None:
+        if not cancelled:
+            cancelled.append(await runner.acancel())
+        await batch_clock.sleep(seconds)
+
+    options = BatchAPIOptions(sleep=cancel_once, clock=batch_clock)
+    runner = BatchAPIRunner(two_steps(server), options=options)
+    first = await runner.arun([{"text": "a"}, {"text": "b"}])
+    assert not any(r.ok for r in first)
+
+    again = await first.aretry_failed()
+
+    assert all(r.ok for r in again)
+    assert server.stats().batches_created == 1 + 2  # the cancelled one, then both rounds
+
+
+async def test_an_item_stopped_by_a_cancel_in_round_2_keeps_its_round_1_answer(
+    batch_server_on: Any, batch_clock: FakeClock
+) -> None:
+    server = batch_server_on(batch_completion_delay=100.0)
+    cancelled: list[list[str]] = []
+
+    async def cancel_in_round_2(seconds: float) -> None:
+        if server.stats().batches_created == 2 and not cancelled:
+            cancelled.append(await runner.acancel())
+        await batch_clock.sleep(seconds)
+
+    options = BatchAPIOptions(sleep=cancel_in_round_2, clock=batch_clock)
+    runner = BatchAPIRunner(two_steps(server), options=options)
+
+    [result] = await runner.arun([{"text": "a"}])
+
+    assert result.error is not None and result.error.type == "BatchJobUnfinishedError"
+    assert isinstance(result.error.output, AIMessage)
+    assert result.error.output.content == "echo: summarise a"
+    assert result.usage is not None and result.cost is not None
+
+
+def test_cancel_reads_a_state_file_of_the_previous_format(
+    batch_server_on: Any, tmp_path: Path
+) -> None:
+    from tests.test_batch_api_store import _old_file
+
+    server = batch_server_on()
+    state = tmp_path / "jobs.sqlite"
+    _old_file(state, "2", "[]")  # one job, batch_2, in progress, as 0.3.0 wrote it
+    runner = BatchAPIRunner(llm_for(server), state_path=state)
+
+    assert runner.cancel() == []  # the provider has no such job: nothing to cancel
+
+
+async def test_a_run_without_a_state_file_keeps_a_learned_cap_across_rounds(
+    batch_server_on: Any, batch_clock: FakeClock
+) -> None:
+    server = batch_server_on(batch_completion_delay=100.0, batch_max_enqueued_tokens=60)
+    prompt = ChatPromptTemplate.from_messages([("user", "{text}")])
+    tail: RunnableLambda[str, dict[str, str]] = RunnableLambda(lambda s: {"text": s[-12:]})
+    step = prompt | llm_for(server) | StrOutputParser()
+    runner = BatchAPIRunner(step | tail | step | tail | step, options=options_on(batch_clock))
+
+    results = await runner.arun([{"text": f"item {i}"} for i in range(8)])
+
+    assert all(r.ok for r in results)
+    assert server.stats().enqueued_token_refusals == 1  # learned once, for all 3 rounds

@@ -88,11 +88,12 @@ async def drive_jobs(
     control: JobControl,
     sink: AnswerSink | None = None,
     round: int = 0,
+    queue_path: str | None = None,
 ) -> dict[int, ItemState]:
     """Create, poll and collect the jobs of ``requests``; every item's final state.
 
     Jobs go through the enqueued-token queue of ``options.queue_path``, or of the
-    state file when it names none (see :mod:`._queue`).
+    state file when it names none, or of ``queue_path`` (see :mod:`._queue`).
 
     Args:
         state_path: the SQLite state file (``None``: in memory).
@@ -102,14 +103,17 @@ async def drive_jobs(
         options: limits, polling and resubmission.
         control: shared with ``cancel()``.
         sink: what the file keeps of answers (see :data:`AnswerSink`).
-        round: the round of the run these requests are (see :mod:`._rounds`).
+        round: the round of the run these requests are (see :mod:`._run`).
+        queue_path: the queue file when neither ``options.queue_path`` nor
+            ``state_path`` names one (a run without a state file keeps what its queue
+            learned from one round to the next there).
 
     Raises:
         BatchStateError: the file belongs to other inputs or requests.
     """
     store = JobStore(state_path)
     try:
-        queue_store = QueueStore(options.queue_path or state_path)
+        queue_store = QueueStore(options.queue_path or state_path or queue_path)
     except BaseException:
         store.close()
         raise

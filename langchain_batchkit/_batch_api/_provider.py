@@ -149,7 +149,7 @@ class OpenAIBatches:
     async def cancel(self, job_id: str) -> bool:
         try:
             await self._client.batches.cancel(job_id)
-        except openai.ConflictError:  # it finished meanwhile: nothing to cancel
+        except (openai.ConflictError, openai.NotFoundError):  # ended, or never was here
             return False
         return True
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -63,6 +65,7 @@ class _Spent:
     usage: TokenUsage | None = None
     cost: float | None = 0.0
     finished_at: float | None = None
+    answer: AIMessage | None = None  # the latest answer paid for
 
     def add(self, state: ItemState, message: AIMessage | None, cost: float | None) -> None:
         self.submissions += state.submissions
@@ -70,6 +73,7 @@ class _Spent:
         self.finished_at = state.finished_at or self.finished_at
         if message is None:
             return
+        self.answer = message
         usage = TokenUsage.from_output(message)
         if usage is not None:
             self.usage = usage if self.usage is None else self.usage + usage
@@ -105,6 +109,7 @@ class ApiRun(Generic[InputT, OutputT]):
         "_followed",
         "_passed",
         "_pending",
+        "_scratch",
         "_step",
         "alive",
         "answered_at",
@@ -144,6 +149,7 @@ class ApiRun(Generic[InputT, OutputT]):
         self._step, self._attempt = -1, 0
         self._pending: dict[int, Any] = {}  # model inputs of the step's next attempt
         self._passed: dict[int, Any] = {}  # outputs of the step so far
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._first: dict[int, Any] = {}  # model inputs of the step's first attempt
         self._followed: dict[int, tuple[BaseMessage, ...]] = {}  # re-ask messages so far
 
@@ -159,9 +165,13 @@ class ApiRun(Generic[InputT, OutputT]):
         return LocalStep(kit, inputs)
 
     def _fail(self, idx: int, error: ItemError | None, state: ItemState | None = None) -> None:
+        """End an item with ``error``; the latest answer it paid for (this round's, or an
+        earlier round's) rides on the error as its ``output``, so nothing paid is lost."""
         spent = self.spent[idx]
         if state is not None:
             spent.add(state, None, 0.0)
+        if error is not None and error.output is None and spent.answer is not None:
+            error = replace(error, output=spent.answer)
         now = spent.finished_at or self.runner.options.timer()
         self.failed[idx] = ItemResult(
             index=idx,
@@ -216,7 +226,7 @@ class ApiRun(Generic[InputT, OutputT]):
             self._pending, self._first = dict(self.alive), dict(self.alive)
             self._passed, self._followed = {}, {}
         backend = self.runner.plan.steps[self._step].backend
-        self.requests = {}
+        self.requests, self.items = {}, {}
         for idx, model_input in self._pending.items():
             try:
                 self.requests[idx] = backend.build(model_input)
@@ -242,7 +252,17 @@ class ApiRun(Generic[InputT, OutputT]):
             options=runner.options,
             control=runner._control,
             round=self.round,
+            queue_path=self._queue_path(),
         )
+
+    def _queue_path(self) -> str | None:
+        """Without a state file, the run's queue lives in a temporary file, so what it
+        learns of the provider's enqueued-token cap holds for the run's later rounds."""
+        if self.state_path is not None or self.runner.options.queue_path is not None:
+            return None
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="batchkit-queue-")
+        return os.path.join(self._scratch.name, "queue.sqlite")
 
     def after_model(self) -> LocalStep | None:
         """Turn this round's answers into messages; the local steps after the model."""

@@ -28,6 +28,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from langchain_batchkit._batch_api._chain import ChainPlan, split_chain
 from langchain_batchkit._batch_api._drive import JobControl
+from langchain_batchkit._batch_api._jobapi import JobClient
 from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._private_loop import run_on_private_loop
 from langchain_batchkit._batch_api._run import REASK_STRIDE, ApiRun
@@ -154,10 +155,13 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
 
     async def _cancel_jobs(self, *, private_loop: bool) -> list[str]:
         steps = self.plan.steps
-        return await self._control.cancel(
-            lambda round: steps[round].backend.client(private_loop=private_loop),
-            self.state_path,
-        )
+
+        def client(round: int) -> JobClient:
+            # a re-ask round is its model step's: step + REASK_STRIDE * attempt
+            step = steps[min(round % REASK_STRIDE, len(steps) - 1)]
+            return step.backend.client(private_loop=private_loop)
+
+        return await self._control.cancel(client, self.state_path)
 
     # -- BatchResult.retry_failed() ------------------------------------------------------
 
@@ -165,13 +169,15 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
         """Re-run some items (in new jobs, state in memory), keeping their indices."""
-        return self._execute(ApiRun(self, list(pairs), config, None))
+        with self._control.exclusive(self, None):  # clears an earlier cancel()
+            return self._execute(ApiRun(self, list(pairs), config, None))
 
     async def _arerun(
         self, pairs: Sequence[tuple[int, InputT]], config: RunnableConfig | None
     ) -> BatchResult[InputT, OutputT]:
         """Async twin of :meth:`_rerun`."""
-        return await self._aexecute(ApiRun(self, list(pairs), config, None))
+        with self._control.exclusive(self, None):
+            return await self._aexecute(ApiRun(self, list(pairs), config, None))
 
     # -- the two drivers of a run's phases -----------------------------------------------
 

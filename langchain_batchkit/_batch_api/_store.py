@@ -137,7 +137,20 @@ class JobStore:
                     [("version", SCHEMA_VERSION), ("run_id", run_id), ("items", str(n_items))],
                 )
             return run_id
-        version = meta.get("version")
+        self._migrate(meta.get("version"))
+        if meta.get("items") != str(n_items):
+            raise BatchStateError(
+                f"state file {self.path!r} belongs to a run of {meta.get('items')} inputs, "
+                f"not {n_items}: use a new state file for other inputs"
+            )
+        return str(meta["run_id"])
+
+    def _migrate(self, version: str | None) -> None:
+        """Bring a file of an older format to this one, in place; refuse a newer one.
+
+        Raises:
+            BatchStateError: the file has a format this release does not know.
+        """
         if version == "1":
             self._migrate_from_1()
             version = "2"
@@ -149,12 +162,14 @@ class JobStore:
                 f"langchain-batchkit reads {SCHEMA_VERSION!r} (and migrates '1' and '2'): it was "
                 "written by another release; finish the run with that release or use a new file"
             )
-        if meta.get("items") != str(n_items):
-            raise BatchStateError(
-                f"state file {self.path!r} belongs to a run of {meta.get('items')} inputs, "
-                f"not {n_items}: use a new state file for other inputs"
-            )
-        return str(meta["run_id"])
+
+    def migrated(self) -> JobStore:
+        """This store, its file brought to this format first if it is older (for
+        readers that do not :meth:`begin` a run, such as ``cancel()``)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+        if row is not None:
+            self._migrate(row[0])
+        return self
 
     def _migrate_from_1(self) -> None:
         """Format 1 kept each item's earlier submissions as a list of errors: make each
@@ -296,7 +311,7 @@ def running_batch_ids(path: str | os.PathLike[str]) -> dict[str, int]:
     try:
         return {
             job.batch_id: job.round
-            for job in store.load_jobs(None)
+            for job in store.migrated().load_jobs(None)
             if job.batch_id is not None and not job.collected
         }
     finally:
