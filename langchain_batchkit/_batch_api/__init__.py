@@ -7,7 +7,8 @@ of a provider), ``_requests`` (request bodies, job planning), ``_responses``
 (SQLite state), ``_provider`` (the OpenAI and Azure OpenAI calls), ``_azure``
 (AzureChatOpenAI's requests), ``_anthropic`` and ``_anthropic_batches``
 (ChatAnthropic's requests and messages, the Message Batches calls), ``_run`` (one
-run's rounds), ``_jobs`` (the job loop), ``_queue``, ``_queue_policy`` and
+run's rounds), ``_jobs`` (the job loop), ``_create`` (creating each job once,
+across crashes), ``_queue``, ``_queue_policy`` and
 ``_queue_store`` (the enqueued-token queue jobs wait in: the run's side, the
 decisions, the shared SQLite state), ``_private_loop`` (the job I/O of sync
 calls), ``_options`` and ``_errors`` (values), ``_runner`` (the public

@@ -18,10 +18,10 @@ resumes from the file without creating a job twice.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeAlias
 
+from langchain_batchkit._batch_api._create import JobCreator
 from langchain_batchkit._batch_api._errors import (
     BatchJobUnfinishedError,
     BatchRequestError,
@@ -77,6 +77,7 @@ class JobLoop:
     __slots__ = (
         "_api",
         "_cancelled",
+        "_creator",
         "_items",
         "_jobs",
         "_live",
@@ -117,13 +118,24 @@ class JobLoop:
         self._sink = sink
         self._round = round
         self._queue = queue
+        self._creator = JobCreator(
+            run_id=run_id,
+            requests=requests,
+            store=store,
+            api=api,
+            options=options,
+            live=live,
+            queue=queue,
+            round=round,
+            settle=self._settle_all,
+        )
 
     async def drive(self) -> None:
         """Run until no item is pending and no job is running."""
         self._queue.adopt(self._jobs)
         for job in self._jobs:
             if not job.collected and job.batch_id is None:
-                await self._adopt(job)
+                await self._creator.adopt(job)
             elif not job.collected and job.batch_id is not None:
                 self._live[job.batch_id] = self._round
         checks = 0
@@ -212,102 +224,8 @@ class JobLoop:
                 state.submit(job.key)
             self._store.add_job(job, members)
             self._jobs.append(job)
-            await self._create(job)
+            await self._creator.create(job)
         return moved
-
-    def _lines(self, job: JobState) -> list[bytes]:
-        return [
-            self._api.line(cid, self._requests[idx].body_json)
-            for cid, idx in job.members.items()
-            if idx in self._requests
-        ]
-
-    def _metadata(self, job: JobState) -> dict[str, str]:
-        return {**self._options.metadata, "batchkit_run": self._run_id, "batchkit_job": job.key}
-
-    async def _create(self, job: JobState) -> None:
-        """Upload the job's requests and create it; on failure its items fail with the error."""
-        lines = self._lines(job)
-        if job.created_after is None:
-            job.created_after = time.time()  # the provider's clock, for find()
-            self._store.save(jobs=[job])
-
-        def uploaded(file_id: str) -> None:
-            job.input_file_id = file_id
-            self._store.save(jobs=[job])
-
-        try:
-            view = await self._api.create(
-                name=f"batchkit-{self._run_id}-{job.key}",
-                lines=lines,
-                input_file_id=job.input_file_id,
-                metadata=self._metadata(job),
-                on_upload=uploaded,
-            )
-        except Exception as exc:
-            found = await self._created_anyway(job, exc)
-            refusal = self._queue.refused_on_create(job, exc) if found is None else None
-            if refusal is not None:
-                self._settle_all(job, refusal.error)
-                return
-            if found is None:
-                logger.warning(
-                    "could not create job %s (%d requests): %s",
-                    job.key,
-                    len(job.members),
-                    redact_secrets(repr(exc)),
-                )
-                job.status = "not_created"
-                self._settle_all(job, exc)
-                return
-            view = found
-        self._record_created(job, view)
-        logger.info(
-            "created job %s (%s): %d requests, %d bytes",
-            job.key,
-            view.id,
-            len(job.members),
-            sum(map(len, lines)),
-        )
-
-    def _record_created(self, job: JobState, view: JobView) -> None:
-        job.batch_id, job.status = view.id, view.status
-        job.input_file_id = view.input_file_id or job.input_file_id
-        self._store.save(jobs=[job])
-        self._live[view.id] = self._round
-        self._queue.created(job)
-
-    async def _find(self, job: JobState) -> JobView | None:
-        return await self._api.find(
-            self._metadata(job),
-            requests=len(job.members),
-            created_after=job.created_after,
-            known=self._store.batch_ids(),
-        )
-
-    async def _created_anyway(self, job: JobState, exc: Exception) -> JobView | None:
-        """After a transient error creating a job (a timeout, a dropped connection), the
-        provider may have created it all the same: look before sending the items again."""
-        if not is_transient(exc):
-            return None
-        try:
-            return await self._find(job)
-        except Exception as lookup:
-            logger.warning(
-                "could not look for job %s after a failed creation: %s",
-                job.key,
-                redact_secrets(repr(lookup)),
-            )
-            return None
-
-    async def _adopt(self, job: JobState) -> None:
-        """A job written but maybe not created before a crash: find it, or create it now."""
-        found = await self._find(job)
-        if found is not None:
-            logger.info("found job %s created before a restart: %s", job.key, found.id)
-            self._record_created(job, found)
-            return
-        await self._create(job)
 
     # -- checking and collecting -----------------------------------------------------------
 
