@@ -20,7 +20,8 @@ def claude_for(server: FakeOpenAIServer, **options: Any) -> Any:
 
     options.setdefault("api_key", API_KEY)
     options.setdefault("model", MODEL)
-    return ChatAnthropic(base_url=server.url, max_retries=0, **options)
+    options.setdefault("max_retries", 0)
+    return ChatAnthropic(base_url=server.url, **options)
 
 
 class SentBatches:

@@ -574,3 +574,67 @@ def test_the_fake_refuses_a_tool_use_without_its_tool_result(batch_server_on: An
     client = anthropic.Anthropic(base_url=server.url, api_key=API_KEY, max_retries=0)
     with client, pytest.raises(anthropic.BadRequestError, match="tool_result"):
         client.messages.create(model=MODEL, max_tokens=10, messages=messages)
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def _timeout_on_create(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """The ``at``-th creation raises a timeout before anything was created."""
+    create = AnthropicBatches.create
+    calls: list[int] = []
+
+    async def flaky(self: AnthropicBatches, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == at:
+            raise TimeoutError("the request never reached the server")
+        return await create(self, **kwargs)
+
+    monkeypatch.setattr(AnthropicBatches, "create", flaky)
+
+
+def test_after_a_failed_create_another_runs_batch_of_the_same_size_is_not_taken(
+    batch_server_on: Any, batch_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = batch_server_on()
+    earlier = BatchAPIRunner(claude_for(server), options=options_on(batch_clock))
+    assert all(r.ok for r in earlier.run(["apple", "banana", "cherry"]))
+    _timeout_on_create(monkeypatch, at=1)
+
+    results = BatchAPIRunner(claude_for(server), options=options_on(batch_clock)).run(
+        ["dog", "elephant", "fox"]
+    )
+
+    assert [r.output.content for r in results if r.output] == [
+        "echo: dog",
+        "echo: elephant",
+        "echo: fox",
+    ]
+    assert server.stats().batches_created == 2
+
+
+def test_after_a_failed_create_the_runs_own_earlier_round_is_not_taken(
+    batch_server_on: Any, batch_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = batch_server_on()
+    first = ChatPromptTemplate.from_messages([("user", "summarise {text}")])
+    second = ChatPromptTemplate.from_messages([("user", "translate {s}")])
+    chain = (
+        first
+        | claude_for(server)
+        | StrOutputParser()
+        | (lambda s: {"s": s})
+        | second
+        | claude_for(server)
+        | StrOutputParser()
+    )
+    _timeout_on_create(monkeypatch, at=2)  # round 2's first try
+
+    results = BatchAPIRunner(chain, options=options_on(batch_clock)).run(
+        [{"text": t} for t in ("apple", "banana", "cherry")]
+    )
+
+    assert results.outputs == [
+        f"echo: translate echo: summarise {t}" for t in ("apple", "banana", "cherry")
+    ]
+    assert server.stats().batches_created == 2

@@ -42,7 +42,7 @@ MAX_REQUESTS: Final = 100_000
 MAX_BYTES: Final = 256_000_000 - 1024
 #: How much earlier than the run's own record of "just before creating it" a batch
 #: may be stamped and still be taken for the job's (clock skew, a lagging fake clock).
-FIND_SLACK: Final = 3600.0
+FIND_SLACK: Final = 300.0
 
 
 class AnthropicBatches:
@@ -56,6 +56,10 @@ class AnthropicBatches:
         >>> async with AnthropicBatches.for_model(llm) as api:  # doctest: +SKIP
         ...     job = await api.retrieve("msgbatch_abc")          # doctest: +SKIP
     """
+
+    #: custom_ids carry the run's tag: without job metadata, a batch found after a crash
+    #: is recognised as this run's by its results (see ``JobLoop``).
+    unique_ids = True
 
     __slots__ = ("_claimed", "_client", "_scan", "max_bytes", "max_requests")
 
@@ -122,12 +126,15 @@ class AnthropicBatches:
                 code="mixed_betas",
             )
         [chosen] = betas or {()}
+        # no SDK retry: a create whose answer was lost may have made the batch, and the
+        # loop looks for it (find) before it creates again; a retry would pay twice
+        client = self._client.with_options(max_retries=0)
         if chosen:
-            batch: Any = await self._client.beta.messages.batches.create(
+            batch: Any = await client.beta.messages.batches.create(
                 requests=cast(Any, requests), betas=list(chosen)
             )
         else:
-            batch = await self._client.messages.batches.create(requests=cast(Any, requests))
+            batch = await client.messages.batches.create(requests=cast(Any, requests))
         self._claimed.add(batch.id)
         return anthropic_view(batch)
 

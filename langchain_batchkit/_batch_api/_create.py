@@ -3,9 +3,10 @@
 A job is written to the state file before its requests are sent, its uploaded file
 as soon as it exists, and its provider id right after creation. A job the file holds
 without an id was maybe created before a crash: it is looked for first (by metadata,
-or at providers without it by size and time, never taking a job the file holds), and
-created only if it is not found. After a transient error while creating, the same
-look comes before the items are sent again.
+or at providers without it by size and time, never taking a job the runner holds),
+and created only if it is not found. After a transient error while creating, the
+same look comes first; then the items wait the loop's backoff, uncounted, before
+they are sent again (at most :data:`CREATE_TRIES` times in a row).
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ from langchain_batchkit._batch_api._store import JobStore
 from langchain_batchkit._errors import redact_secrets
 from langchain_batchkit._retry import is_transient
 
-__all__ = ["JobCreator"]
+__all__ = ["CREATE_TRIES", "JobCreator"]
 
 logger = logging.getLogger(__name__)
+
+#: Creations in a row that may fail for a transient reason (a 5xx, a 429, a timeout)
+#: before the items fail with the error: each try waits the loop's poll backoff
+#: first (30 s, 60 s, ... up to 600 s), so about 40 minutes with the defaults.
+CREATE_TRIES = 8
 
 
 class JobCreator:
@@ -41,19 +47,28 @@ class JobCreator:
         queue: the enqueued-token queue (told of created jobs and of refusals).
         round: the round the jobs belong to.
         settle: ends a job that could not be created: fails its items with the error
-            (``None``: refused for the enqueued-token cap, its items pending again).
+            (``None``: its items are pending again, uncounted: refused for the
+            enqueued-token cap, or a transient error creating it).
+        seen: provider ids of every job the runner created or found, in any round or
+            run (never taken again for another job by :meth:`JobClient.find`).
+
+    Attributes:
+        backoff: a creation just failed: the loop waits before it creates again.
     """
 
     __slots__ = (
         "_api",
+        "_failures",
         "_live",
         "_options",
         "_queue",
         "_requests",
         "_round",
         "_run_id",
+        "_seen",
         "_settle",
         "_store",
+        "backoff",
     )
 
     def __init__(
@@ -68,6 +83,7 @@ class JobCreator:
         queue: JobQueue,
         round: int,
         settle: Callable[[JobState, Exception | None], None],
+        seen: set[str],
     ) -> None:
         self._run_id = run_id
         self._requests = requests
@@ -78,6 +94,9 @@ class JobCreator:
         self._queue = queue
         self._round = round
         self._settle = settle
+        self._seen = seen
+        self._failures = 0  # creations failed in a row
+        self.backoff = False
 
     def _lines(self, job: JobState) -> list[bytes]:
         return [
@@ -122,7 +141,12 @@ class JobCreator:
                     redact_secrets(repr(exc)),
                 )
                 job.status = "not_created"
-                self._settle(job, exc)
+                self._failures += 1
+                self.backoff = True
+                if is_transient(exc) and self._failures <= CREATE_TRIES:
+                    self._settle(job, None)  # pending again, uncounted: wait, then again
+                else:
+                    self._settle(job, exc)
                 return
             view = found
         self._record(job, view)
@@ -135,18 +159,25 @@ class JobCreator:
         )
 
     def _record(self, job: JobState, view: JobView) -> None:
+        self._failures = 0
+        self._seen.add(view.id)
         job.batch_id, job.status = view.id, view.status
         job.input_file_id = view.input_file_id or job.input_file_id
         self._store.save(jobs=[job])
         self._live[view.id] = self._round
         self._queue.created(job)
 
+    @property
+    def failures(self) -> int:
+        """Creations failed in a row."""
+        return self._failures
+
     async def _find(self, job: JobState) -> JobView | None:
         return await self._api.find(
             self._metadata(job),
             requests=len(job.members),
             created_after=job.created_after,
-            known=self._store.batch_ids(),
+            known=self._store.batch_ids() | self._seen,
         )
 
     async def _created_anyway(self, job: JobState, exc: Exception) -> JobView | None:

@@ -34,13 +34,16 @@ class JobControl:
 
     Attributes:
         live: provider ids of the jobs running now, with their rounds.
+        seen: provider ids of every job the runner created or found, in any round or
+            run: never adopted for another job after a crash.
         cancel_requested: ``cancel()`` was called (no new job is created).
     """
 
-    __slots__ = ("cancel_requested", "live", "running")
+    __slots__ = ("cancel_requested", "live", "running", "seen")
 
     def __init__(self) -> None:
         self.live: dict[str, int] = {}
+        self.seen: set[str] = set()
         self.cancel_requested = False
         self.running = False
 
@@ -145,6 +148,7 @@ async def drive_jobs(
                 queue=JobQueue(queue_store, owner=run_id, requests=requests, options=options),
                 sink=sink,
                 round=round,
+                seen=control.seen,
             ).drive()
         return items
     finally:

@@ -58,11 +58,14 @@ class JobClient(Protocol):
     """A provider's batch calls for one run, opened in the loop that makes them.
 
     ``max_requests`` and ``max_bytes`` are the provider's per-job limits, used when
-    :class:`BatchAPIOptions` leaves them unset.
+    :class:`BatchAPIOptions` leaves them unset. ``unique_ids``: the provider keeps no
+    job metadata, so custom_ids carry the run's tag (a job found after a crash whose
+    results carry none of its custom_ids was another one).
     """
 
     max_requests: int
     max_bytes: int
+    unique_ids: bool
 
     async def __aenter__(self) -> JobClient: ...
 

@@ -72,6 +72,8 @@ class JobLoop:
         sink: what is kept of answers (default: the bodies, whole).
         round: the round these items and jobs belong to (see :mod:`._run`).
         queue: the enqueued-token queue jobs are admitted through.
+        seen: provider ids of every job the runner created or found (shared with
+            its other rounds and runs; see :class:`JobCreator`).
     """
 
     __slots__ = (
@@ -88,6 +90,7 @@ class JobLoop:
         "_run_id",
         "_sink",
         "_store",
+        "_tag",
     )
 
     def __init__(
@@ -105,6 +108,7 @@ class JobLoop:
         queue: JobQueue,
         sink: AnswerSink | None = None,
         round: int = 0,
+        seen: set[str] | None = None,
     ) -> None:
         self._run_id = run_id
         self._items = items
@@ -118,6 +122,9 @@ class JobLoop:
         self._sink = sink
         self._round = round
         self._queue = queue
+        seen = set() if seen is None else seen
+        # the run's tag in custom_ids, where jobs have no metadata to tell runs apart
+        self._tag = run_id.removeprefix("run-")[:8] if api.unique_ids else ""
         self._creator = JobCreator(
             run_id=run_id,
             requests=requests,
@@ -128,6 +135,7 @@ class JobLoop:
             queue=queue,
             round=round,
             settle=self._settle_all,
+            seen=seen,
         )
 
     async def drive(self) -> None:
@@ -144,13 +152,16 @@ class JobLoop:
                 checks = 0
             for job in [job for job in self._jobs if not job.collected]:
                 await self._check(job)
+            backoff, self._creator.backoff = self._creator.backoff, False
             if self._has_pending():
-                if not self._queue.waiting:
+                if not self._queue.waiting and not backoff:
                     continue  # to resubmit, or our job ended and made room in the queue
             elif all(job.collected for job in self._jobs):
                 return
             checks += 1
-            await self._options.timer.sleep(self._options.poll_wait(checks))
+            # after failed creations, wait as long as that many checks would
+            wait = self._options.poll_wait(max(checks, self._creator.failures))
+            await self._options.timer.sleep(wait)
 
     def _has_pending(self) -> bool:
         return any(item.status == "pending" for item in self._items.values())
@@ -184,7 +195,7 @@ class JobLoop:
 
         def measured() -> Iterator[tuple[str, int, int]]:
             for state in pending:
-                cid = custom_id(self._round, state)
+                cid = custom_id(self._round, state, self._tag)
                 by_id[cid] = state
                 size_of[cid] = len(self._api.line(cid, self._requests[state.index].body_json))
                 yield cid, size_of[cid], self._queue.tokens(state.index)
@@ -225,6 +236,8 @@ class JobLoop:
             self._store.add_job(job, members)
             self._jobs.append(job)
             await self._creator.create(job)
+            if self._creator.backoff:
+                break  # the provider did not take it: the next waits the backoff
         return moved
 
     # -- checking and collecting -----------------------------------------------------------
@@ -271,6 +284,16 @@ class JobLoop:
             self._settle_all(job, exc)
             return
         carried = job.carried(self._items)
+        if outcomes and carried and not any(cid in outcomes for cid in carried):
+            logger.warning(
+                "job %s (%s): none of its result lines is one of its requests (a job found "
+                "after a crash that was not this one): its %d item(s) are sent again",
+                job.key,
+                batch.id,
+                len(carried),
+            )
+            self._settle_all(job, None)
+            return
         kept = self._keep(
             {idx: body for cid, idx in carried.items() if (body := body_of(outcomes.get(cid)))}
         )

@@ -46,6 +46,9 @@ class OpenAIBatches:
         ...     job = await api.retrieve("batch_abc")            # doctest: +SKIP
     """
 
+    #: OpenAI jobs carry metadata: custom_ids need no run tag.
+    unique_ids = False
+
     __slots__ = ("_client", "_endpoint", "_owned", "max_bytes", "max_requests")
 
     def __init__(
@@ -126,7 +129,9 @@ class OpenAIBatches:
             )
             input_file_id = uploaded.id
             on_upload(input_file_id)
-        batch = await self._client.batches.create(
+        # no SDK retry: a create whose answer was lost may have made the job, and the
+        # loop looks for it (find) before it creates again; a retry would pay twice
+        batch = await self._client.with_options(max_retries=0).batches.create(
             input_file_id=input_file_id,
             endpoint=self._endpoint,  # type: ignore[arg-type]
             completion_window="24h",

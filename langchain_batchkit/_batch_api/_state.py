@@ -23,15 +23,17 @@ __all__ = ["ItemState", "ItemStatus", "JobState", "custom_id", "job_key", "settl
 ItemStatus = Literal["pending", "submitted", "succeeded", "failed"]
 
 
-def custom_id(round: int, state: ItemState) -> str:
-    """``index-submission``, with the round first after the first round (custom_ids are
-    unique within a job; Anthropic allows letters, digits, ``-`` and ``_``).
+def custom_id(round: int, state: ItemState, tag: str = "") -> str:
+    """``index-submission``, with the round first after the first round, and the run's
+    ``tag`` first when given (custom_ids are unique within a job; Anthropic allows 64
+    letters, digits, ``-`` and ``_``).
 
     Example:
-        >>> custom_id(0, ItemState(7, "d")), custom_id(1000, ItemState(7, "d"))
-        ('7-1', 'r1000-7-1')
+        >>> custom_id(0, ItemState(7, "d")), custom_id(1000, ItemState(7, "d"), "3fa9")
+        ('7-1', '3fa9-r1000-7-1')
     """
-    head = f"r{round}-" if round else ""
+    head = f"{tag}-" if tag else ""
+    head += f"r{round}-" if round else ""
     return f"{head}{state.index}-{state.submissions + 1}"
 
 
