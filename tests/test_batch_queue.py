@@ -614,3 +614,72 @@ def test_the_cap_is_one_for_every_model_or_one_per_model(tmp_path: Path) -> None
 def test_a_bad_server_limit_fails_naming_the_field() -> None:
     with pytest.raises(ConfigurationError, match="batch_max_enqueued_tokens"):
         FakeServerConfig(batch_max_enqueued_tokens=0)
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def _fill_queue(path: str, *, owner: str, batch_id: str, tokens: int) -> None:
+    """Another runner's open job in the queue file (as created() leaves it)."""
+    store = QueueStore(path)
+    try:
+        store.created(
+            owner=owner, job="job-00001", model="gpt-4o-mini", tokens=tokens, now=0.0,
+            batch_id=batch_id,
+        )  # fmt: skip
+    finally:
+        store.close()
+
+
+async def test_an_interrupted_runners_ended_job_leaves_the_queue_within_minutes(
+    batch_server_on: Any, batch_clock: FakeClock, tmp_path: Path
+) -> None:
+    server = batch_server_on(batch_completion_delay=100.0, tokenizer="model")
+    ended = await BatchAPIRunner(llm_for(server), options=options_on(batch_clock)).arun(["x"])
+    assert ended[0].ok
+    queue = str(tmp_path / "queue.sqlite")
+    # a run interrupted (Ctrl-C, no state file) left its job's row: it fills the cap
+    _fill_queue(queue, owner="run-gone", batch_id="batch_fake000000000001", tokens=100)
+    options = options_on(batch_clock, max_enqueued_tokens=100, queue_path=queue)
+    started = batch_clock()
+
+    results = await BatchAPIRunner(llm_for(server), options=options).arun(prompts(3))
+
+    assert all(r.ok for r in results)
+    assert batch_clock() - started < 3600  # not the row's 25 h expiry
+
+
+async def test_a_resumed_job_that_was_never_created_goes_through_the_queue(
+    batch_server_on: Any, batch_clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = batch_server_on(batch_completion_delay=5000.0, tokenizer="model")
+    queue, state = str(tmp_path / "queue.sqlite"), tmp_path / "a.sqlite"
+    options = options_on(batch_clock, max_enqueued_tokens=100, queue_path=queue)
+    create = OpenAIBatches.create
+
+    async def die(self: OpenAIBatches, **kwargs: Any) -> Any:
+        raise Crash("killed before the create call")
+
+    monkeypatch.setattr(OpenAIBatches, "create", die)
+    with pytest.raises(Crash):
+        await BatchAPIRunner(llm_for(server), options=options, state_path=state).arun(prompts(3))
+    monkeypatch.setattr(OpenAIBatches, "create", create)
+    batch_clock.advance(3700)  # the crashed run's reservation lapsed
+    other = await BatchAPIRunner(llm_for(server), options=options_on(batch_clock)).arun(["y"])
+    assert other[0].ok  # a batch that ran: now make it look open and filling the queue
+    _fill_queue(queue, owner="run-other", batch_id="batch_fake000000000001", tokens=100)
+    peaks: list[int] = []
+    created = QueueStore.created
+
+    def watch(self: QueueStore, **kwargs: Any) -> None:
+        created(self, **kwargs)
+        peaks.append(sum(e.tokens for e in self.entries()))
+
+    monkeypatch.setattr(QueueStore, "created", watch)
+
+    results = await BatchAPIRunner(llm_for(server), options=options, state_path=state).arun(
+        prompts(3)
+    )
+
+    assert all(r.ok for r in results)
+    assert peaks and max(peaks) <= 100  # never created on top of the other's 100 tokens

@@ -196,10 +196,12 @@ class JobCreator:
             return None
 
     async def adopt(self, job: JobState) -> None:
-        """A job written but maybe not created before a crash: find it, or create it now."""
+        """A job written but maybe not created before a crash: find it, or send its items
+        back to pending (uncounted), to be planned again through the queue."""
         found = await self._find(job)
         if found is not None:
             logger.info("found job %s created before a restart: %s", job.key, found.id)
             self._record(job, found)
             return
-        await self.create(job)
+        logger.info("job %s was not created before the restart: its items go again", job.key)
+        self._settle(job, None)

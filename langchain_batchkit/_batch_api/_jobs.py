@@ -47,6 +47,7 @@ __all__ = ["AnswerSink", "JobLoop"]
 logger = logging.getLogger(__name__)
 
 _SHOWN = 20  # item indices named in a log line at most
+_LOOK_AT_OTHERS = 3  # polls waiting for the queue between looks at other runners' jobs
 
 #: Takes a collected job's answer bodies by item index, before the state file records
 #: them, and says what the file keeps of each: a (smaller) body, or an exception that
@@ -159,9 +160,32 @@ class JobLoop:
             elif all(job.collected for job in self._jobs):
                 return
             checks += 1
+            if self._queue.waiting and checks % _LOOK_AT_OTHERS == 0:
+                await self._forget_ended_jobs_of_others()
             # after failed creations, wait as long as that many checks would
             wait = self._options.poll_wait(max(checks, self._creator.failures))
             await self._options.timer.sleep(wait)
+
+    async def _forget_ended_jobs_of_others(self) -> None:
+        """While our jobs wait for the queue, look at other runners' open jobs: one that
+        ended at the provider (its runner was interrupted and is not collecting it) or
+        that the provider does not know leaves the queue instead of blocking it for a day."""
+        for owner, key, batch_id in self._queue.others():
+            try:
+                view = await self._api.retrieve(batch_id)
+            except Exception as exc:
+                if getattr(exc, "status_code", None) != 404:
+                    continue  # another provider's or a passing error: leave it be
+                ended = True
+            else:
+                ended = view.final
+            if ended:
+                logger.info(
+                    "job %s of another run (%s) ended at the provider: it leaves the queue",
+                    batch_id,
+                    owner,
+                )
+                self._queue.forget(owner, key)
 
     def _has_pending(self) -> bool:
         return any(item.status == "pending" for item in self._items.values())

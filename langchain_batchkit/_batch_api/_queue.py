@@ -192,8 +192,23 @@ class JobQueue:
         """The job exists at the provider: its tokens are enqueued."""
         model, tokens, _ = self._job(job.members.values())
         self._store.created(
-            owner=self._owner, job=job.key, model=model, tokens=tokens, now=self._now()
+            owner=self._owner,
+            job=job.key,
+            model=model,
+            tokens=tokens,
+            now=self._now(),
+            batch_id=job.batch_id,
         )
+
+    def others(self) -> list[tuple[str, str, str]]:
+        """Other runners' jobs in the queue: (owner, job key, provider id)."""
+        return self._store.others(self._owner)
+
+    def forget(self, owner: str, job: str) -> None:
+        """Another runner's job that ended at the provider while its runner was gone (an
+        interrupted run that will not resume): its tokens leave the queue."""
+        self._store.release(owner=owner, job=job)
+        self.waiting = False
 
     def release(self, job: JobState) -> None:
         """The job ended or was never created: room for the next one."""

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
     ahead INTEGER NOT NULL,
     state TEXT NOT NULL,
     since REAL NOT NULL,
+    batch_id TEXT,
     PRIMARY KEY (owner, job)
 );
 CREATE INDEX IF NOT EXISTS queue_jobs_model ON queue_jobs (model);
@@ -161,19 +162,39 @@ class QueueStore:
                 )
         return verdict
 
-    def created(self, *, owner: str, job: str, model: str, tokens: int, now: float) -> None:
-        """The job exists at the provider: its tokens stay enqueued until it is released."""
+    def created(
+        self,
+        *,
+        owner: str,
+        job: str,
+        model: str,
+        tokens: int,
+        now: float,
+        batch_id: str | None = None,
+    ) -> None:
+        """The job exists at the provider (as ``batch_id``): its tokens stay enqueued until
+        it is released."""
         with transaction(self._conn, "BEGIN IMMEDIATE"):
             updated = self._conn.execute(
-                "UPDATE queue_jobs SET state = 'enqueued', since = ? WHERE owner = ? AND job = ?",
-                (now, owner, job),
+                "UPDATE queue_jobs SET state = 'enqueued', since = ?, batch_id = ? "
+                "WHERE owner = ? AND job = ?",
+                (now, batch_id, owner, job),
             ).rowcount
             if not updated:  # its reservation lapsed meanwhile: it is enqueued all the same
                 self._conn.execute(
-                    "INSERT INTO queue_jobs (owner, job, model, tokens, ahead, state, since) "
-                    "VALUES (?, ?, ?, ?, 0, 'enqueued', ?)",
-                    (owner, job, model, tokens, now),
+                    "INSERT INTO queue_jobs (owner, job, model, tokens, ahead, state, since, "
+                    "batch_id) VALUES (?, ?, ?, ?, 0, 'enqueued', ?, ?)",
+                    (owner, job, model, tokens, now, batch_id),
                 )
+
+    def others(self, owner: str) -> list[tuple[str, str, str]]:
+        """The jobs other runners hold as enqueued, with a provider id: (owner, job, id)."""
+        rows = self._conn.execute(
+            "SELECT owner, job, batch_id FROM queue_jobs WHERE owner != ? AND "
+            "state = 'enqueued' AND batch_id IS NOT NULL ORDER BY since",
+            (owner,),
+        )
+        return [(str(o), str(j), str(b)) for o, j, b in rows]
 
     def release(self, *, owner: str, job: str) -> None:
         """The job ended (or was never created): its tokens leave the queue."""
