@@ -576,8 +576,20 @@ def test_a_refusal_is_learned_for_every_runner_of_the_queue_and_lapses(tmp_path:
 def test_an_unusable_queue_file_is_refused_naming_it(tmp_path: Path) -> None:
     from langchain_batchkit._batch_api import BatchStateError
 
+    (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(BatchStateError, match="queue file"):
-        QueueStore(tmp_path / "missing" / "q.sqlite")
+        QueueStore(tmp_path / "a-file" / "q.sqlite")
+
+
+def test_a_queue_path_under_home_and_missing_folders_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    options = BatchAPIOptions(queue_path="~/.batchkit/queue.sqlite")
+
+    QueueStore(options.queue_path).close()
+
+    assert (tmp_path / ".batchkit" / "queue.sqlite").exists()
 
 
 # --------------------------------------------------------------------------- configuration

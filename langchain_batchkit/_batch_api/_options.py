@@ -80,19 +80,24 @@ class BatchAPIOptions:
         clock: the :class:`~langchain_batchkit.Clock` for waits between checks, wall
             time and latencies (inject a ``FakeClock`` in tests; a bare ``now``
             function is accepted too, with ``sleep``).
-        sleep: kept for compatibility: the async sleep, when ``clock`` is a bare
-            function.
+        sleep: the async sleep for the waits between checks, when it is not the
+            clock's own (with a bare ``now`` function as ``clock``, or to watch or
+            interrupt the waits in a test); by default the clock's.
         prices: your own prices per model (``{name: Price}`` or a ``PriceBook``), over
             the price database; each item's ``cost`` is at the Batch API's discount.
         max_enqueued_tokens: the provider's cap on prompt tokens enqueued across the
             organisation's open jobs of a model (OpenAI's "enqueued token limit" of
-            your tier): an int for every model, or ``{model: int}``. Jobs are planned
+            your tier): an int for every model, or ``{model: int}`` keyed by the model
+            named in the requests (for Azure OpenAI, the deployment). Jobs are planned
             within it and sent only while the open jobs leave room; the others wait
             for them to end. ``None`` (or a model not in the mapping): learned from
-            the provider's first refusal. A refused job is always sent again later.
-        queue_path: a SQLite file holding the queue of enqueued tokens. Runners given
-            the same file (other processes too) share one queue and stay under the
-            cap together. ``None``: the run's state file (memory without one).
+            the provider's first refusal. A refused job is sent again later, except a
+            single request larger than the cap, which fails with code
+            ``token_limit_exceeded``.
+        queue_path: a SQLite file holding the queue of enqueued tokens (``~`` is
+            expanded, missing folders are made). Runners given the same file (other
+            processes too) share one queue and stay under the cap together. ``None``:
+            the run's state file, or without one a temporary file for the run.
 
     Example:
         >>> BatchAPIOptions(max_requests_per_job=10_000, poll_max_wait=120).poll_wait(10)
@@ -148,7 +153,7 @@ class BatchAPIOptions:
                     f"BatchAPIOptions.queue_path must be a file path or None, "
                     f"got {self.queue_path!r}"
                 )
-            object.__setattr__(self, "queue_path", os.fspath(self.queue_path))
+            object.__setattr__(self, "queue_path", os.path.expanduser(self.queue_path))
 
     timer: Clock = field(init=False, repr=False, compare=False)
     """The one :class:`Clock` made of ``clock`` and ``sleep``."""

@@ -101,8 +101,10 @@ class QueueStore:
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = os.fspath(path) if path is not None else None
         try:
+            if self.path is not None and os.path.dirname(self.path):
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._conn = open_wal(self.path or ":memory:", synchronous="FULL")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise BatchStateError(f"cannot use {self.path!r} as a queue file: {exc}") from exc
         try:
             self._conn.executescript(_SCHEMA)

@@ -325,6 +325,12 @@ class ApiRun(Generic[InputT, OutputT]):
         prices = cast(PriceBook, self.runner.options.prices)
         return price_message(message, prices, "batch", backend.model_name)
 
+    def close(self) -> None:
+        """Remove the run's temporary queue file, if it made one."""
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
     # -- 3. the results ----------------------------------------------------------------------
 
     def finish(self) -> BatchResult[InputT, OutputT]:

@@ -62,8 +62,9 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
             locally on its ``AIMessage``. Each model step is one *round* of jobs over
             the items still alive: ``prompt | llm | parser | prompt2 | llm2`` runs in
             two rounds, and an item that failed in the first takes no part in the
-            second. A model the runner cannot reach (inside a parallel or a function)
-            raises :class:`ConfigurationError` here.
+            second. A model the runner cannot reach (inside a parallel) raises
+            :class:`ConfigurationError` here; a model called from inside a function
+            cannot be seen, and runs online at the full price.
         options: limits, polling, resubmission (:class:`BatchAPIOptions`).
         state_path: a SQLite file holding the run's jobs and results. A run with the
             same file (and the same inputs) resumes: it polls the jobs already created
@@ -183,6 +184,19 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
 
     def _execute(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         """Sync: local steps through ``kit.batch`` here; job I/O on a private loop."""
+        try:
+            return self._rounds(run)
+        finally:
+            run.close()
+
+    async def _aexecute(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
+        """Async: local steps through ``kit.abatch`` and job I/O, all on this loop."""
+        try:
+            return await self._arounds(run)
+        finally:
+            run.close()
+
+    def _rounds(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         before = run.before_model()
         run.begin(before.kit.batch(before.inputs, run.config) if before else None)
         while run.next_round():
@@ -192,8 +206,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
             run.advance(after.kit.batch(after.inputs, run.config) if after else None)
         return run.finish()
 
-    async def _aexecute(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
-        """Async: local steps through ``kit.abatch`` and job I/O, all on this loop."""
+    async def _arounds(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         before = run.before_model()
         run.begin(await before.kit.abatch(before.inputs, run.config) if before else None)
         while run.next_round():
