@@ -4,6 +4,7 @@ in later rounds. Real ChatOpenAI over HTTP against the fake server, on a fake cl
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -420,3 +421,20 @@ async def test_a_run_without_a_state_file_keeps_a_learned_cap_across_rounds(
 
     assert all(r.ok for r in results)
     assert server.stats().enqueued_token_refusals == 1  # learned once, for all 3 rounds
+
+
+def test_a_model_called_inside_a_local_function_is_reported_as_online(
+    batch_server_on: Any, batch_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = batch_server_on()
+    hidden = llm_for(server, model="gpt-4o")
+    ask: RunnableLambda[str, Any] = RunnableLambda(lambda text: hidden.invoke(text))
+    chain = llm_for(server) | StrOutputParser() | ask | StrOutputParser()
+    runner = BatchAPIRunner(chain, options=options_on(batch_clock))
+    caplog.set_level(logging.WARNING, logger="langchain_batchkit")
+
+    results = runner.run(["a", "b"])
+
+    assert results.outputs == ["echo: echo: a", "echo: echo: b"]  # it works, online
+    warnings = [r for r in caplog.records if "ran inside a local step" in r.getMessage()]
+    assert len(warnings) == 1 and "full price" in warnings[0].getMessage()

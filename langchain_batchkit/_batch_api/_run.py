@@ -8,9 +8,11 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import merge_configs
 
 from langchain_batchkit._batch_api._drive import drive_jobs
 from langchain_batchkit._batch_api._requests import PreparedRequest
@@ -26,7 +28,7 @@ from langchain_batchkit._runner import BatchKit, batchkit
 if TYPE_CHECKING:
     from langchain_batchkit._batch_api._runner import BatchAPIRunner
 
-__all__ = ["ApiRun", "LocalStep", "round_id"]
+__all__ = ["ApiRun", "LocalStep", "OnlineModelWatch", "round_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,38 @@ class LocalStep:
 
     kit: BatchKit[Any, Any]
     inputs: list[Any]
+
+
+class OnlineModelWatch(BaseCallbackHandler):
+    """Warns, once per run, that a model ran inside a local step: it was called online.
+
+    A model called from inside a function (``RunnableLambda(lambda x: llm.invoke(x))``)
+    cannot be seen when the chain is cut into rounds; it runs at the full price when
+    its step runs, and this says so instead of letting it pass unnoticed.
+    """
+
+    run_inline = True  # a flag and a log line: no need for the callback thread pool
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self._warn(serialized)
+
+    def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
+        self._warn(serialized)
+
+    def _warn(self, serialized: Any) -> None:
+        if self.seen:
+            return
+        self.seen = True
+        name = (serialized or {}).get("name") if isinstance(serialized, dict) else None
+        logger.warning(
+            "a model (%s) ran inside a local step of the chain, online at the full price: "
+            "the Batch API runner sends only the model steps of the sequence itself; "
+            "put the model in the sequence (or use batchkit(chain, flex=True))",
+            name or "unnamed",
+        )
 
 
 @dataclass(slots=True)
@@ -111,6 +145,7 @@ class ApiRun(Generic[InputT, OutputT]):
         "_pending",
         "_scratch",
         "_step",
+        "_watch",
         "alive",
         "answered_at",
         "config",
@@ -150,6 +185,7 @@ class ApiRun(Generic[InputT, OutputT]):
         self._pending: dict[int, Any] = {}  # model inputs of the step's next attempt
         self._passed: dict[int, Any] = {}  # outputs of the step so far
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._watch = OnlineModelWatch()
         self._first: dict[int, Any] = {}  # model inputs of the step's first attempt
         self._followed: dict[int, tuple[BaseMessage, ...]] = {}  # re-ask messages so far
 
@@ -163,6 +199,11 @@ class ApiRun(Generic[InputT, OutputT]):
             progress=False,
         )
         return LocalStep(kit, inputs)
+
+    @property
+    def local_config(self) -> RunnableConfig:
+        """The run's config for its local steps, with a watch for models called online."""
+        return merge_configs(self.config, {"callbacks": [self._watch]})
 
     def _fail(self, idx: int, error: ItemError | None, state: ItemState | None = None) -> None:
         """End an item with ``error``; the latest answer it paid for (this round's, or an

@@ -64,7 +64,8 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
             two rounds, and an item that failed in the first takes no part in the
             second. A model the runner cannot reach (inside a parallel) raises
             :class:`ConfigurationError` here; a model called from inside a function
-            cannot be seen, and runs online at the full price.
+            cannot be seen: it runs online at the full price, and the run logs a
+            warning when it does.
         options: limits, polling, resubmission (:class:`BatchAPIOptions`).
         state_path: a SQLite file holding the run's jobs and results. A run with the
             same file (and the same inputs) resumes: it polls the jobs already created
@@ -198,22 +199,22 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
 
     def _rounds(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         before = run.before_model()
-        run.begin(before.kit.batch(before.inputs, run.config) if before else None)
+        run.begin(before.kit.batch(before.inputs, run.local_config) if before else None)
         while run.next_round():
             if run.requests:
                 run_on_private_loop(run.drive(private_loop=True))
             after = run.after_model()
-            run.advance(after.kit.batch(after.inputs, run.config) if after else None)
+            run.advance(after.kit.batch(after.inputs, run.local_config) if after else None)
         return run.finish()
 
     async def _arounds(self, run: ApiRun[InputT, OutputT]) -> BatchResult[InputT, OutputT]:
         before = run.before_model()
-        run.begin(await before.kit.abatch(before.inputs, run.config) if before else None)
+        run.begin(await before.kit.abatch(before.inputs, run.local_config) if before else None)
         while run.next_round():
             if run.requests:
                 await run.drive(private_loop=False)
             after = run.after_model()
-            run.advance(await after.kit.abatch(after.inputs, run.config) if after else None)
+            run.advance(await after.kit.abatch(after.inputs, run.local_config) if after else None)
         return run.finish()
 
 
