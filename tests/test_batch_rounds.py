@@ -19,7 +19,7 @@ from pydantic import BaseModel, field_validator
 
 from langchain_batchkit import BatchAPIOptions, BatchAPIRunner, ConfigurationError, Reask
 from langchain_batchkit.testing import FakeClock, FakeOpenAIServer
-from tests.batch_support import API_KEY, llm_for, options_on
+from tests.batch_support import API_KEY, llm_for, options_on, prompts
 
 
 class Crash(BaseException):
@@ -438,3 +438,30 @@ def test_a_model_called_inside_a_local_function_is_reported_as_online(
     assert results.outputs == ["echo: echo: a", "echo: echo: b"]  # it works, online
     warnings = [r for r in caplog.records if "ran inside a local step" in r.getMessage()]
     assert len(warnings) == 1 and "full price" in warnings[0].getMessage()
+
+
+def test_each_round_shows_a_bar_over_its_requests(
+    batch_server_on: Any, batch_clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = batch_server_on(reject_prompts=frozenset({"poison"}))
+    runner = BatchAPIRunner(two_steps(server), options=options_on(batch_clock), progress=True)
+
+    runner.run([{"text": "a"}, {"text": "poison"}, {"text": "c"}])
+
+    shown = capsys.readouterr().err
+    assert "batch round 1/2 (gpt-4o-mini)" in shown and "batch round 2/2 (gpt-4o)" in shown
+    assert "3/3" in shown and "ok=2 failed=1" in shown  # round 1
+    assert "2/2" in shown and "ok=2 failed=0" in shown  # round 2: the items still alive
+
+
+def test_no_bar_below_ten_requests_unless_asked(
+    batch_server_on: Any, batch_clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = batch_server_on()
+
+    BatchAPIRunner(llm_for(server), options=options_on(batch_clock)).run(prompts(3))
+    BatchAPIRunner(llm_for(server), options=options_on(batch_clock), progress=False).run(
+        prompts(12)
+    )
+
+    assert "batch round" not in capsys.readouterr().err

@@ -92,6 +92,7 @@ async def drive_jobs(
     sink: AnswerSink | None = None,
     round: int = 0,
     queue_path: str | None = None,
+    on_counts: Callable[[int, int], None] | None = None,
 ) -> dict[int, ItemState]:
     """Create, poll and collect the jobs of ``requests``; every item's final state.
 
@@ -110,6 +111,7 @@ async def drive_jobs(
         queue_path: the queue file when neither ``options.queue_path`` nor
             ``state_path`` names one (a run without a state file keeps what its queue
             learned from one round to the next there).
+        on_counts: told after every check how many items succeeded and failed so far.
 
     Raises:
         BatchStateError: the file belongs to other inputs or requests.
@@ -149,6 +151,7 @@ async def drive_jobs(
                 sink=sink,
                 round=round,
                 seen=control.seen,
+                on_counts=on_counts,
             ).drive()
         return items
     finally:

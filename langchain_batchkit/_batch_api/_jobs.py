@@ -75,6 +75,8 @@ class JobLoop:
         queue: the enqueued-token queue jobs are admitted through.
         seen: provider ids of every job the runner created or found (shared with
             its other rounds and runs; see :class:`JobCreator`).
+        on_counts: told after every check how many items succeeded and failed for
+            good so far (a progress bar).
     """
 
     __slots__ = (
@@ -84,6 +86,7 @@ class JobLoop:
         "_items",
         "_jobs",
         "_live",
+        "_on_counts",
         "_options",
         "_queue",
         "_requests",
@@ -110,6 +113,7 @@ class JobLoop:
         sink: AnswerSink | None = None,
         round: int = 0,
         seen: set[str] | None = None,
+        on_counts: Callable[[int, int], None] | None = None,
     ) -> None:
         self._run_id = run_id
         self._items = items
@@ -123,6 +127,7 @@ class JobLoop:
         self._sink = sink
         self._round = round
         self._queue = queue
+        self._on_counts = on_counts
         seen = set() if seen is None else seen
         # the run's tag in custom_ids, where jobs have no metadata to tell runs apart
         self._tag = run_id.removeprefix("run-")[:8] if api.unique_ids else ""
@@ -153,11 +158,13 @@ class JobLoop:
                 checks = 0
             for job in [job for job in self._jobs if not job.collected]:
                 await self._check(job)
+            self._report()
             backoff, self._creator.backoff = self._creator.backoff, False
             if self._has_pending():
                 if not self._queue.waiting and not backoff:
                     continue  # to resubmit, or our job ended and made room in the queue
             elif all(job.collected for job in self._jobs):
+                self._report()
                 return
             checks += 1
             if self._queue.waiting and checks % _LOOK_AT_OTHERS == 0:
@@ -186,6 +193,13 @@ class JobLoop:
                     owner,
                 )
                 self._queue.forget(owner, key)
+
+    def _report(self) -> None:
+        """Tell ``on_counts`` how many items are settled for good, ok and failed."""
+        if self._on_counts is None:
+            return
+        states = [item.status for item in self._items.values()]
+        self._on_counts(states.count("succeeded"), states.count("failed"))
 
     def _has_pending(self) -> bool:
         return any(item.status == "pending" for item in self._items.values())

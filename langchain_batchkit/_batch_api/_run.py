@@ -5,22 +5,25 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import merge_configs
 
+from langchain_batchkit._batch_api._backends import ModelBackend
 from langchain_batchkit._batch_api._drive import drive_jobs
 from langchain_batchkit._batch_api._requests import PreparedRequest
 from langchain_batchkit._batch_api._responses import RejectedAnswer
+from langchain_batchkit._batch_api._rounds import OnlineModelWatch, Spent, round_id
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._costs import price_message
-from langchain_batchkit._item import Attempt, ItemError, ItemResult, TokenUsage
+from langchain_batchkit._item import ItemError, ItemResult
 from langchain_batchkit._prices import PriceBook
+from langchain_batchkit._progress import BAR_THRESHOLD, ProgressReporter
 from langchain_batchkit._reask import as_messages, broken_tool_call, follow_up, is_parse_error
 from langchain_batchkit._results import BatchResult
 from langchain_batchkit._runner import BatchKit, batchkit
@@ -28,26 +31,12 @@ from langchain_batchkit._runner import BatchKit, batchkit
 if TYPE_CHECKING:
     from langchain_batchkit._batch_api._runner import BatchAPIRunner
 
-__all__ = ["ApiRun", "LocalStep", "OnlineModelWatch", "round_id"]
+__all__ = ["ApiRun", "LocalStep"]
 
 logger = logging.getLogger(__name__)
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
-
-
-#: Rounds of one model step's re-asks are numbered apart: step + REASK_STRIDE * attempt.
-REASK_STRIDE = 1000
-
-
-def round_id(step: int, attempt: int) -> int:
-    """The round of a model step's ``attempt`` (0: its first answers; n: the n-th re-ask).
-
-    Example:
-        >>> round_id(0, 0), round_id(1, 0), round_id(1, 2)
-        (0, 1, 2001)
-    """
-    return step + REASK_STRIDE * attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,68 +45,6 @@ class LocalStep:
 
     kit: BatchKit[Any, Any]
     inputs: list[Any]
-
-
-class OnlineModelWatch(BaseCallbackHandler):
-    """Warns, once per run, that a model ran inside a local step: it was called online.
-
-    A model called from inside a function (``RunnableLambda(lambda x: llm.invoke(x))``)
-    cannot be seen when the chain is cut into rounds; it runs at the full price when
-    its step runs, and this says so instead of letting it pass unnoticed.
-    """
-
-    run_inline = True  # a flag and a log line: no need for the callback thread pool
-
-    def __init__(self) -> None:
-        self.seen = False
-
-    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self._warn(serialized)
-
-    def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
-        self._warn(serialized)
-
-    def _warn(self, serialized: Any) -> None:
-        if self.seen:
-            return
-        self.seen = True
-        name = (serialized or {}).get("name") if isinstance(serialized, dict) else None
-        logger.warning(
-            "a model (%s) ran inside a local step of the chain, online at the full price: "
-            "the Batch API runner sends only the model steps of the sequence itself; "
-            "put the model in the sequence (or use batchkit(chain, flex=True))",
-            name or "unnamed",
-        )
-
-
-@dataclass(slots=True)
-class _Spent:
-    """What one item used over the rounds it took part in."""
-
-    submissions: int = 0
-    history: list[Attempt] = field(default_factory=list)
-    usage: TokenUsage | None = None
-    cost: float | None = 0.0
-    finished_at: float | None = None
-    answer: AIMessage | None = None  # the latest answer paid for
-
-    def add(self, state: ItemState, message: AIMessage | None, cost: float | None) -> None:
-        self.submissions += state.submissions
-        self.history += state.history
-        self.finished_at = state.finished_at or self.finished_at
-        if message is None:
-            return
-        self.answer = message
-        usage = TokenUsage.from_output(message)
-        if usage is not None:
-            self.usage = usage if self.usage is None else self.usage + usage
-        # a round that could not be priced makes the sum unknown, never too small
-        self.cost = None if cost is None or self.cost is None else self.cost + cost
-
-    def rejected(self, error: ItemError, answer: AIMessage, cost: float | None) -> None:
-        """An answer that failed to parse and is re-asked: one more attempt in history."""
-        usage = TokenUsage.from_output(answer)
-        self.history.append(Attempt(error, output=answer, usage=usage, cost=cost))
 
 
 class ApiRun(Generic[InputT, OutputT]):
@@ -179,7 +106,7 @@ class ApiRun(Generic[InputT, OutputT]):
         self.requests: dict[int, PreparedRequest] = {}
         self.items: dict[int, ItemState] = {}
         self.messages: dict[int, AIMessage] = {}
-        self.spent: dict[int, _Spent] = {idx: _Spent() for idx, _ in pairs}
+        self.spent: dict[int, Spent] = {idx: Spent() for idx, _ in pairs}
         self.answered_at = self.start
         self._step, self._attempt = -1, 0
         self._pending: dict[int, Any] = {}  # model inputs of the step's next attempt
@@ -285,7 +212,37 @@ class ApiRun(Generic[InputT, OutputT]):
         """
         runner = self.runner
         backend = runner.plan.steps[self._step].backend
-        self.items = await drive_jobs(
+        bar = self._bar(backend.model_name)
+        shown = [0, 0]
+
+        def counts(succeeded: int, failed: int) -> None:
+            if bar is not None:
+                bar.count(succeeded - shown[0], failed - shown[1])
+                shown[:] = succeeded, failed
+
+        try:
+            self.items = await self._drive(backend, private_loop, counts)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _bar(self, model: str | None) -> ProgressReporter | None:
+        """A bar over this round's requests (``progress``: None shows it from 10 on)."""
+        show = self.runner.progress
+        if show is False or (show is None and len(self.requests) < BAR_THRESHOLD):
+            return None
+        step, attempt = self._step + 1, self._attempt
+        what = f"re-ask {attempt}" if attempt else f"round {step}/{len(self.runner.plan.steps)}"
+        return ProgressReporter(
+            len(self.requests), show_bar=True, callback=None, desc=f"batch {what} ({model})",
+            unit="request",
+        )  # fmt: skip
+
+    async def _drive(
+        self, backend: ModelBackend, private_loop: bool, counts: Callable[[int, int], None]
+    ) -> dict[int, ItemState]:
+        runner = self.runner
+        return await drive_jobs(
             state_path=self.state_path,
             n_items=len(self.pairs),
             requests=self.requests,
@@ -294,6 +251,7 @@ class ApiRun(Generic[InputT, OutputT]):
             control=runner._control,
             round=self.round,
             queue_path=self._queue_path(),
+            on_counts=counts,
         )
 
     def _queue_path(self) -> str | None:

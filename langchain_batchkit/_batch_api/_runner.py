@@ -31,7 +31,8 @@ from langchain_batchkit._batch_api._drive import JobControl
 from langchain_batchkit._batch_api._jobapi import JobClient
 from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._private_loop import run_on_private_loop
-from langchain_batchkit._batch_api._run import REASK_STRIDE, ApiRun
+from langchain_batchkit._batch_api._rounds import REASK_STRIDE
+from langchain_batchkit._batch_api._run import ApiRun
 from langchain_batchkit._errors import ConfigurationError
 from langchain_batchkit._reask import Reask
 from langchain_batchkit._results import BatchResult
@@ -74,6 +75,8 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         reask: re-ask answers that fail to parse (:class:`Reask`): each re-ask is one
             more round of the same model step over only those items, sending the
             original messages, the rejected answer and the error.
+        progress: a ``tqdm.auto`` bar per round, over its requests, moving as jobs end
+            (``None``: from 10 requests on; ``False``: none).
 
     Example:
         >>> runner = BatchAPIRunner(prompt | ChatOpenAI(model="gpt-4o-mini") | parser,
@@ -89,6 +92,7 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
         options: BatchAPIOptions | None = None,
         state_path: str | os.PathLike[str] | None = None,
         reask: Reask | None = None,
+        progress: bool | None = None,
     ) -> None:
         if options is not None and not isinstance(options, BatchAPIOptions):
             raise ConfigurationError(f"options must be a BatchAPIOptions, got {options!r}")
@@ -96,6 +100,9 @@ class BatchAPIRunner(Generic[InputT, OutputT]):
             raise ConfigurationError(f"state_path must be a path or None, got {state_path!r}")
         self.plan: ChainPlan = split_chain(chain)
         self.reask = _checked_reask(reask, self.plan)
+        if progress is not None and not isinstance(progress, bool):
+            raise ConfigurationError(f"progress must be a bool or None, got {progress!r}")
+        self.progress = progress
         self.options = options or BatchAPIOptions()
         self.state_path = os.fspath(state_path) if state_path is not None else None
         self._control = JobControl()
