@@ -36,6 +36,7 @@ from langchain_batchkit._batch_api._options import BatchAPIOptions
 from langchain_batchkit._batch_api._private_loop import run_on_private_loop
 from langchain_batchkit._batch_api._provider import OpenAIBatches
 from langchain_batchkit._batch_api._requests import PreparedRequest
+from langchain_batchkit._batch_api._rounds import CountsBar
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._embed import EmbedReport
 from langchain_batchkit._embed_paced import PacedEmbeddings, model_of
@@ -93,6 +94,8 @@ class BatchEmbeddings:
             truncated: ``EmbedLimits(too_long="truncate")``). ``too_long="split"``
             is refused: a batch job sends each text as one request line, so use
             :func:`embed_texts` for texts that must be split.
+        progress: a ``tqdm.auto`` bar over the texts sent, moving as jobs end
+            (``None``: from 10 texts on; ``False``: none).
 
     Example:
         >>> batch = BatchEmbeddings(OpenAIEmbeddings(model="text-embedding-3-small",
@@ -110,6 +113,7 @@ class BatchEmbeddings:
         options: BatchAPIOptions | None = None,
         state_path: str | os.PathLike[str] | None = None,
         limits: EmbedLimits | None = None,
+        progress: bool | None = None,
     ) -> None:
         from langchain_openai import AzureOpenAIEmbeddings, OpenAIEmbeddings
 
@@ -129,6 +133,7 @@ class BatchEmbeddings:
         self.options = options or BatchAPIOptions()
         self.state_path = os.fspath(state_path) if state_path is not None else None
         self.limits = limits or EmbedLimits.for_model(self.model)
+        self.progress = progress
         if self.limits.too_long == "split":
             raise ConfigurationError(
                 "BatchEmbeddings cannot split a text over the input limit (a job line is "
@@ -268,6 +273,9 @@ class BatchEmbeddings:
         if not prepared.requests:
             return {}
         sink = _VectorSink(path, self.model, prepared, tally, self.options.prices)
+        bar = CountsBar(
+            len(prepared.requests), self.progress, desc=f"batch ({self.model})", unit="text"
+        )
         try:
             return await drive_jobs(
                 state_path=self.state_path,
@@ -277,8 +285,10 @@ class BatchEmbeddings:
                 options=self.options,
                 control=self._control,
                 sink=sink,
+                on_counts=bar,
             )
         finally:
+            bar.close()
             sink.close()
 
     def _finish(

@@ -307,3 +307,18 @@ async def test_single_calls_through_a_microbatcher_are_coalesced_paced_and_fail_
     assert stats.embedding_tokens > 200  # more than a minute's budget: it had to wait
     assert clock() >= 60.0
     assert stats.embedding_requests < 20  # coalesced (a refused request split in halves)
+
+
+def test_a_bar_follows_the_texts_as_jobs_end(
+    server_on: Any, clock: FakeClock, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = server_on()
+    batch = BatchEmbeddings(
+        embeddings_for(server), options=options_on(clock), state_path=None, progress=True
+    )
+
+    report = batch.run(texts(12), checkpoint=tmp_path / "vectors.sqlite")
+
+    assert report.embedded == 12
+    shown = capsys.readouterr().err
+    assert "batch (text-embedding-3-small)" in shown and "12/12" in shown and "ok=12" in shown

@@ -12,8 +12,9 @@ from langchain_core.messages import AIMessage
 
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._item import Attempt, ItemError, TokenUsage
+from langchain_batchkit._progress import BAR_THRESHOLD, ProgressReporter
 
-__all__ = ["REASK_STRIDE", "OnlineModelWatch", "Spent", "round_id"]
+__all__ = ["REASK_STRIDE", "CountsBar", "OnlineModelWatch", "Spent", "round_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +92,37 @@ class Spent:
         """An answer that failed to parse and is re-asked: one more attempt in history."""
         usage = TokenUsage.from_output(answer)
         self.history.append(Attempt(error, output=answer, usage=usage, cost=cost))
+
+
+class CountsBar:
+    """A ``tqdm.auto`` bar over a job loop's items, moved by running totals.
+
+    The job loop reports how many items succeeded and failed so far after every
+    check (see ``JobLoop``'s ``on_counts``); the bar moves by the difference.
+
+    Args:
+        total: the items (requests, texts) the loop settles.
+        show: ``None`` shows it from :data:`BAR_THRESHOLD` items on.
+        desc: the bar's label.
+        unit: what one item is called.
+    """
+
+    __slots__ = ("_reporter", "_shown")
+
+    def __init__(self, total: int, show: bool | None, *, desc: str, unit: str) -> None:
+        wanted = show is True or (show is None and total >= BAR_THRESHOLD)
+        self._reporter = (
+            ProgressReporter(total, show_bar=True, callback=None, desc=desc, unit=unit)
+            if wanted
+            else None
+        )
+        self._shown = (0, 0)
+
+    def __call__(self, succeeded: int, failed: int) -> None:
+        if self._reporter is not None:
+            self._reporter.count(succeeded - self._shown[0], failed - self._shown[1])
+        self._shown = (succeeded, failed)
+
+    def close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.close()

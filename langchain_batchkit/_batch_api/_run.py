@@ -18,12 +18,11 @@ from langchain_batchkit._batch_api._backends import ModelBackend
 from langchain_batchkit._batch_api._drive import drive_jobs
 from langchain_batchkit._batch_api._requests import PreparedRequest
 from langchain_batchkit._batch_api._responses import RejectedAnswer
-from langchain_batchkit._batch_api._rounds import OnlineModelWatch, Spent, round_id
+from langchain_batchkit._batch_api._rounds import CountsBar, OnlineModelWatch, Spent, round_id
 from langchain_batchkit._batch_api._state import ItemState
 from langchain_batchkit._costs import price_message
 from langchain_batchkit._item import ItemError, ItemResult
 from langchain_batchkit._prices import PriceBook
-from langchain_batchkit._progress import BAR_THRESHOLD, ProgressReporter
 from langchain_batchkit._reask import as_messages, broken_tool_call, follow_up, is_parse_error
 from langchain_batchkit._results import BatchResult
 from langchain_batchkit._runner import BatchKit, batchkit
@@ -212,31 +211,18 @@ class ApiRun(Generic[InputT, OutputT]):
         """
         runner = self.runner
         backend = runner.plan.steps[self._step].backend
-        bar = self._bar(backend.model_name)
-        shown = [0, 0]
-
-        def counts(succeeded: int, failed: int) -> None:
-            if bar is not None:
-                bar.count(succeeded - shown[0], failed - shown[1])
-                shown[:] = succeeded, failed
-
-        try:
-            self.items = await self._drive(backend, private_loop, counts)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def _bar(self, model: str | None) -> ProgressReporter | None:
-        """A bar over this round's requests (``progress``: None shows it from 10 on)."""
-        show = self.runner.progress
-        if show is False or (show is None and len(self.requests) < BAR_THRESHOLD):
-            return None
         step, attempt = self._step + 1, self._attempt
-        what = f"re-ask {attempt}" if attempt else f"round {step}/{len(self.runner.plan.steps)}"
-        return ProgressReporter(
-            len(self.requests), show_bar=True, callback=None, desc=f"batch {what} ({model})",
+        what = f"re-ask {attempt}" if attempt else f"round {step}/{len(runner.plan.steps)}"
+        bar = CountsBar(
+            len(self.requests),
+            runner.progress,
+            desc=f"batch {what} ({backend.model_name})",
             unit="request",
-        )  # fmt: skip
+        )
+        try:
+            self.items = await self._drive(backend, private_loop, bar)
+        finally:
+            bar.close()
 
     async def _drive(
         self, backend: ModelBackend, private_loop: bool, counts: Callable[[int, int], None]
