@@ -285,7 +285,7 @@ class BatchEmbeddings:
                 options=self.options,
                 control=self._control,
                 sink=sink,
-                on_counts=bar,
+                on_counts=bar if bar.shown else None,
             )
         finally:
             bar.close()

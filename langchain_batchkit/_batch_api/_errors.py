@@ -69,20 +69,13 @@ def unfinished_error(
         >>> str(error), is_resubmittable(error)
         ('job batch_1 (completed): the provider reported server_error: boom', True)
     """
-    if code in _EXPIRED:
-        return BatchJobUnfinishedError(
-            f"job {batch_id} ({status}): {message}", status="expired", batch_id=batch_id, code=code
-        )
-    if code in _CANCELLED:
+    unfinished = "expired" if code in _EXPIRED else "cancelled" if code in _CANCELLED else None
+    if unfinished is not None or code is None:
         return BatchJobUnfinishedError(
             f"job {batch_id} ({status}): {message}",
-            status="cancelled",
+            status=unfinished or status,
             batch_id=batch_id,
             code=code,
-        )
-    if code is None:
-        return BatchJobUnfinishedError(
-            f"job {batch_id} ({status}): {message}", status=status, batch_id=batch_id
         )
     return BatchRequestError(
         f"job {batch_id} ({status}): the provider reported {code}: {message}",

@@ -92,7 +92,17 @@ class JobQueue:
             queue (room was made) or is refused (the plan changes).
     """
 
-    __slots__ = ("_counts", "_now", "_options", "_owner", "_requests", "_store", "_told", "waiting")
+    __slots__ = (
+        "_counts",
+        "_now",
+        "_options",
+        "_owner",
+        "_requests",
+        "_store",
+        "_told",
+        "_waits_for",
+        "waiting",
+    )
 
     def __init__(
         self,
@@ -110,6 +120,7 @@ class JobQueue:
         self._counts: dict[int, tuple[str, int]] = {}
         self._told: str | None = None
         self.waiting = False
+        self._waits_for: str | None = None
 
     # -- counting ------------------------------------------------------------------------
 
@@ -157,6 +168,7 @@ class JobQueue:
             now=self._now(),
         )
         self.waiting = verdict.decision == "wait"
+        self._waits_for = model
         if self.waiting:
             self._tell(key, model, requests, verdict)
         elif verdict.decision == "split":
@@ -201,8 +213,11 @@ class JobQueue:
         )
 
     def others(self) -> list[tuple[str, str, str]]:
-        """Other runners' jobs in the queue: (owner, job key, provider id)."""
-        return self._store.others(self._owner)
+        """Other runners' open jobs of the model ours wait for (so of our provider, whose
+        client can look them up): (owner, job key, provider id)."""
+        if self._waits_for is None:
+            return []
+        return self._store.others(self._owner, self._waits_for)
 
     def forget(self, owner: str, job: str) -> None:
         """Another runner's job that ended at the provider while its runner was gone (an

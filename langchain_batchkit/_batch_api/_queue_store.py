@@ -189,12 +189,13 @@ class QueueStore:
                     (owner, job, model, tokens, now, batch_id),
                 )
 
-    def others(self, owner: str) -> list[tuple[str, str, str]]:
-        """The jobs other runners hold as enqueued, with a provider id: (owner, job, id)."""
+    def others(self, owner: str, model: str) -> list[tuple[str, str, str]]:
+        """The jobs of ``model`` other runners hold as enqueued, with a provider id:
+        (owner, job, id)."""
         rows = self._conn.execute(
-            "SELECT owner, job, batch_id FROM queue_jobs WHERE owner != ? AND "
-            "state = 'enqueued' AND batch_id IS NOT NULL ORDER BY since",
-            (owner,),
+            "SELECT owner, job, batch_id FROM queue_jobs WHERE owner != ? AND model = ? "
+            "AND state = 'enqueued' AND batch_id IS NOT NULL ORDER BY since",
+            (owner, model),
         )
         return [(str(o), str(j), str(b)) for o, j, b in rows]
 

@@ -118,6 +118,11 @@ class CountsBar:
         )
         self._shown = (0, 0)
 
+    @property
+    def shown(self) -> bool:
+        """A bar is drawn (else the loop need not count for it)."""
+        return self._reporter is not None
+
     def __call__(self, succeeded: int, failed: int) -> None:
         if self._reporter is not None:
             self._reporter.count(succeeded - self._shown[0], failed - self._shown[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -225,7 +224,7 @@ class ApiRun(Generic[InputT, OutputT]):
             bar.close()
 
     async def _drive(
-        self, backend: ModelBackend, private_loop: bool, counts: Callable[[int, int], None]
+        self, backend: ModelBackend, private_loop: bool, counts: CountsBar
     ) -> dict[int, ItemState]:
         runner = self.runner
         return await drive_jobs(
@@ -237,7 +236,7 @@ class ApiRun(Generic[InputT, OutputT]):
             control=runner._control,
             round=self.round,
             queue_path=self._queue_path(),
-            on_counts=counts,
+            on_counts=counts if counts.shown else None,
         )
 
     def _queue_path(self) -> str | None:
